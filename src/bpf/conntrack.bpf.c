@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * xdp-conntrack: a stateful bump in the wire.
+ *
+ * Every frame that arrives on one of two interfaces leaves through the
+ * other (bpf_redirect_map() through a two-slot devmap).  IPv4 TCP, UDP and
+ * ICMP echo flows are tracked in one hash map with the semantics of the
+ * kernel's nf_conntrack; packets it would call INVALID are dropped.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "conntrack.h"
+
+#ifndef likely
+#define likely(x) __builtin_expect(!!(x), 1)
+#endif
+#ifndef unlikely
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#endif
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+#define NSEC_PER_SEC 1000000000ULL
+/* Refresh an entry's deadline only when it moves by more than this, so
+ * that the established fast path rarely writes to the shared entry.
+ */
+#define CT_REFRESH_SLACK NSEC_PER_SEC
+/* UDP becomes a stream (ASSURED) only after this long, as in the kernel. */
+#define CT_UDP_STREAM_AFTER (2 * NSEC_PER_SEC)
+#define EEXIST 17
+
+/* Defaults are the project's: the seed report's, then the kernel's. */
+const volatile struct ct_config ct_cfg = {
+	.timeout = {
+		[CT_TCP_SYN_SENT] = 120,
+		[CT_TCP_SYN_RECV] = 60,
+		[CT_TCP_ESTABLISHED] = 432000,
+		[CT_TCP_FIN_WAIT] = 120,
+		[CT_TCP_CLOSE_WAIT] = 60,
+		[CT_TCP_LAST_ACK] = 120,
+		[CT_TCP_TIME_WAIT] = 120,
+		[CT_TCP_CLOSE] = 10,
+		[CT_TCP_SYN_SENT2] = 120,
+		[CT_TO_UNACK] = 300,
+		[CT_TO_UDP] = 300,
+		[CT_TO_UDP_STREAM] = 600,
+		[CT_TO_ICMP] = 30,
+	},
+	.track = 1,
+};
+
+/*
+ * Never read by the program: it anchors the shared enums in the object's
+ * BTF, so that the skeleton's `types` module carries them to Rust and the
+ * two sides cannot disagree on a state's number.
+ */
+const volatile struct {
+	enum ct_tcp_state state;
+	enum ct_timeout timeout;
+	enum ct_status status;
+	enum ct_seen seen;
+	enum ct_dir dir;
+	enum ct_verdict verdict;
+} ct_enums;
+
+#include "parse.h"
+#include "tcp_state.h"
+
+/* A plain (preallocated) hash: when it is full, new connections are
+ * refused; a live entry is never evicted behind the user's back, which an
+ * LRU map would do.  max_entries is set by the loader.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+} ct_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, CT_SIDES);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_stats);
+} stats SEC(".maps");
+
+/* bpf_printk() only at log level 5.  ct_cfg is read-only after load, so
+ * the verifier prunes these branches entirely below that level.
+ */
+#define ct_log(fmt, ...)                                                   \
+	({                                                                 \
+		if (ct_cfg.log_level >= 5)                                 \
+			bpf_printk(fmt, ##__VA_ARGS__);                    \
+	})
+
+static const char ct_state_names[CT_TCP_MAX + 2][12] = {
+	"NONE",	    "SYN_SENT",	 "SYN_RECV", "ESTABLISHED",
+	"FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
+	"CLOSE",    "SYN_SENT2", "INVALID",  "IGNORE",
+};
+
+static const char ct_verdict_names[CT_UNTRACKED + 1][10] = {
+	"forward", "invalid", "full", "strict", "malformed", "untracked",
+};
+
+static __always_inline const char *state_name(__u8 s)
+{
+	return ct_state_names[s < CT_TCP_MAX + 2 ? s : CT_TCP_MAX];
+}
+
+static __always_inline void ct_refresh(struct ct_entry *e, __u64 now,
+				       __u32 slot)
+{
+	__u64 expires = now + ct_timeout_ns(slot);
+
+	/* Racy by design: CPUs that refresh the same flow at once all write
+	 * nearly the same deadline, and skipping small moves keeps the
+	 * cache line shared.
+	 */
+	if (expires > READ_ONCE(e->expires) + CT_REFRESH_SLACK)
+		WRITE_ONCE(e->expires, expires);
+}
+
+static __always_inline void ct_udp_packet(struct ct_entry *e, __u64 now)
+{
+	if (e->status & CT_S_SEEN_REPLY) {
+		__u32 slot = CT_TO_UDP;
+		bool stream = false;
+
+		/* Still active two seconds after the first packet and seen
+		 * both ways: a stream, not a probe (nf_conntrack_udp_packet).
+		 */
+		if (now > e->created + CT_UDP_STREAM_AFTER) {
+			slot = CT_TO_UDP_STREAM;
+			stream = !(e->status & CT_S_ASSURED);
+		}
+		e->expires = now + ct_timeout_ns(slot);
+		if (stream)
+			e->status |= CT_S_ASSURED;
+	} else {
+		e->expires = now + ct_timeout_ns(CT_TO_UDP);
+	}
+}
+
+/* A packet of a connection that has an entry. */
+static __always_inline int ct_existing(struct ct_entry *e,
+				       const struct ct_pkt *p, __u64 now)
+{
+	__u32 dir = p->src_slot != e->orig;
+	__u8 from = 0, to;
+	int ret = CT_FORWARD;
+
+	switch (p->key.proto) {
+	case IPPROTO_TCP:
+		/* Fast path: a plain ACK of an assured, established
+		 * connection changes nothing but the deadline, so it needs
+		 * no lock.  last_index must be ACK too, or a pending
+		 * ignored-SYN resync would be missed.
+		 */
+		if (likely(p->index == CT_IDX_ACK &&
+			   e->state == CT_TCP_ESTABLISHED &&
+			   (e->status & CT_S_ASSURED) &&
+			   e->last_index == CT_IDX_ACK)) {
+			ct_refresh(e, now, CT_TCP_ESTABLISHED);
+			return CT_FORWARD;
+		}
+		bpf_spin_lock(&e->lock);
+		ret = ct_tcp_packet(e, p, dir, now, &from);
+		if (ret != CT_DROP_INVALID && ret != CT_REOPEN &&
+		    dir == CT_DIR_REPLY)
+			e->status |= CT_S_SEEN_REPLY;
+		to = e->state;
+		bpf_spin_unlock(&e->lock);
+		ct_log("xct: tcp %s -> %s dir=%u", state_name(from),
+		       state_name(ret == CT_DROP_INVALID ? CT_TCP_MAX : to),
+		       dir);
+		return ret;
+	case IPPROTO_UDP:
+		if (likely(e->status & CT_S_ASSURED)) {
+			ct_refresh(e, now, CT_TO_UDP_STREAM);
+			return CT_FORWARD;
+		}
+		bpf_spin_lock(&e->lock);
+		ct_udp_packet(e, now);
+		if (dir == CT_DIR_REPLY)
+			e->status |= CT_S_SEEN_REPLY;
+		bpf_spin_unlock(&e->lock);
+		return CT_FORWARD;
+	default: /* ICMP echo */
+		if (dir == CT_DIR_REPLY && !(e->status & CT_S_SEEN_REPLY)) {
+			bpf_spin_lock(&e->lock);
+			e->status |= CT_S_SEEN_REPLY;
+			bpf_spin_unlock(&e->lock);
+		}
+		ct_refresh(e, now, CT_TO_ICMP);
+		return CT_FORWARD;
+	}
+}
+
+/* A packet with no (live) entry: may it open a connection? */
+static __always_inline int ct_create(const struct ct_pkt *p, __u64 now,
+				     struct ct_stats *st)
+{
+	struct ct_entry n = {};
+	struct ct_entry *e;
+	__u8 from = 0;
+	int ret, err;
+
+	n.orig = p->src_slot;
+	n.created = now;
+
+	switch (p->key.proto) {
+	case IPPROTO_TCP:
+		if (p->index == CT_IDX_ACK) {
+			/* Mid-stream: nf_conntrack_tcp_loose=1 picks it up,
+			 * with liberal window checks; --strict refuses.
+			 */
+			if (ct_cfg.strict)
+				return CT_DROP_STRICT;
+			n.status |= CT_S_LIBERAL;
+		} else if (p->index == CT_IDX_SYN) {
+			n.seen[CT_DIR_ORIGINAL] = CT_SEEN_END_SET;
+			n.td_end[CT_DIR_ORIGINAL] = p->end;
+		} else {
+			/* SYN-ACK, FIN, RST or nothing for an unknown
+			 * connection: the table has sIV for all of them.
+			 */
+			return CT_DROP_INVALID;
+		}
+		ret = ct_tcp_packet(&n, p, CT_DIR_ORIGINAL, now, &from);
+		if (ret != CT_FORWARD)
+			return ret;
+		ct_log("xct: tcp NONE -> %s new", state_name(n.state));
+		break;
+	case IPPROTO_UDP:
+		n.expires = now + ct_timeout_ns(CT_TO_UDP);
+		break;
+	default:
+		/* Only an echo request opens an ICMP "connection". */
+		if (p->icmp_type != ICMP_ECHO)
+			return CT_DROP_INVALID;
+		n.icmp_type = ICMP_ECHO;
+		n.expires = now + ct_timeout_ns(CT_TO_ICMP);
+		break;
+	}
+
+	err = bpf_map_update_elem(&ct_table, &p->key, &n, BPF_NOEXIST);
+	if (likely(!err)) {
+		st->new_conns++;
+		return CT_FORWARD;
+	}
+	if (err == -EEXIST) {
+		/* Another CPU created it first: go through its entry. */
+		e = bpf_map_lookup_elem(&ct_table, &p->key);
+		if (!e)
+			return CT_FORWARD;
+		ret = ct_existing(e, p, now);
+		return ret == CT_DROP_INVALID ? ret : CT_FORWARD;
+	}
+	/* -E2BIG: the table is full.  Refuse the newcomer. */
+	return CT_DROP_FULL;
+}
+
+static __always_inline int ct_track(const struct ct_pkt *p,
+				    struct ct_stats *st)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct ct_entry *e;
+	int ret;
+
+	e = bpf_map_lookup_elem(&ct_table, &p->key);
+	if (likely(e)) {
+		if (likely(READ_ONCE(e->expires) > now)) {
+			ret = ct_existing(e, p, now);
+			if (likely(ret != CT_REOPEN && ret != CT_KILL))
+				return ret;
+			/* Only the CPU whose delete succeeds counts it. */
+			if (!bpf_map_delete_elem(&ct_table, &p->key))
+				st->closed++;
+			if (ret == CT_KILL)
+				return CT_FORWARD;
+		} else if (!bpf_map_delete_elem(&ct_table, &p->key)) {
+			/* An expired entry is as good as absent. */
+			st->expired++;
+		}
+	}
+	return ct_create(p, now, st);
+}
+
+static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in,
+				       struct ct_stats *st)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 out = in ^ 1;
+	struct ethhdr *eth = data;
+	long act;
+
+	if (ct_cfg.rewrite[out]) {
+		if (eth + 1 > data_end)
+			return XDP_DROP;
+		__builtin_memcpy(eth->h_dest, (void *)ct_cfg.dst_mac[out], 6);
+		__builtin_memcpy(eth->h_source, (void *)ct_cfg.src_mac[out],
+				 6);
+	}
+	st->rx_packets[in]++;
+	st->rx_bytes[in] += data_end - data;
+
+	/* The low bits of flags are the action if the slot is empty. */
+	act = bpf_redirect_map(&tx_ports, out, XDP_DROP);
+	if (unlikely(act != XDP_REDIRECT))
+		st->redirect_err++;
+	ct_log("xct: redirect side%u -> side%u act=%d", in + 1, out + 1, act);
+	return act;
+}
+
+SEC("xdp")
+int xdp_conntrack(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 in = ctx->ingress_ifindex == ct_cfg.ifindex[1];
+	struct ct_pkt pkt = {};
+	struct ct_stats *st;
+	__u32 zero = 0;
+	int verdict;
+
+	st = bpf_map_lookup_elem(&stats, &zero);
+	if (unlikely(!st))
+		return XDP_ABORTED;
+	if (!ct_cfg.track)
+		return ct_redirect(ctx, in, st);
+
+	verdict = ct_parse(data, data_end, &pkt);
+	if (verdict == CT_FORWARD) {
+		ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u flags=0x%x",
+		       pkt.key.proto, &pkt.saddr, bpf_ntohs(pkt.sport),
+		       &pkt.daddr, bpf_ntohs(pkt.dport), pkt.flags);
+		verdict = ct_track(&pkt, st);
+	}
+
+	switch (verdict) {
+	case CT_FORWARD:
+		break;
+	case CT_UNTRACKED:
+		st->untracked++;
+		break;
+	case CT_DROP_FULL:
+		st->table_full++;
+		break;
+	case CT_DROP_STRICT:
+		st->strict_drops++;
+		break;
+	case CT_DROP_MALFORMED:
+		st->malformed++;
+		break;
+	default:
+		st->invalid++;
+		break;
+	}
+	if (verdict != CT_FORWARD && verdict != CT_UNTRACKED) {
+		ct_log("xct: verdict %s, drop",
+		       ct_verdict_names[verdict <= CT_UNTRACKED ? verdict : 1]);
+		return XDP_DROP;
+	}
+	return ct_redirect(ctx, in, st);
+}
+
+/*
+ * Garbage collection, run from userspace through BPF_PROG_TEST_RUN about
+ * once a second: one in-kernel pass over the table with
+ * bpf_for_each_map_elem() instead of a lookup and a delete syscall per
+ * entry.  Deleting the element being visited is allowed for hash maps.
+ */
+struct sweep_ctx {
+	__u64 now;
+	__u64 removed;
+};
+
+static long sweep_cb(struct bpf_map *map, struct ct_key *key,
+		     struct ct_entry *e, struct sweep_ctx *c)
+{
+	if (READ_ONCE(e->expires) <= c->now &&
+	    !bpf_map_delete_elem(map, key))
+		c->removed++;
+	return 0;
+}
+
+SEC("xdp")
+int ct_sweep(struct xdp_md *ctx)
+{
+	struct sweep_ctx c = { .now = bpf_ktime_get_ns() };
+	struct ct_stats *st;
+	__u32 zero = 0;
+
+	bpf_for_each_map_elem(&ct_table, sweep_cb, &c, 0);
+	st = bpf_map_lookup_elem(&stats, &zero);
+	if (st)
+		st->swept += c.removed;
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The TCP state machine, in the shape of the kernel's
+ * net/netfilter/nf_conntrack_proto_tcp.c: the same transition table, the
+ * same special cases around it (ignored packets and resync, TIME_WAIT
+ * reopen, simultaneous open, RFC 5961 challenge ACKs), and the same rules
+ * for UNREPLIED/ASSURED and for the timeout that each packet arms.
+ *
+ * What is deliberately smaller than the kernel: window tracking.  Only the
+ * acknowledgement bounds that matter during the handshake are checked
+ * (an ACK must not acknowledge data the peer has not sent, nor lag it by
+ * more than MAXACKWINCONST), and only while the connection is in
+ * SYN_SENT, SYN_RECV or SYN_SENT2.  Once ESTABLISHED, sequence numbers
+ * are not followed, which keeps the established fast path free of writes.
+ *
+ * Everything here runs either on a private copy of a new entry or with
+ * the entry's bpf_spin_lock held, so it must not call helpers.
+ */
+#ifndef __TCP_STATE_H
+#define __TCP_STATE_H
+
+#define sNO CT_TCP_NONE
+#define sSS CT_TCP_SYN_SENT
+#define sSR CT_TCP_SYN_RECV
+#define sES CT_TCP_ESTABLISHED
+#define sFW CT_TCP_FIN_WAIT
+#define sCW CT_TCP_CLOSE_WAIT
+#define sLA CT_TCP_LAST_ACK
+#define sTW CT_TCP_TIME_WAIT
+#define sCL CT_TCP_CLOSE
+#define sS2 CT_TCP_SYN_SENT2
+#define sIV CT_TCP_MAX
+#define sIG CT_TCP_IGNORE
+
+/* tcp_conntracks[direction][flag class][old state] = new state */
+static const __u8 tcp_conntracks[2][6][CT_TCP_MAX] = {
+	{
+		/* ORIGINAL */
+		/*	     sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2 */
+		/*syn*/ { sSS, sSS, sIG, sIG, sIG, sIG, sIG, sSS, sSS, sS2 },
+		/*synack*/ { sIV, sIV, sSR, sIV, sIV, sIV, sIV, sIV, sIV, sSR },
+		/*fin*/ { sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV },
+		/*ack*/ { sES, sIV, sES, sES, sCW, sCW, sTW, sTW, sCL, sIV },
+		/*rst*/ { sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL },
+		/*none*/ { sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV },
+	},
+	{
+		/* REPLY */
+		/*	     sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2 */
+		/*syn*/ { sIV, sS2, sIV, sIV, sIV, sIV, sIV, sSS, sIV, sS2 },
+		/*synack*/ { sIV, sSR, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR },
+		/*fin*/ { sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV },
+		/*ack*/ { sIV, sIG, sSR, sES, sCW, sCW, sTW, sTW, sCL, sIG },
+		/*rst*/ { sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL },
+		/*none*/ { sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV },
+	},
+};
+
+/* Internal results of ct_tcp_packet(), next to enum ct_verdict. */
+#define CT_REOPEN 100 /* delete the entry, then handle as a new packet */
+#define CT_KILL 101   /* forward the packet, then delete the entry */
+
+#define MAXACKWINCONST 66000
+
+static __always_inline bool seq_after(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) > 0;
+}
+
+static __always_inline __u64 ct_timeout_ns(__u32 slot)
+{
+	if (slot >= CT_TO_MAX)
+		slot = CT_TCP_CLOSE;
+	return (__u64)ct_cfg.timeout[slot] * 1000000000ULL;
+}
+
+static __always_inline bool ct_tcp_handshake(__u8 state)
+{
+	return state == CT_TCP_SYN_SENT || state == CT_TCP_SYN_RECV ||
+	       state == CT_TCP_SYN_SENT2;
+}
+
+/*
+ * The part of tcp_in_window() that the handshake needs: learn each side's
+ * end sequence from its SYN / SYN-ACK and bound the acknowledgement by
+ * the other side's.  Sequence numbers are host order, modulo 2^32.
+ */
+static __always_inline bool ct_tcp_in_window(struct ct_entry *e,
+					     const struct ct_pkt *p,
+					     __u32 dir, __u8 state)
+{
+	__u32 rdir = dir ^ 1;
+	__u32 ack, rend;
+
+	if (e->status & CT_S_LIBERAL)
+		return true;
+
+	if (!(e->seen[dir] & CT_SEEN_END_SET)) {
+		/* First packet from this side: it defines the side. */
+		e->seen[dir] |= CT_SEEN_END_SET;
+		e->td_end[dir] = p->end;
+		/* A SYN from the reply side: simultaneous open, no ack. */
+		if ((p->flags & (TH_SYN | TH_ACK)) == TH_SYN)
+			return true;
+	} else if (((state == CT_TCP_SYN_SENT && dir == CT_DIR_ORIGINAL) ||
+		    (state == CT_TCP_SYN_RECV && dir == CT_DIR_REPLY)) &&
+		   seq_after(p->end, e->td_end[dir])) {
+		/* RFC 793: a reinitialised TCP may restart with a higher
+		 * sequence number.
+		 */
+		e->td_end[dir] = p->end;
+	}
+
+	rend = e->td_end[rdir];
+	/* No ACK, or a broken stack's RST|ACK with ack 0: pretend it acks
+	 * exactly what the peer sent.
+	 */
+	if (!(p->flags & TH_ACK) || ((p->flags & TH_RST) && p->ack == 0))
+		ack = rend;
+	else
+		ack = p->ack;
+
+	if (ct_tcp_handshake(state) && (e->seen[rdir] & CT_SEEN_END_SET)) {
+		/* III: do not ack what the peer has not sent. */
+		if (seq_after(ack, rend))
+			return false;
+		/* IV: nor lag it by more than a maximal window. */
+		if (!seq_after(ack, rend - MAXACKWINCONST - 1))
+			return false;
+	}
+	if (ct_tcp_handshake(state) && seq_after(p->end, e->td_end[dir]))
+		e->td_end[dir] = p->end;
+	return true;
+}
+
+/*
+ * Advance a TCP entry by one packet.  Mirrors nf_conntrack_tcp_packet().
+ * Returns CT_FORWARD, CT_DROP_INVALID, CT_REOPEN or CT_KILL; *from gets
+ * the state the packet found, for the debug log.
+ */
+static __always_inline int ct_tcp_packet(struct ct_entry *e,
+					 const struct ct_pkt *p, __u32 dir,
+					 __u64 now, __u8 *from)
+{
+	__u32 index = p->index;
+	__u8 old = e->state, new;
+	__u64 to;
+
+	/* Bounds the verifier can see; parse.h never produces more. */
+	if (index > CT_IDX_NONE)
+		index = CT_IDX_NONE;
+	if (old >= CT_TCP_MAX)
+		old = CT_TCP_NONE;
+	dir &= 1;
+	new = tcp_conntracks[dir][index][old];
+	*from = old;
+
+	switch (new) {
+	case CT_TCP_SYN_SENT:
+		if (old < CT_TCP_TIME_WAIT)
+			break;
+		/* RFC 1122: a SYN may reopen a connection that is closing
+		 * or was reset.  The kernel kills the entry and looks the
+		 * packet up again; so do we.
+		 */
+		if (((e->seen[0] | e->seen[1]) & CT_SEEN_CLOSE_INIT) ||
+		    (e->last_dir == dir && e->last_index == CT_IDX_RST))
+			return CT_REOPEN;
+		/* fallthrough */
+	case CT_TCP_IGNORE:
+		if (index == CT_IDX_SYNACK && e->last_index == CT_IDX_SYN &&
+		    e->last_dir != dir && p->ack == e->last_end) {
+			/* This SYN/ACK answers a SYN we ignored: the ends
+			 * are in sync and we are not.  Resync from the
+			 * ignored SYN.
+			 */
+			__u32 ldir = e->last_dir & 1;
+
+			old = CT_TCP_SYN_SENT;
+			new = CT_TCP_SYN_RECV;
+			e->td_end[ldir] = e->last_end;
+			e->seen[ldir] = CT_SEEN_END_SET;
+			e->seen[dir] = 0;
+			e->status &= ~CT_S_CHALLENGE;
+			break;
+		}
+		e->last_index = index;
+		e->last_dir = dir;
+		e->last_end = p->end;
+		if (index == CT_IDX_SYN && dir == CT_DIR_ORIGINAL) {
+			/* An RFC 5961 peer answers this SYN with a challenge
+			 * ACK, which must not count as the last ACK.
+			 */
+			if (old == CT_TCP_LAST_ACK)
+				e->status |= CT_S_CHALLENGE;
+			else
+				e->status &= ~CT_S_CHALLENGE;
+		}
+		return CT_FORWARD;
+	case CT_TCP_MAX:
+		return CT_DROP_INVALID;
+	case CT_TCP_TIME_WAIT:
+		if (old == CT_TCP_LAST_ACK && index == CT_IDX_ACK &&
+		    e->last_dir != dir && e->last_index == CT_IDX_SYN &&
+		    (e->status & CT_S_CHALLENGE)) {
+			e->status &= ~CT_S_CHALLENGE;
+			return CT_FORWARD;
+		}
+		break;
+	case CT_TCP_SYN_SENT2:
+		/* The table cannot express simultaneous open alone. */
+		e->status |= CT_S_SIMOPEN;
+		break;
+	case CT_TCP_SYN_RECV:
+		if (dir == CT_DIR_REPLY && index == CT_IDX_ACK &&
+		    (e->status & CT_S_SIMOPEN))
+			new = CT_TCP_ESTABLISHED;
+		break;
+	default:
+		break;
+	}
+
+	if (!ct_tcp_in_window(e, p, dir, e->state))
+		return CT_DROP_INVALID;
+
+	e->last_index = index;
+	e->last_dir = dir;
+	e->state = new;
+	if (old != new && new == CT_TCP_FIN_WAIT)
+		e->seen[dir] |= CT_SEEN_CLOSE_INIT;
+
+	to = ct_timeout_ns(index == CT_IDX_RST ? CT_TCP_CLOSE : new);
+	if (!(e->status & CT_S_SEEN_REPLY)) {
+		/* Only a RST came back: no connection to keep. */
+		if (index == CT_IDX_RST)
+			return CT_KILL;
+		/* Picked up mid-stream and unanswered: keep it short. */
+		if (new == CT_TCP_ESTABLISHED &&
+		    to > ct_timeout_ns(CT_TO_UNACK))
+			to = ct_timeout_ns(CT_TO_UNACK);
+	} else if (!(e->status & CT_S_ASSURED) &&
+		   (old == CT_TCP_SYN_RECV || old == CT_TCP_ESTABLISHED) &&
+		   new == CT_TCP_ESTABLISHED) {
+		/* A valid ACK after SYN_RECV, or an answer for a picked-up
+		 * connection.
+		 */
+		e->status |= CT_S_ASSURED;
+	}
+	e->expires = now + to;
+	return CT_FORWARD;
+}
+
+#endif /* __TCP_STATE_H */

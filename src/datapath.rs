@@ -1,0 +1,289 @@
+//! Loading, configuring, attaching and pinning the XDP program.
+
+use std::fs;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, OpenObject, ProgramInput, Xdp, XdpFlags};
+
+use crate::bpf::{ConntrackSkel, ConntrackSkelBuilder};
+use crate::config::{default_timeouts, TIMEOUT_SLOTS};
+use crate::sys::{self, Iface};
+
+/// Everything the program is told before it is loaded.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Capacity of the connection table.
+    pub max_entries: u32,
+    /// Seconds per timeout slot (see `config::TIMEOUTS`).
+    pub timeouts: [u32; TIMEOUT_SLOTS],
+    /// 0 (silent) to 5 (bpf_printk debug output).
+    pub log_level: u8,
+    /// Drop mid-stream TCP instead of picking it up.
+    pub strict: bool,
+    /// Track connections; false makes a pure redirect.
+    pub track: bool,
+    /// Ingress ifindex of side 1 and side 2.
+    pub ifindex: [u32; 2],
+    /// (destination, source) MACs for frames leaving side 1 / side 2.
+    pub rewrite: [Option<([u8; 6], [u8; 6])>; 2],
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_entries: 65536,
+            timeouts: default_timeouts(),
+            log_level: 0,
+            strict: false,
+            track: true,
+            ifindex: [0; 2],
+            rewrite: [None; 2],
+        }
+    }
+}
+
+/// Opens the object, writes `cfg` into its read-only data, sizes the table
+/// and loads it.
+pub fn load<'obj>(
+    object: &'obj mut MaybeUninit<OpenObject>,
+    cfg: &Config,
+) -> Result<ConntrackSkel<'obj>> {
+    let mut open = ConntrackSkelBuilder::default()
+        .open(object)
+        .context("opening the BPF object")?;
+    if cfg.max_entries == 0 {
+        bail!("--max-entries must be at least 1");
+    }
+    open.maps
+        .ct_table
+        .set_max_entries(cfg.max_entries)
+        .context("sizing the connection table")?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("the program's read-only data is not memory-mapped")?;
+    let c = &mut rodata.ct_cfg;
+    c.timeout = cfg.timeouts;
+    c.ifindex = cfg.ifindex;
+    c.log_level = cfg.log_level;
+    c.strict = u8::from(cfg.strict);
+    c.track = u8::from(cfg.track);
+    for (side, rw) in cfg.rewrite.iter().enumerate() {
+        if let Some((dst, src)) = rw {
+            c.rewrite[side] = 1;
+            c.dst_mac[side] = *dst;
+            c.src_mac[side] = *src;
+        }
+    }
+    open.load().map_err(|e| {
+        anyhow::Error::new(e).context(if cfg.log_level >= 5 {
+            "loading the XDP program into the kernel failed (verifier log above)"
+        } else {
+            "loading the XDP program into the kernel failed (-l 5 shows the verifier log)"
+        })
+    })
+}
+
+/// Points devmap slot 0 at side 1 and slot 1 at side 2.
+pub fn set_ports(skel: &ConntrackSkel<'_>, ifindex: [u32; 2]) -> Result<()> {
+    for (slot, idx) in (0u32..).zip(ifindex) {
+        // struct bpf_devmap_val: the egress ifindex, then no program (fd 0).
+        let mut val = [0u8; 8];
+        val[..4].copy_from_slice(&idx.to_ne_bytes());
+        skel.maps
+            .tx_ports
+            .update(&slot.to_ne_bytes(), &val, MapFlags::ANY)
+            .with_context(|| format!("adding ifindex {idx} to the devmap"))?;
+    }
+    Ok(())
+}
+
+/// Runs one garbage-collection pass (the `ct_sweep` program) over the table.
+pub fn sweep(skel: &ConntrackSkel<'_>) -> Result<()> {
+    // XDP test runs need a frame; the sweep never looks at it.
+    let frame = [0u8; 64];
+    let mut input = ProgramInput::default();
+    input.data_in = Some(&frame);
+    skel.progs
+        .ct_sweep
+        .test_run(input)
+        .context("running the table sweep")?;
+    Ok(())
+}
+
+/// How the program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    /// In the driver (veth supports it).
+    Native,
+    /// Generic XDP on the skb path, for drivers without native support.
+    Skb,
+}
+
+/// An XDP attachment through a bpf_link.  Dropping it (or the process
+/// dying, even by SIGKILL) detaches the program.
+#[derive(Debug)]
+pub struct XdpLink {
+    /// The interface it is attached to.
+    pub iface: String,
+    _fd: OwnedFd,
+}
+
+/// Attaches the tracker to `iface`.  An XDP program already there is an
+/// error unless `force`, which detaches it first.
+pub fn attach(
+    skel: &ConntrackSkel<'_>,
+    iface: &Iface,
+    mode: XdpMode,
+    force: bool,
+) -> Result<XdpLink> {
+    let prog = &skel.progs.xdp_conntrack;
+    let ifindex = iface.index as i32;
+    let xdp = Xdp::new(prog.as_fd());
+    let existing = xdp.query_id(ifindex, XdpFlags::NONE).unwrap_or(0);
+    if existing != 0 {
+        if !force {
+            bail!(
+                "interface '{}' already has an XDP program attached (id {existing}); \
+                 use --force to replace it",
+                iface.name
+            );
+        }
+        for flags in [XdpFlags::DRV_MODE, XdpFlags::SKB_MODE] {
+            let _ = xdp.detach(ifindex, flags);
+        }
+        if xdp.query_id(ifindex, XdpFlags::NONE).unwrap_or(0) != 0 {
+            bail!(
+                "interface '{}': XDP program id {existing} is held by another process's \
+                 bpf_link and cannot be replaced",
+                iface.name
+            );
+        }
+    }
+
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as libbpf_sys::size_t,
+        flags: match mode {
+            XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            XdpMode::Skb => libbpf_sys::XDP_FLAGS_SKB_MODE,
+        },
+        ..Default::default()
+    };
+    // SAFETY: the program fd is valid for the call and `opts` is a fully
+    // initialised options struct with its size set.
+    let fd = unsafe {
+        libbpf_sys::bpf_link_create(prog.as_fd().as_raw_fd(), ifindex, libbpf_sys::BPF_XDP, &opts)
+    };
+    if fd < 0 {
+        let err = io::Error::from_raw_os_error(-fd);
+        if mode == XdpMode::Native
+            && matches!(-fd, libc_errno::EOPNOTSUPP | libc_errno::EINVAL)
+        {
+            bail!(
+                "interface '{}' does not support native XDP ({err}); try --xdp-mode skb",
+                iface.name
+            );
+        }
+        return Err(err).with_context(|| format!("attaching XDP to '{}'", iface.name));
+    }
+    // SAFETY: bpf_link_create() returned a new file descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(XdpLink {
+        iface: iface.name.clone(),
+        _fd: fd,
+    })
+}
+
+/// errno values used above, without pulling in the libc crate.
+mod libc_errno {
+    pub const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
+    pub const EOPNOTSUPP: i32 = nix::errno::Errno::EOPNOTSUPP as i32;
+}
+
+/// The maps a running tracker pins for `dump` and friends.
+pub const PINNED_MAPS: &[&str] = &["ct_table", "stats"];
+
+/// Pinned maps under a directory; dropping the value removes them.
+#[derive(Debug)]
+pub struct Pins {
+    dir: PathBuf,
+    created_dir: bool,
+}
+
+impl Pins {
+    /// Pins the table and the counters under `dir`.  Pins left behind by a
+    /// tracker that died are replaced; those of a live one are an error.
+    pub fn create(skel: &mut ConntrackSkel<'_>, dir: &Path) -> Result<Self> {
+        sys::ensure_bpffs(dir)?;
+        let table = dir.join("ct_table");
+        if table.exists() {
+            if pinned_table_in_use(&table)? {
+                bail!(
+                    "another xdp-conntrack is running with its maps pinned in {} \
+                     (give this one another --pin-path)",
+                    dir.display()
+                );
+            }
+            for name in PINNED_MAPS {
+                let _ = fs::remove_file(dir.join(name));
+            }
+        }
+        let created_dir = !dir.exists();
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pins = Self {
+            dir: dir.to_path_buf(),
+            created_dir,
+        };
+        skel.maps
+            .ct_table
+            .pin(&table)
+            .with_context(|| format!("pinning {}", table.display()))?;
+        let stats = dir.join("stats");
+        skel.maps
+            .stats
+            .pin(&stats)
+            .with_context(|| format!("pinning {}", stats.display()))?;
+        Ok(pins)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        for name in PINNED_MAPS {
+            let _ = fs::remove_file(self.dir.join(name));
+        }
+        if self.created_dir {
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// Whether a loaded program still uses the pinned table, i.e. whether the
+/// tracker that pinned it is alive.  Pins outlive a killed process; its
+/// programs do not.
+pub fn pinned_table_in_use(path: &Path) -> Result<bool> {
+    let map = MapHandle::from_pinned_path(path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    let id = map.info().context("reading map info")?.info.id;
+    let opts = libbpf_rs::query::ProgInfoQueryOptions::default().include_map_ids(true);
+    Ok(libbpf_rs::query::ProgInfoIter::with_query_opts(opts)
+        .any(|p| p.map_ids.contains(&id)))
+}
+
+/// Opens a pinned map of a running tracker.
+pub fn open_pinned(dir: &Path, name: &str) -> Result<MapHandle> {
+    let path = dir.join(name);
+    if !path.exists() || !pinned_table_in_use(&dir.join("ct_table")).unwrap_or(false) {
+        bail!(
+            "no xdp-conntrack is running (nothing live pinned at {})",
+            dir.display()
+        );
+    }
+    MapHandle::from_pinned_path(&path).with_context(|| format!("opening {}", path.display()))
+}

@@ -1,0 +1,135 @@
+//! Output formats: `conntrack -L` lines and the live counter line.
+
+use std::fmt::Write;
+
+use crate::config::tcp_state_name;
+use crate::stats::Totals;
+use crate::table::{Conn, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// ICMP echo request and reply types.
+const ICMP_ECHO: u8 = 8;
+const ICMP_ECHOREPLY: u8 = 0;
+
+/// One connection in the format of conntrack-tools' `conntrack -L`.
+pub fn conntrack_line(c: &Conn) -> String {
+    let (name, l4) = match c.proto {
+        IPPROTO_TCP => ("tcp", true),
+        IPPROTO_UDP => ("udp", true),
+        IPPROTO_ICMP => ("icmp", false),
+        _ => ("unknown", false),
+    };
+    let mut s = format!("{name:<8} {} {} ", c.proto, c.timeout);
+    if c.proto == IPPROTO_TCP {
+        let _ = write!(s, "{} ", tcp_state_name(c.state));
+    }
+    let _ = write!(s, "src={} dst={} ", c.src, c.dst);
+    if l4 {
+        let _ = write!(s, "sport={} dport={} ", c.sport, c.dport);
+    } else {
+        let _ = write!(s, "type={ICMP_ECHO} code=0 id={} ", c.sport);
+    }
+    if !c.seen_reply {
+        s.push_str("[UNREPLIED] ");
+    }
+    let _ = write!(s, "src={} dst={} ", c.dst, c.src);
+    if l4 {
+        let _ = write!(s, "sport={} dport={} ", c.dport, c.sport);
+    } else {
+        let _ = write!(s, "type={ICMP_ECHOREPLY} code=0 id={} ", c.sport);
+    }
+    if c.assured {
+        s.push_str("[ASSURED] ");
+    }
+    s.push_str("mark=0 use=1");
+    s
+}
+
+/// The footer conntrack-tools prints after a listing.
+pub fn footer(n: usize) -> String {
+    format!("xdp-conntrack: {n} flow entries have been shown.")
+}
+
+/// Scales a rate with SI prefixes, e.g. `1.25 M`.
+pub fn si(v: f64) -> String {
+    let (div, unit) = if v >= 1e9 {
+        (1e9, "G")
+    } else if v >= 1e6 {
+        (1e6, "M")
+    } else if v >= 1e3 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
+    format!("{:.2} {unit}", v / div)
+}
+
+/// The once-a-second line: rates over `secs`, then the table and the drops.
+pub fn live_line(now: &Totals, prev: &Totals, secs: f64) -> String {
+    let pkts = now.packets().saturating_sub(prev.packets()) as f64 / secs;
+    let bytes = now.bytes().saturating_sub(prev.bytes()) as f64 / secs;
+    format!(
+        "{}pkt/s {}bit/s active {} new {} drops {} (invalid {} full {} strict {} malformed {}) \
+         redirect_err {}",
+        si(pkts),
+        si(bytes * 8.0),
+        now.active(),
+        now.s.new_conns,
+        now.drops(),
+        now.s.invalid,
+        now.s.table_full,
+        now.s.strict_drops,
+        now.s.malformed,
+        now.s.redirect_err,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn conn(proto: u8, state: u8, seen_reply: bool, assured: bool) -> Conn {
+        Conn {
+            proto,
+            src: Ipv4Addr::new(10, 1, 1, 100),
+            dst: Ipv4Addr::new(10, 2, 2, 100),
+            sport: 23420,
+            dport: 8080,
+            state,
+            seen_reply,
+            assured,
+            timeout: 431_997,
+        }
+    }
+
+    #[test]
+    fn tcp_line_matches_conntrack_tools() {
+        assert_eq!(
+            conntrack_line(&conn(IPPROTO_TCP, 3, true, true)),
+            "tcp      6 431997 ESTABLISHED src=10.1.1.100 dst=10.2.2.100 sport=23420 \
+             dport=8080 src=10.2.2.100 dst=10.1.1.100 sport=8080 dport=23420 [ASSURED] \
+             mark=0 use=1"
+        );
+    }
+
+    #[test]
+    fn unreplied_sits_between_the_tuples() {
+        let line = conntrack_line(&conn(IPPROTO_TCP, 1, false, false));
+        assert!(line.contains("dport=8080 [UNREPLIED] src=10.2.2.100"), "{line}");
+        assert!(line.starts_with("tcp      6 431997 SYN_SENT "), "{line}");
+    }
+
+    #[test]
+    fn udp_and_icmp_lines() {
+        let udp = conntrack_line(&conn(IPPROTO_UDP, 0, true, false));
+        assert!(udp.starts_with("udp      17 431997 src=10.1.1.100"), "{udp}");
+        let mut c = conn(IPPROTO_ICMP, 0, true, false);
+        c.sport = 7;
+        let icmp = conntrack_line(&c);
+        assert_eq!(
+            icmp,
+            "icmp     1 431997 src=10.1.1.100 dst=10.2.2.100 type=8 code=0 id=7 \
+             src=10.2.2.100 dst=10.1.1.100 type=0 code=0 id=7 mark=0 use=1"
+        );
+    }
+}

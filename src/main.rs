@@ -1,0 +1,133 @@
+//! The `xdp-conntrack` command line: parse, then dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use xdp_conntrack::config::{parse_mac, parse_timeout};
+use xdp_conntrack::datapath::XdpMode;
+use xdp_conntrack::run;
+
+const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-conntrack";
+
+/// A stateful XDP forwarder: joins two interfaces, tracks every TCP, UDP
+/// and ICMP flow like nf_conntrack, and drops what it calls INVALID.
+#[derive(Debug, Parser)]
+#[command(name = "xdp-conntrack", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the running tracker's table like `conntrack -L`.
+    Dump {
+        /// Directory holding the running tracker's pinned maps.
+        #[arg(long, default_value = DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// First interface (side 1).
+    #[arg(short = '1', long = "iface1", value_name = "IFACE")]
+    iface1: Option<String>,
+    /// Second interface (side 2).
+    #[arg(short = '2', long = "iface2", value_name = "IFACE")]
+    iface2: Option<String>,
+    /// 0 (silent) .. 5 (debug: print the program's bpf_printk lines).
+    #[arg(short = 'l', long = "log-level", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(0..=5))]
+    log_level: u8,
+    /// Do not print the live counter line.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Capacity of the connection table.
+    #[arg(long, default_value_t = 65536)]
+    max_entries: u32,
+    /// Override a timeout, e.g. established=3600 (repeatable). States:
+    /// syn_sent syn_recv established fin_wait close_wait last_ack time_wait
+    /// close syn_sent2 unack udp udp_stream icmp.
+    #[arg(long = "timeout", value_name = "STATE=SECONDS",
+          value_parser = |s: &str| parse_timeout(s).map_err(|e| e.to_string()))]
+    timeouts: Vec<(usize, u32)>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "native")]
+    xdp_mode: XdpMode,
+    /// Directory (on bpffs) where the maps are pinned while running.
+    #[arg(long, default_value = DEFAULT_PIN_PATH)]
+    pin_path: PathBuf,
+    /// Drop TCP packets of unknown connections met mid-stream instead of
+    /// picking them up (nf_conntrack_tcp_loose=0).
+    #[arg(long)]
+    strict: bool,
+    /// Replace an XDP program already attached to an interface.
+    #[arg(long)]
+    force: bool,
+    /// Forward only, without tracking (the baseline for benchmarks).
+    #[arg(long)]
+    no_track: bool,
+    /// Rewrite the destination MAC of frames leaving through iface1 (and
+    /// set their source MAC to iface1's own).
+    #[arg(long, value_name = "MAC",
+          value_parser = |s: &str| parse_mac(s).map_err(|e| e.to_string()))]
+    dst_mac1: Option<[u8; 6]>,
+    /// Rewrite the destination MAC of frames leaving through iface2.
+    #[arg(long, value_name = "MAC",
+          value_parser = |s: &str| parse_mac(s).map_err(|e| e.to_string()))]
+    dst_mac2: Option<[u8; 6]>,
+    /// Run inside this network namespace (from `ip netns add`).
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line, not clap's usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("xdp-conntrack: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+
+    let result = match cli.command {
+        Some(Command::Dump { pin_path }) => run::dump(&pin_path).map(|_| ()),
+        None => tracker(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdp-conntrack: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tracker(a: RunArgs) -> anyhow::Result<()> {
+    let (Some(iface1), Some(iface2)) = (a.iface1, a.iface2) else {
+        anyhow::bail!("both -1 IFACE and -2 IFACE are required (see --help)");
+    };
+    run::tracker(&run::Options {
+        ifaces: [iface1, iface2],
+        log_level: a.log_level,
+        quiet: a.quiet,
+        max_entries: a.max_entries,
+        timeouts: a.timeouts,
+        mode: a.xdp_mode,
+        pin_path: a.pin_path,
+        strict: a.strict,
+        force: a.force,
+        no_track: a.no_track,
+        dst_mac: [a.dst_mac1, a.dst_mac2],
+        netns: a.netns,
+    })
+}

@@ -1,0 +1,128 @@
+//! The system around the tracker: privileges, kernel BTF, network
+//! namespaces, interfaces, and the bpf and trace filesystems.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::statfs::{statfs, BPF_FS_MAGIC, TRACEFS_MAGIC};
+
+/// Where the kernel exposes its own BTF.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Fails unless the process runs as root.
+pub fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("must run as root (it loads BPF programs and attaches XDP)");
+    }
+    Ok(())
+}
+
+/// Fails unless the kernel exposes BTF, which CO-RE relocation needs.
+pub fn require_btf() -> Result<()> {
+    if !Path::new(KERNEL_BTF).exists() {
+        bail!(
+            "kernel BTF is missing ({KERNEL_BTF}); xdp-conntrack needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    Ok(())
+}
+
+/// Moves the calling thread into the named network namespace (as created
+/// by `ip netns add`).
+pub fn enter_netns(name: &str) -> Result<()> {
+    let path = ["/run/netns", "/var/run/netns"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .with_context(|| format!("network namespace '{name}' does not exist"))?;
+    let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    setns(f, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace '{name}'"))?;
+    Ok(())
+}
+
+/// An interface of the current network namespace.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    /// Its name, as given.
+    pub name: String,
+    /// Its ifindex.
+    pub index: u32,
+    /// Its own MAC address.
+    pub mac: [u8; 6],
+}
+
+impl Iface {
+    /// Looks an interface up by name.
+    pub fn lookup(name: &str) -> Result<Self> {
+        let index = nix::net::if_::if_nametoindex(name)
+            .map_err(|_| anyhow::anyhow!("unknown interface '{name}'"))?;
+        let mac = nix::ifaddrs::getifaddrs()
+            .context("listing interfaces")?
+            .filter(|ifa| ifa.interface_name == name)
+            .find_map(|ifa| ifa.address.and_then(|a| a.as_link_addr().and_then(|l| l.addr())))
+            .unwrap_or([0; 6]);
+        Ok(Self {
+            name: name.to_string(),
+            index,
+            mac,
+        })
+    }
+}
+
+/// Makes sure `dir` lies on a bpf filesystem, mounting one at /sys/fs/bpf
+/// when nothing is mounted there yet (as bpftool does).
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let default = Path::new("/sys/fs/bpf");
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if is_fs(&probe, BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    if dir.starts_with(default) && !is_fs(default, BPF_FS_MAGIC) {
+        mount(
+            Some("bpf"),
+            default,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting the bpf filesystem on /sys/fs/bpf")?;
+        return Ok(());
+    }
+    bail!("pin path {} is not on a bpf filesystem", dir.display());
+}
+
+/// Finds trace_pipe, mounting tracefs on /sys/kernel/tracing if needed.
+pub fn trace_pipe() -> Result<PathBuf> {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let pipe = Path::new(dir).join("trace_pipe");
+        if pipe.exists() {
+            return Ok(pipe);
+        }
+    }
+    let dir = Path::new("/sys/kernel/tracing");
+    if !is_fs(dir, TRACEFS_MAGIC) {
+        mount(
+            Some("tracefs"),
+            dir,
+            Some("tracefs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting tracefs on /sys/kernel/tracing")?;
+    }
+    Ok(dir.join("trace_pipe"))
+}
+
+fn is_fs(path: &Path, magic: nix::sys::statfs::FsType) -> bool {
+    statfs(path).map(|s| s.filesystem_type() == magic).unwrap_or(false)
+}

@@ -1,0 +1,96 @@
+//! Reading the connection table into a Rust view: tuples in the original
+//! direction, state, flags and the time left.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+use libbpf_rs::{MapCore, MapFlags};
+use nix::time::{clock_gettime, ClockId};
+
+use crate::bpf::types::{ct_entry, ct_key, ct_status};
+
+/// IANA protocol numbers the tracker knows.
+pub const IPPROTO_ICMP: u8 = 1;
+/// TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// One connection, as `conntrack -L` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conn {
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source of the original direction (who opened it).
+    pub src: Ipv4Addr,
+    /// Destination of the original direction.
+    pub dst: Ipv4Addr,
+    /// TCP/UDP source port of the original direction; the echo id for ICMP.
+    pub sport: u16,
+    /// TCP/UDP destination port of the original direction.
+    pub dport: u16,
+    /// TCP state number (`ct_tcp_state`); 0 for UDP and ICMP.
+    pub state: u8,
+    /// A reply has been seen.
+    pub seen_reply: bool,
+    /// The connection is assured.
+    pub assured: bool,
+    /// Whole seconds until it expires.
+    pub timeout: u64,
+}
+
+/// Nanoseconds on the clock of bpf_ktime_get_ns().
+pub fn monotonic_ns() -> u64 {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always there");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+impl Conn {
+    /// Decodes one map entry; `None` once it has expired (the datapath
+    /// treats such an entry as absent, and the sweep will remove it).
+    pub fn decode(key: &ct_key, e: &ct_entry, now_ns: u64) -> Option<Self> {
+        if e.expires <= now_ns {
+            return None;
+        }
+        let o = usize::from(e.orig & 1);
+        let r = o ^ 1;
+        let port = |slot: usize| u16::from_be(key.port[slot]);
+        let (sport, dport) = if key.proto == IPPROTO_ICMP {
+            // The echo id sits in the requester's (original) slot.
+            (port(o), port(o))
+        } else {
+            (port(o), port(r))
+        };
+        Some(Self {
+            proto: key.proto,
+            src: Ipv4Addr::from(u32::from_be(key.addr[o])),
+            dst: Ipv4Addr::from(u32::from_be(key.addr[r])),
+            sport,
+            dport,
+            state: e.state,
+            seen_reply: e.status & ct_status::CT_S_SEEN_REPLY.0 as u8 != 0,
+            assured: e.status & ct_status::CT_S_ASSURED.0 as u8 != 0,
+            timeout: (e.expires - now_ns) / 1_000_000_000,
+        })
+    }
+}
+
+/// Reads every live entry of a connection table map.
+pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
+    let now = monotonic_ns();
+    let mut out = Vec::new();
+    let batch = map
+        .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+        .context("reading the connection table")?;
+    for (k, v) in batch {
+        let mut key = ct_key::default();
+        let mut e = ct_entry::default();
+        if plain::copy_from_bytes(&mut key, &k).is_err() || plain::copy_from_bytes(&mut e, &v).is_err() {
+            continue;
+        }
+        if let Some(c) = Conn::decode(&key, &e, now) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}

@@ -13,7 +13,11 @@ pub const TIMEOUT_SLOTS: usize = ct_timeout::CT_TO_MAX.0 as usize;
 pub const TIMEOUTS: &[(&str, usize, u32)] = &[
     ("syn_sent", slot(ct_tcp_state::CT_TCP_SYN_SENT.0), 120),
     ("syn_recv", slot(ct_tcp_state::CT_TCP_SYN_RECV.0), 60),
-    ("established", slot(ct_tcp_state::CT_TCP_ESTABLISHED.0), 432_000),
+    (
+        "established",
+        slot(ct_tcp_state::CT_TCP_ESTABLISHED.0),
+        432_000,
+    ),
     ("fin_wait", slot(ct_tcp_state::CT_TCP_FIN_WAIT.0), 120),
     ("close_wait", slot(ct_tcp_state::CT_TCP_CLOSE_WAIT.0), 60),
     ("last_ack", slot(ct_tcp_state::CT_TCP_LAST_ACK.0), 120),
@@ -48,7 +52,10 @@ pub fn parse_timeout(s: &str) -> Result<(usize, u32)> {
     let name = name.trim().to_ascii_lowercase();
     let Some(&(_, slot, _)) = TIMEOUTS.iter().find(|(n, _, _)| *n == name) else {
         let known: Vec<&str> = TIMEOUTS.iter().map(|(n, _, _)| *n).collect();
-        bail!("unknown state '{name}' in timeout '{s}' (known: {})", known.join(", "));
+        bail!(
+            "unknown state '{name}' in timeout '{s}' (known: {})",
+            known.join(", ")
+        );
     };
     let secs: u32 = secs
         .trim()
@@ -129,7 +136,12 @@ mod tests {
         let mac = parse_mac("02:00:0a:0B:0c:ff").unwrap();
         assert_eq!(mac, [2, 0, 10, 11, 12, 255]);
         assert_eq!(format_mac(&mac), "02:00:0a:0b:0c:ff");
-        for bad in ["", "02:00:0a:0b:0c", "02:00:0a:0b:0c:zz", "0200:0a:0b:0c:ff:1"] {
+        for bad in [
+            "",
+            "02:00:0a:0b:0c",
+            "02:00:0a:0b:0c:zz",
+            "0200:0a:0b:0c:ff:1",
+        ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, OpenObject, ProgramInput, Xdp, XdpFlags};
+use libbpf_rs::{
+    libbpf_sys, MapCore, MapFlags, MapHandle, OpenObject, ProgramInput, Xdp, XdpFlags,
+};
 
 use crate::bpf::{ConntrackSkel, ConntrackSkelBuilder};
 use crate::config::{default_timeouts, TIMEOUT_SLOTS};
@@ -108,8 +110,10 @@ pub fn set_ports(skel: &ConntrackSkel<'_>, ifindex: [u32; 2]) -> Result<()> {
 pub fn sweep(skel: &ConntrackSkel<'_>) -> Result<()> {
     // XDP test runs need a frame; the sweep never looks at it.
     let frame = [0u8; 64];
-    let mut input = ProgramInput::default();
-    input.data_in = Some(&frame);
+    let input = ProgramInput {
+        data_in: Some(&frame),
+        ..Default::default()
+    };
     skel.progs
         .ct_sweep
         .test_run(input)
@@ -178,13 +182,16 @@ pub fn attach(
     // SAFETY: the program fd is valid for the call and `opts` is a fully
     // initialised options struct with its size set.
     let fd = unsafe {
-        libbpf_sys::bpf_link_create(prog.as_fd().as_raw_fd(), ifindex, libbpf_sys::BPF_XDP, &opts)
+        libbpf_sys::bpf_link_create(
+            prog.as_fd().as_raw_fd(),
+            ifindex,
+            libbpf_sys::BPF_XDP,
+            &opts,
+        )
     };
     if fd < 0 {
         let err = io::Error::from_raw_os_error(-fd);
-        if mode == XdpMode::Native
-            && matches!(-fd, libc_errno::EOPNOTSUPP | libc_errno::EINVAL)
-        {
+        if mode == XdpMode::Native && matches!(-fd, libc_errno::EOPNOTSUPP | libc_errno::EINVAL) {
             bail!(
                 "interface '{}' does not support native XDP ({err}); try --xdp-mode skb",
                 iface.name
@@ -272,8 +279,7 @@ pub fn pinned_table_in_use(path: &Path) -> Result<bool> {
         .with_context(|| format!("opening pinned map {}", path.display()))?;
     let id = map.info().context("reading map info")?.info.id;
     let opts = libbpf_rs::query::ProgInfoQueryOptions::default().include_map_ids(true);
-    Ok(libbpf_rs::query::ProgInfoIter::with_query_opts(opts)
-        .any(|p| p.map_ids.contains(&id)))
+    Ok(libbpf_rs::query::ProgInfoIter::with_query_opts(opts).any(|p| p.map_ids.contains(&id)))
 }
 
 /// Opens a pinned map of a running tracker.

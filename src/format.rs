@@ -115,14 +115,20 @@ mod tests {
     #[test]
     fn unreplied_sits_between_the_tuples() {
         let line = conntrack_line(&conn(IPPROTO_TCP, 1, false, false));
-        assert!(line.contains("dport=8080 [UNREPLIED] src=10.2.2.100"), "{line}");
+        assert!(
+            line.contains("dport=8080 [UNREPLIED] src=10.2.2.100"),
+            "{line}"
+        );
         assert!(line.starts_with("tcp      6 431997 SYN_SENT "), "{line}");
     }
 
     #[test]
     fn udp_and_icmp_lines() {
         let udp = conntrack_line(&conn(IPPROTO_UDP, 0, true, false));
-        assert!(udp.starts_with("udp      17 431997 src=10.1.1.100"), "{udp}");
+        assert!(
+            udp.starts_with("udp      17 431997 src=10.1.1.100"),
+            "{udp}"
+        );
         let mut c = conn(IPPROTO_ICMP, 0, true, false);
         c.sport = 7;
         let icmp = conntrack_line(&c);

@@ -14,7 +14,11 @@ const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-conntrack";
 /// A stateful XDP forwarder: joins two interfaces, tracks every TCP, UDP
 /// and ICMP flow like nf_conntrack, and drops what it calls INVALID.
 #[derive(Debug, Parser)]
-#[command(name = "xdp-conntrack", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "xdp-conntrack",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -72,8 +72,8 @@ pub fn tracker(o: &Options) -> Result<()> {
     for &(slot, secs) in &o.timeouts {
         cfg.timeouts[slot] = secs;
     }
-    for side in 0..2 {
-        cfg.rewrite[side] = o.dst_mac[side].map(|dst| (dst, ifaces[side].mac));
+    for ((rw, dst), iface) in cfg.rewrite.iter_mut().zip(o.dst_mac).zip(&ifaces) {
+        *rw = dst.map(|dst| (dst, iface.mac));
     }
 
     // libbpf talks only when asked to debug; errors come back as values.
@@ -106,7 +106,11 @@ pub fn tracker(o: &Options) -> Result<()> {
             ifaces[0].name,
             ifaces[1].name,
             o.mode,
-            if o.no_track { "no tracking" } else { "tracking" },
+            if o.no_track {
+                "no tracking"
+            } else {
+                "tracking"
+            },
             o.pin_path.display()
         ),
     );

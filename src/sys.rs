@@ -64,7 +64,10 @@ impl Iface {
         let mac = nix::ifaddrs::getifaddrs()
             .context("listing interfaces")?
             .filter(|ifa| ifa.interface_name == name)
-            .find_map(|ifa| ifa.address.and_then(|a| a.as_link_addr().and_then(|l| l.addr())))
+            .find_map(|ifa| {
+                ifa.address
+                    .and_then(|a| a.as_link_addr().and_then(|l| l.addr()))
+            })
             .unwrap_or([0; 6]);
         Ok(Self {
             name: name.to_string(),
@@ -124,5 +127,7 @@ pub fn trace_pipe() -> Result<PathBuf> {
 }
 
 fn is_fs(path: &Path, magic: nix::sys::statfs::FsType) -> bool {
-    statfs(path).map(|s| s.filesystem_type() == magic).unwrap_or(false)
+    statfs(path)
+        .map(|s| s.filesystem_type() == magic)
+        .unwrap_or(false)
 }

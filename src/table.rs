@@ -85,7 +85,9 @@ pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
     for (k, v) in batch {
         let mut key = ct_key::default();
         let mut e = ct_entry::default();
-        if plain::copy_from_bytes(&mut key, &k).is_err() || plain::copy_from_bytes(&mut e, &v).is_err() {
+        if plain::copy_from_bytes(&mut key, &k).is_err()
+            || plain::copy_from_bytes(&mut e, &v).is_err()
+        {
             continue;
         }
         if let Some(c) = Conn::decode(&key, &e, now) {
@@ -93,4 +95,39 @@ pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
         }
     }
     Ok(out)
+}
+
+/// The table key of a TCP or UDP flow, whichever way `src` -> `dst` goes:
+/// the lower (address, port) pair takes slot 0, as in the program.
+pub fn key_for(proto: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> ct_key {
+    let (s, d) = (u32::from(src.0), u32::from(dst.0));
+    let swap = s > d || (s == d && src.1 > dst.1);
+    let (lo, hi) = if swap { (dst, src) } else { (src, dst) };
+    ct_key {
+        addr: [u32::from(lo.0).to_be(), u32::from(hi.0).to_be()],
+        port: [lo.1.to_be(), hi.1.to_be()],
+        proto,
+        ..Default::default()
+    }
+}
+
+/// The table key of an ICMP echo exchange: the id sits in the requester's
+/// port slot.
+pub fn icmp_key(requester: Ipv4Addr, responder: Ipv4Addr, id: u16) -> ct_key {
+    key_for(IPPROTO_ICMP, (requester, id), (responder, 0))
+}
+
+/// Looks one connection up by key; `None` if absent or expired.
+pub fn lookup(map: &impl MapCore, key: &ct_key) -> Result<Option<(Conn, ct_entry)>> {
+    // SAFETY: ct_key is a plain C struct; viewing it as bytes is sound.
+    let kb = unsafe { plain::as_bytes(key) };
+    let Some(v) = map
+        .lookup(kb, MapFlags::ANY)
+        .context("looking up a connection")?
+    else {
+        return Ok(None);
+    };
+    let mut e = ct_entry::default();
+    plain::copy_from_bytes(&mut e, &v).map_err(|_| anyhow::anyhow!("entry has the wrong size"))?;
+    Ok(Conn::decode(key, &e, monotonic_ns()).map(|c| (c, e)))
 }

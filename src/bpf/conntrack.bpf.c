@@ -19,7 +19,7 @@
 #ifndef unlikely
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #endif
-#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define READ_ONCE(x)	 (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 #define NSEC_PER_SEC 1000000000ULL
@@ -29,9 +29,10 @@
 #define CT_REFRESH_SLACK NSEC_PER_SEC
 /* UDP becomes a stream (ASSURED) only after this long, as in the kernel. */
 #define CT_UDP_STREAM_AFTER (2 * NSEC_PER_SEC)
-#define EEXIST 17
+#define EEXIST		    17
 
 /* Defaults are the project's: the seed report's, then the kernel's. */
+/* clang-format off */
 const volatile struct ct_config ct_cfg = {
 	.timeout = {
 		[CT_TCP_SYN_SENT] = 120,
@@ -50,6 +51,7 @@ const volatile struct ct_config ct_cfg = {
 	},
 	.track = 1,
 };
+/* clang-format on */
 
 /*
  * Never read by the program: it anchors the shared enums in the object's
@@ -96,16 +98,16 @@ struct {
 /* bpf_printk() only at log level 5.  ct_cfg is read-only after load, so
  * the verifier prunes these branches entirely below that level.
  */
-#define ct_log(fmt, ...)                                                   \
-	({                                                                 \
-		if (ct_cfg.log_level >= 5)                                 \
-			bpf_printk(fmt, ##__VA_ARGS__);                    \
+#define ct_log(fmt, ...)                                                       \
+	({                                                                     \
+		if (ct_cfg.log_level >= 5)                                     \
+			bpf_printk(fmt, ##__VA_ARGS__);                        \
 	})
 
 static const char ct_state_names[CT_TCP_MAX + 2][12] = {
-	"NONE",	    "SYN_SENT",	 "SYN_RECV", "ESTABLISHED",
+	"NONE",	    "SYN_SENT",	  "SYN_RECV", "ESTABLISHED",
 	"FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
-	"CLOSE",    "SYN_SENT2", "INVALID",  "IGNORE",
+	"CLOSE",    "SYN_SENT2",  "INVALID",  "IGNORE",
 };
 
 static const char ct_verdict_names[CT_UNTRACKED + 1][10] = {
@@ -270,8 +272,7 @@ static __always_inline int ct_create(const struct ct_pkt *p, __u64 now,
 	return CT_DROP_FULL;
 }
 
-static __always_inline int ct_track(const struct ct_pkt *p,
-				    struct ct_stats *st)
+static __always_inline int ct_track(const struct ct_pkt *p, struct ct_stats *st)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct ct_entry *e;
@@ -309,8 +310,7 @@ static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in,
 		if (eth + 1 > data_end)
 			return XDP_DROP;
 		__builtin_memcpy(eth->h_dest, (void *)ct_cfg.dst_mac[out], 6);
-		__builtin_memcpy(eth->h_source, (void *)ct_cfg.src_mac[out],
-				 6);
+		__builtin_memcpy(eth->h_source, (void *)ct_cfg.src_mac[out], 6);
 	}
 	st->rx_packets[in]++;
 	st->rx_bytes[in] += data_end - data;
@@ -389,8 +389,7 @@ struct sweep_ctx {
 static long sweep_cb(struct bpf_map *map, struct ct_key *key,
 		     struct ct_entry *e, struct sweep_ctx *c)
 {
-	if (READ_ONCE(e->expires) <= c->now &&
-	    !bpf_map_delete_elem(map, key))
+	if (READ_ONCE(e->expires) <= c->now && !bpf_map_delete_elem(map, key))
 		c->removed++;
 	return 0;
 }
@@ -398,7 +397,7 @@ static long sweep_cb(struct bpf_map *map, struct ct_key *key,
 SEC("xdp")
 int ct_sweep(struct xdp_md *ctx)
 {
-	struct sweep_ctx c = { .now = bpf_ktime_get_ns() };
+	struct sweep_ctx c = {.now = bpf_ktime_get_ns()};
 	struct ct_stats *st;
 	__u32 zero = 0;
 

@@ -24,8 +24,8 @@ enum ct_tcp_state {
 	CT_TCP_TIME_WAIT = 7,
 	CT_TCP_CLOSE = 8,
 	CT_TCP_SYN_SENT2 = 9,
-	CT_TCP_MAX = 10,	/* "sIV": the packet is INVALID */
-	CT_TCP_IGNORE = 11,	/* "sIG": accept, but do not change state */
+	CT_TCP_MAX = 10,    /* "sIV": the packet is INVALID */
+	CT_TCP_IGNORE = 11, /* "sIG": accept, but do not change state */
 };
 
 /*
@@ -33,9 +33,9 @@ enum ct_tcp_state {
  * kernel's extra TCP timer and the other protocols.
  */
 enum ct_timeout {
-	CT_TO_UNACK = 10,	/* picked-up TCP that has seen no reply yet */
-	CT_TO_UDP = 11,		/* UDP, unreplied or younger than 2 s */
-	CT_TO_UDP_STREAM = 12,	/* UDP seen both ways for more than 2 s */
+	CT_TO_UNACK = 10,      /* picked-up TCP that has seen no reply yet */
+	CT_TO_UDP = 11,	       /* UDP, unreplied or younger than 2 s */
+	CT_TO_UDP_STREAM = 12, /* UDP seen both ways for more than 2 s */
 	CT_TO_ICMP = 13,
 	CT_TO_MAX = 14,
 };
@@ -97,15 +97,15 @@ struct ct_stats {
 	__u64 rx_packets[CT_SIDES]; /* forwarded, by ingress side */
 	__u64 rx_bytes[CT_SIDES];
 	__u64 new_conns;
-	__u64 invalid;	     /* dropped by the state machine */
-	__u64 table_full;    /* new connection dropped: no room */
-	__u64 strict_drops;  /* mid-stream packet dropped by --strict */
-	__u64 malformed;     /* dropped: truncated or bad L2/L3 header */
-	__u64 redirect_err;  /* devmap slot missing */
-	__u64 untracked;     /* forwarded without tracking */
-	__u64 expired;	     /* expired entry replaced by a packet */
-	__u64 swept;	     /* expired entry removed by the sweep */
-	__u64 closed;	     /* entry removed by the state machine */
+	__u64 invalid;	    /* dropped by the state machine */
+	__u64 table_full;   /* new connection dropped: no room */
+	__u64 strict_drops; /* mid-stream packet dropped by --strict */
+	__u64 malformed;    /* dropped: truncated or bad L2/L3 header */
+	__u64 redirect_err; /* devmap slot missing */
+	__u64 untracked;    /* forwarded without tracking */
+	__u64 expired;	    /* expired entry replaced by a packet */
+	__u64 swept;	    /* expired entry removed by the sweep */
+	__u64 closed;	    /* entry removed by the state machine */
 };
 
 /*
@@ -114,8 +114,9 @@ struct ct_stats {
  * are pruned and cost nothing.
  */
 struct ct_config {
-	__u32 timeout[CT_TO_MAX]; /* seconds, indexed by state / enum ct_timeout */
-	__u32 ifindex[CT_SIDES];  /* ingress ifindex of each side */
+	__u32 timeout
+		[CT_TO_MAX]; /* seconds, indexed by state / enum ct_timeout */
+	__u32 ifindex[CT_SIDES];   /* ingress ifindex of each side */
 	__u8 dst_mac[CT_SIDES][6]; /* rewrite for frames leaving that side */
 	__u8 src_mac[CT_SIDES][6];
 	__u8 rewrite[CT_SIDES];

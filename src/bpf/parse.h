@@ -21,13 +21,13 @@
 #ifndef __PARSE_H
 #define __PARSE_H
 
-#define ETH_P_IP 0x0800
-#define ETH_P_8021Q 0x8100
-#define ETH_P_8021AD 0x88A8
-#define IP_MF 0x2000
-#define IP_OFFSET 0x1FFF
+#define ETH_P_IP       0x0800
+#define ETH_P_8021Q    0x8100
+#define ETH_P_8021AD   0x88A8
+#define IP_MF	       0x2000
+#define IP_OFFSET      0x1FFF
 #define ICMP_ECHOREPLY 0
-#define ICMP_ECHO 8
+#define ICMP_ECHO      8
 #define VLAN_MAX_DEPTH 2
 
 #define TH_FIN 0x01
@@ -54,7 +54,7 @@ struct ct_pkt {
 	struct ct_key key;
 	__u32 seq;
 	__u32 ack;
-	__u32 end; /* seq + payload + SYN + FIN, as segment_seq_plus_len() */
+	__u32 end;    /* seq + payload + SYN + FIN, as segment_seq_plus_len() */
 	__be32 saddr; /* the packet's own tuple, for the debug log */
 	__be32 daddr;
 	__be16 sport;
@@ -75,11 +75,11 @@ struct hdr_cursor {
  * tcp_valid_flags[] table).  Anything else, e.g. SYN|FIN or a bare FIN,
  * is INVALID.
  */
-#define TCP_VALID_FLAGS                                                    \
-	((1ULL << TH_SYN) | (1ULL << (TH_SYN | TH_URG)) |                  \
-	 (1ULL << (TH_SYN | TH_ACK)) | (1ULL << TH_RST) |                  \
-	 (1ULL << (TH_RST | TH_ACK)) | (1ULL << (TH_FIN | TH_ACK)) |       \
-	 (1ULL << (TH_FIN | TH_ACK | TH_URG)) | (1ULL << TH_ACK) |         \
+#define TCP_VALID_FLAGS                                                        \
+	((1ULL << TH_SYN) | (1ULL << (TH_SYN | TH_URG)) |                      \
+	 (1ULL << (TH_SYN | TH_ACK)) | (1ULL << TH_RST) |                      \
+	 (1ULL << (TH_RST | TH_ACK)) | (1ULL << (TH_FIN | TH_ACK)) |           \
+	 (1ULL << (TH_FIN | TH_ACK | TH_URG)) | (1ULL << TH_ACK) |             \
 	 (1ULL << (TH_ACK | TH_URG)))
 
 static __always_inline bool tcp_flags_valid(__u8 flags)
@@ -135,8 +135,7 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end)
  * (address, port) pair that compares lower in host order takes slot 0.
  */
 static __always_inline void ct_key_set(struct ct_pkt *p, __be32 saddr,
-				       __be32 daddr, __be16 sport,
-				       __be16 dport)
+				       __be32 daddr, __be16 sport, __be16 dport)
 {
 	__u32 s = bpf_ntohl(saddr), d = bpf_ntohl(daddr);
 
@@ -229,7 +228,7 @@ static __always_inline int parse_icmp(struct ct_pkt *p, struct iphdr *iph,
 static __always_inline int ct_parse(void *data, void *data_end,
 				    struct ct_pkt *p)
 {
-	struct hdr_cursor nh = { .pos = data };
+	struct hdr_cursor nh = {.pos = data};
 	struct iphdr *iph;
 	__u32 hlen, tot;
 	void *l4;

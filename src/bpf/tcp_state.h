@@ -32,6 +32,7 @@
 #define sIV CT_TCP_MAX
 #define sIG CT_TCP_IGNORE
 
+/* clang-format off */
 /* tcp_conntracks[direction][flag class][old state] = new state */
 static const __u8 tcp_conntracks[2][6][CT_TCP_MAX] = {
 	{
@@ -55,10 +56,11 @@ static const __u8 tcp_conntracks[2][6][CT_TCP_MAX] = {
 		/*none*/ { sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV },
 	},
 };
+/* clang-format on */
 
 /* Internal results of ct_tcp_packet(), next to enum ct_verdict. */
 #define CT_REOPEN 100 /* delete the entry, then handle as a new packet */
-#define CT_KILL 101   /* forward the packet, then delete the entry */
+#define CT_KILL	  101 /* forward the packet, then delete the entry */
 
 #define MAXACKWINCONST 66000
 
@@ -86,8 +88,8 @@ static __always_inline bool ct_tcp_handshake(__u8 state)
  * the other side's.  Sequence numbers are host order, modulo 2^32.
  */
 static __always_inline bool ct_tcp_in_window(struct ct_entry *e,
-					     const struct ct_pkt *p,
-					     __u32 dir, __u8 state)
+					     const struct ct_pkt *p, __u32 dir,
+					     __u8 state)
 {
 	__u32 rdir = dir ^ 1;
 	__u32 ack, rend;
@@ -226,7 +228,7 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 	e->last_index = index;
 	e->last_dir = dir;
 	e->state = new;
-	if (old != new && new == CT_TCP_FIN_WAIT)
+	if (old != new &&new == CT_TCP_FIN_WAIT)
 		e->seen[dir] |= CT_SEEN_CLOSE_INIT;
 
 	to = ct_timeout_ns(index == CT_IDX_RST ? CT_TCP_CLOSE : new);

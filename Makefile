@@ -1,0 +1,41 @@
+# xdp-conntrack: a thin wrapper around cargo and the scripts.  `make help`.
+SHELL := /bin/bash
+TARGET := x86_64-unknown-linux-gnu
+BIN := target/$(TARGET)/release/xdp-conntrack
+# A fully static binary: static libbpf/libelf/zlib (libbpf-rs "static"),
+# static glibc, and no PIE so that file(1) says "statically linked".
+export RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
+export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
+CARGO_FLAGS := --release --target $(TARGET) --locked
+
+.DEFAULT_GOAL := build
+.PHONY: help deps build test lint demo vmlinux clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{ printf "  make %-8s %s\n", $$1, $$2 }'
+
+deps: ## install missing packages with apt-get (skips what is there)
+	@scripts/deps.sh
+
+build: deps ## build the static release binary
+	cargo build $(CARGO_FLAGS)
+	@file -L $(BIN) | grep -q 'statically linked' || \
+		{ echo "$(BIN) is not statically linked"; exit 1; }
+
+test: build lint ## run every test (as root: BPF, namespaces, nf_conntrack)
+	cargo test $(CARGO_FLAGS)
+
+lint: deps ## cargo fmt, clippy -D warnings and clang-format (kernel style)
+	cargo fmt --check
+	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	clang-format --dry-run --Werror src/bpf/*.c src/bpf/*.h
+
+demo: build ## ns1/ns2 topology, iperf3 TCP and UDP through the tracker, dump
+	scripts/demo.sh $(BIN)
+
+vmlinux: deps ## regenerate vmlinux/x86_64/vmlinux.h from this kernel's BTF
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/x86_64/vmlinux.h
+
+clean: ## remove build output
+	cargo clean

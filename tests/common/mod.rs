@@ -1,0 +1,328 @@
+//! Shared test support: a BPF_PROG_TEST_RUN harness around the real
+//! skeleton, and guards for namespaces and tracker processes that clean up
+//! even when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::{OpenObject, ProgramInput};
+use xdp_conntrack::bpf::types::ct_entry;
+use xdp_conntrack::bpf::ConntrackSkel;
+use xdp_conntrack::datapath::{self, Config};
+use xdp_conntrack::stats::Totals;
+use xdp_conntrack::table::{self, Conn};
+
+/// XDP actions.
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Every test here needs root (CI runs as root); fail loudly otherwise.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests load BPF programs and create namespaces: run them as root"
+    );
+}
+
+/// A loaded program with its maps, driven through BPF_PROG_TEST_RUN.
+pub struct Harness {
+    pub skel: ConntrackSkel<'static>,
+}
+
+impl Harness {
+    /// Loads the program with `cfg`; the devmap points both sides at `lo`
+    /// so that forwarding verdicts come back as XDP_REDIRECT.
+    pub fn new(cfg: Config) -> Self {
+        require_root();
+        // The open object must outlive the skeleton; leak the small
+        // allocation for the test's lifetime.
+        let object: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let skel = datapath::load(object, &cfg).expect("loading the program");
+        datapath::set_ports(&skel, [1, 1]).expect("filling the devmap");
+        Self { skel }
+    }
+
+    /// The default configuration.
+    pub fn default_config() -> Self {
+        Self::new(Config::default())
+    }
+
+    /// Runs one frame and returns the XDP action.
+    pub fn run(&self, frame: &[u8]) -> u32 {
+        self.try_run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// Runs one frame; Err if the kernel refuses the test run itself.
+    pub fn try_run(&self, frame: &[u8]) -> libbpf_rs::Result<u32> {
+        let input = ProgramInput {
+            data_in: Some(frame),
+            ..Default::default()
+        };
+        let out = self.skel.progs.xdp_conntrack.test_run(input)?;
+        Ok(out.return_value)
+    }
+
+    /// Runs the frame and returns the frame as the program left it.
+    pub fn run_output(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out_buf = vec![0u8; frame.len() + 256];
+        let input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out_buf),
+            ..Default::default()
+        };
+        let out = self
+            .skel
+            .progs
+            .xdp_conntrack
+            .test_run(input)
+            .expect("BPF_PROG_TEST_RUN");
+        let ret = out.return_value;
+        let len = out.data.map(|d| d.len()).unwrap_or(0);
+        out_buf.truncate(len);
+        (ret, out_buf)
+    }
+
+    /// Runs the garbage-collection pass.
+    pub fn sweep(&self) {
+        datapath::sweep(&self.skel).expect("sweep");
+    }
+
+    /// The live entry under `key`, if any.
+    pub fn entry(&self, key: &xdp_conntrack::bpf::types::ct_key) -> Option<(Conn, ct_entry)> {
+        table::lookup(&self.skel.maps.ct_table, key).expect("lookup")
+    }
+
+    /// Every live connection.
+    pub fn conns(&self) -> Vec<Conn> {
+        table::read(&self.skel.maps.ct_table).expect("reading the table")
+    }
+
+    /// Number of keys in the map, live or expired.
+    pub fn raw_len(&self) -> usize {
+        use libbpf_rs::MapCore;
+        self.skel.maps.ct_table.keys().count()
+    }
+
+    /// Counters summed over CPUs.
+    pub fn stats(&self) -> Totals {
+        Totals::read(&self.skel.maps.stats).expect("reading counters")
+    }
+}
+
+/// A short name prefix unique to this process and call, for namespaces
+/// and interfaces (interface names are limited to 15 bytes).
+pub fn unique_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "xc{}{}",
+        std::process::id() % 100_000,
+        (b'a' + (n % 26) as u8) as char
+    )
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xdp-conntrack"))
+}
+
+/// ns1 and ns2 joined by veth1/veth2, whose host ends live in a third
+/// namespace `<prefix>fw`; torn down on drop.
+pub struct Topology {
+    pub prefix: String,
+}
+
+impl Topology {
+    pub fn up() -> Self {
+        require_root();
+        let prefix = unique_prefix();
+        let topo = Self { prefix };
+        let st = Command::new(repo().join("scripts/topology.sh"))
+            .args(["up", &topo.prefix, "--fw"])
+            .status()
+            .expect("running scripts/topology.sh");
+        assert!(st.success(), "topology.sh up {} failed", topo.prefix);
+        topo
+    }
+    pub fn ns1(&self) -> String {
+        format!("{}ns1", self.prefix)
+    }
+    pub fn ns2(&self) -> String {
+        format!("{}ns2", self.prefix)
+    }
+    pub fn fw(&self) -> String {
+        format!("{}fw", self.prefix)
+    }
+    pub fn veth(&self, side: u8) -> String {
+        format!("{}veth{side}", self.prefix)
+    }
+    pub fn pin_path(&self) -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/{}", self.prefix))
+    }
+    /// Runs a command inside a namespace and returns its output.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/topology.sh"))
+            .args(["down", &self.prefix])
+            .status();
+    }
+}
+
+/// A running `xdp-conntrack` between a topology's veths; SIGINT on drop.
+pub struct Tracker {
+    pub child: Child,
+    pub stdout: mpsc::Receiver<String>,
+    pub pin_path: PathBuf,
+}
+
+impl Tracker {
+    /// Starts the tracker in the topology's middle namespace with extra
+    /// arguments, and waits until it reports that it forwards.
+    pub fn start(topo: &Topology, extra: &[&str]) -> Self {
+        let pin = topo.pin_path();
+        let mut child = Command::new(binary())
+            .args([
+                "-1",
+                &topo.veth(1),
+                "-2",
+                &topo.veth(2),
+                "--netns",
+                &topo.fw(),
+            ])
+            .arg("--pin-path")
+            .arg(&pin)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning xdp-conntrack");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx2.send(l);
+            }
+        });
+        let (etx, erx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = etx.send(l);
+            }
+        });
+        // Ready once it says it is forwarding.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match erx.recv_timeout(left) {
+                Ok(l) if l.contains("forwarding") => break,
+                Ok(l) => eprintln!("tracker: {l}"),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("xdp-conntrack did not start: {:?}", child.wait());
+                }
+            }
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in erx {});
+        Self {
+            child,
+            stdout: rx,
+            pin_path: pin,
+        }
+    }
+
+    /// Sends SIGINT and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.interrupt()
+    }
+
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if let Ok(Some(st)) = self.child.try_wait() {
+            return st;
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().expect("waiting for xdp-conntrack")
+    }
+
+    /// `xdp-conntrack dump` against this tracker: (stdout lines, stderr).
+    pub fn dump(&self) -> (Vec<String>, String) {
+        dump(&self.pin_path)
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.interrupt();
+    }
+}
+
+/// Runs `xdp-conntrack dump --pin-path DIR`.
+pub fn dump(pin_path: &Path) -> (Vec<String>, String) {
+    let out = Command::new(binary())
+        .args(["dump", "--pin-path"])
+        .arg(pin_path)
+        .output()
+        .expect("running xdp-conntrack dump");
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

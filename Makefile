@@ -9,7 +9,7 @@ export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
 CARGO_FLAGS := --release --target $(TARGET) --locked
 
 .DEFAULT_GOAL := build
-.PHONY: help deps build test lint demo vmlinux clean
+.PHONY: help deps build install test lint demo vmlinux clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -22,6 +22,9 @@ build: deps ## build the static release binary
 	cargo build $(CARGO_FLAGS)
 	@file -L $(BIN) | grep -q 'statically linked' || \
 		{ echo "$(BIN) is not statically linked"; exit 1; }
+
+install: build ## copy the binary to /usr/local/bin
+	install -m 0755 $(BIN) /usr/local/bin/xdp-conntrack
 
 test: build lint ## run every test (as root: BPF, namespaces, nf_conntrack)
 	cargo test $(CARGO_FLAGS)

@@ -99,6 +99,11 @@ pub fn tracker(o: &Options) -> Result<()> {
     for iface in &ifaces {
         links.push(datapath::attach(&skel, iface, o.mode, o.force)?);
     }
+    for iface in &ifaces {
+        if let Some(warning) = sys::peer_warning(iface) {
+            eprintln!("xdp-conntrack: warning: {warning}");
+        }
+    }
     info(
         o.log_level,
         format!(

@@ -4,7 +4,9 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags};
+use std::os::fd::{AsFd, AsRawFd};
+
+use libbpf_rs::{libbpf_sys, MapCore, MapFlags};
 use nix::time::{clock_gettime, ClockId};
 
 use crate::bpf::types::{ct_entry, ct_key, ct_status};
@@ -75,25 +77,83 @@ impl Conn {
     }
 }
 
+/// Calls `f` with every (key, entry) of a connection table map, a few
+/// thousand per syscall.  (libbpf-rs' batch iterator stops at the first
+/// short batch, which hash maps return whenever a bucket does not fit.)
+pub fn for_each(map: &impl MapCore, mut f: impl FnMut(&ct_key, &ct_entry)) -> Result<()> {
+    let ksz = map.key_size() as usize;
+    let vsz = map.value_size() as usize;
+    if ksz != std::mem::size_of::<ct_key>() || vsz != std::mem::size_of::<ct_entry>() {
+        anyhow::bail!("this map is not a connection table ({ksz}-byte keys, {vsz}-byte values)");
+    }
+    let mut batch: u32 = 4096;
+    let mut keys = vec![ct_key::default(); batch as usize];
+    let mut vals = vec![ct_entry::default(); batch as usize];
+    let mut token = [0u8; 16]; // opaque position; large enough for a hash map's
+    let mut first = true;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    loop {
+        let mut count = batch;
+        let in_batch = if first {
+            std::ptr::null_mut()
+        } else {
+            token.as_mut_ptr()
+        };
+        let mut out = [0u8; 16];
+        // SAFETY: the key and value buffers hold `batch` elements of the
+        // map's own sizes (checked above), the tokens are 16 bytes (a hash
+        // map's token is a u32 bucket index) and `opts` is sized.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                in_batch.cast(),
+                out.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let done = ret == -libc_errno::ENOENT;
+        if ret < 0 && !done {
+            if ret == -libc_errno::ENOSPC && batch < 1 << 20 {
+                // One bucket holds more entries than the batch: grow it.
+                batch *= 2;
+                keys.resize(batch as usize, ct_key::default());
+                vals.resize(batch as usize, ct_entry::default());
+                continue;
+            }
+            return Err(std::io::Error::from_raw_os_error(-ret))
+                .context("reading the connection table");
+        }
+        for (k, v) in keys.iter().zip(&vals).take(count as usize) {
+            f(k, v);
+        }
+        if done {
+            return Ok(());
+        }
+        token = out;
+        first = false;
+    }
+}
+
+mod libc_errno {
+    pub const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+    pub const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
+}
+
 /// Reads every live entry of a connection table map.
 pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
     let now = monotonic_ns();
     let mut out = Vec::new();
-    let batch = map
-        .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
-        .context("reading the connection table")?;
-    for (k, v) in batch {
-        let mut key = ct_key::default();
-        let mut e = ct_entry::default();
-        if plain::copy_from_bytes(&mut key, &k).is_err()
-            || plain::copy_from_bytes(&mut e, &v).is_err()
-        {
-            continue;
-        }
-        if let Some(c) = Conn::decode(&key, &e, now) {
+    for_each(map, |k, e| {
+        if let Some(c) = Conn::decode(k, e, now) {
             out.push(c);
         }
-    }
+    })?;
     Ok(out)
 }
 

@@ -1,0 +1,122 @@
+//! Garbage collection, measured: the in-kernel sweep (bpf_for_each_map_elem
+//! run through BPF_PROG_TEST_RUN) against a batched userspace sweep (batch
+//! lookup, then batch delete of the expired keys), side by side on the same
+//! table.  Half of the entries are expired each round.  Run as root:
+//! `make bench-sweep`.
+
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::{MapCore, MapFlags};
+use xdp_conntrack::bpf::types::{ct_entry, ct_key};
+use xdp_conntrack::datapath::{self, Config};
+use xdp_conntrack::table::{self, monotonic_ns};
+
+const ROUNDS: usize = 5;
+
+fn as_bytes<T: plain::Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: Plain types have no padding invariants; any byte view is fine.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+/// Fills the table with `n` entries, every other one already expired.
+fn fill(map: &impl MapCore, n: u32) {
+    let now = monotonic_ns();
+    let mut keys = Vec::with_capacity(n as usize);
+    let mut vals = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        keys.push(ct_key {
+            addr: [0x0a01_0164u32.to_be(), (0x0a02_0000u32 + (i >> 16)).to_be()],
+            port: [(i as u16).to_be(), 8080u16.to_be()],
+            proto: 6,
+            ..Default::default()
+        });
+        vals.push(ct_entry {
+            state: 3,
+            expires: if i % 2 == 0 {
+                1
+            } else {
+                now + 3_600_000_000_000
+            },
+            ..Default::default()
+        });
+    }
+    for (k, v) in keys.chunks(65536).zip(vals.chunks(65536)) {
+        map.update_batch(
+            as_bytes(k),
+            as_bytes(v),
+            k.len() as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .expect("filling the table");
+    }
+}
+
+fn userspace_sweep(map: &impl MapCore) -> usize {
+    let now = monotonic_ns();
+    let mut expired: Vec<ct_key> = Vec::new();
+    table::for_each(map, |k, e| {
+        if e.expires <= now {
+            expired.push(*k);
+        }
+    })
+    .expect("reading the table");
+    for chunk in expired.chunks(8192) {
+        map.delete_batch(
+            as_bytes(chunk),
+            chunk.len() as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .expect("delete_batch");
+    }
+    expired.len()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    println!(
+        "| entries | expired | in-kernel sweep (median) | userspace batch sweep (median) | ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for n in [65_536u32, 1_048_576] {
+        let mut object = MaybeUninit::uninit();
+        let cfg = Config {
+            max_entries: n,
+            ..Config::default()
+        };
+        let skel = datapath::load(&mut object, &cfg).expect("loading (run as root)");
+        let map = &skel.maps.ct_table;
+        let (mut kt, mut ut) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            fill(map, n);
+            let t = Instant::now();
+            datapath::sweep(&skel).expect("sweep");
+            kt.push(t.elapsed());
+            assert_eq!(
+                map.keys().count(),
+                n as usize / 2,
+                "in-kernel sweep missed entries"
+            );
+
+            fill(map, n);
+            let t = Instant::now();
+            let removed = userspace_sweep(map);
+            ut.push(t.elapsed());
+            assert_eq!(removed, n as usize / 2);
+        }
+        let (k, u) = (median(kt), median(ut));
+        println!(
+            "| {n} | {} | {:.2} ms | {:.2} ms | {:.1}x |",
+            n / 2,
+            k.as_secs_f64() * 1e3,
+            u.as_secs_f64() * 1e3,
+            u.as_secs_f64() / k.as_secs_f64()
+        );
+    }
+}

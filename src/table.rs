@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags};
 use nix::time::{clock_gettime, ClockId};

@@ -308,10 +308,14 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
         .collect();
     candidates.push(("(root)".into(), PathBuf::from("/proc/1/ns/net")));
     let our_index = iface.index;
+    // ifindexes repeat across namespaces (fresh ones all number from 1), so
+    // an (index, peer index) match can be a look-alike: trust only a match
+    // that is unique.
+    let mut found = Vec::new();
     for (ns, path) in candidates {
         // A thread of its own, so that entering the namespace does not
         // move the tracker itself.
-        let found = std::thread::spawn(move || {
+        let hit = std::thread::spawn(move || {
             let f = File::open(&path).ok()?;
             setns(f, CloneFlags::CLONE_NEWNET).ok()?;
             let eth = ethtool::Ethtool::new()?;
@@ -320,8 +324,8 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
         .join()
         .ok()
         .flatten();
-        if let Some((name, gro, xdp)) = found {
-            return Some(PeerState {
+        if let Some((name, gro, xdp)) = hit {
+            found.push(PeerState {
                 name,
                 netns: ns,
                 gro,
@@ -329,7 +333,11 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
             });
         }
     }
-    None
+    if found.len() == 1 {
+        found.pop()
+    } else {
+        None
+    }
 }
 
 /// A warning when `iface` is a veth whose peer would drop redirected

@@ -82,20 +82,27 @@ static __always_inline bool ct_tcp_handshake(__u8 state)
 	       state == CT_TCP_SYN_SENT2;
 }
 
+/* Results of ct_tcp_in_window(), as the kernel's enum nf_ct_tcp_action. */
+enum ct_window {
+	CT_WIN_INVALID = 0,
+	CT_WIN_ACCEPT = 1,
+	CT_WIN_IGNORE = 2, /* accept the packet, change nothing */
+};
+
 /*
  * The part of tcp_in_window() that the handshake needs: learn each side's
  * end sequence from its SYN / SYN-ACK and bound the acknowledgement by
  * the other side's.  Sequence numbers are host order, modulo 2^32.
  */
-static __always_inline bool ct_tcp_in_window(struct ct_entry *e,
-					     const struct ct_pkt *p, __u32 dir,
-					     __u8 state)
+static __always_inline int ct_tcp_in_window(struct ct_entry *e,
+					    const struct ct_pkt *p, __u32 dir,
+					    __u8 state)
 {
 	__u32 rdir = dir ^ 1;
 	__u32 ack, rend;
 
 	if (e->status & CT_S_LIBERAL)
-		return true;
+		return CT_WIN_ACCEPT;
 
 	if (!(e->seen[dir] & CT_SEEN_END_SET)) {
 		/* First packet from this side: it defines the side. */
@@ -103,7 +110,7 @@ static __always_inline bool ct_tcp_in_window(struct ct_entry *e,
 		e->td_end[dir] = p->end;
 		/* A SYN from the reply side: simultaneous open, no ack. */
 		if ((p->flags & (TH_SYN | TH_ACK)) == TH_SYN)
-			return true;
+			return CT_WIN_ACCEPT;
 	} else if (((state == CT_TCP_SYN_SENT && dir == CT_DIR_ORIGINAL) ||
 		    (state == CT_TCP_SYN_RECV && dir == CT_DIR_REPLY)) &&
 		   seq_after(p->end, e->td_end[dir])) {
@@ -123,16 +130,18 @@ static __always_inline bool ct_tcp_in_window(struct ct_entry *e,
 		ack = p->ack;
 
 	if (ct_tcp_handshake(state) && (e->seen[rdir] & CT_SEEN_END_SET)) {
-		/* III: do not ack what the peer has not sent. */
+		/* III: acking what the peer has not sent is INVALID. */
 		if (seq_after(ack, rend))
-			return false;
-		/* IV: nor lag it by more than a maximal window. */
+			return CT_WIN_INVALID;
+		/* IV: an ack lagging by more than a maximal window may be
+		 * an overly delayed one; the kernel lets it pass unseen.
+		 */
 		if (!seq_after(ack, rend - MAXACKWINCONST - 1))
-			return false;
+			return CT_WIN_IGNORE;
 	}
 	if (ct_tcp_handshake(state) && seq_after(p->end, e->td_end[dir]))
 		e->td_end[dir] = p->end;
-	return true;
+	return CT_WIN_ACCEPT;
 }
 
 /*
@@ -190,13 +199,14 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 		e->last_dir = dir;
 		e->last_end = p->end;
 		if (index == CT_IDX_SYN && dir == CT_DIR_ORIGINAL) {
-			/* An RFC 5961 peer answers this SYN with a challenge
-			 * ACK, which must not count as the last ACK.
+			/* The kernel starts its last_flags afresh here, which
+			 * also forgets a simultaneous open.  An RFC 5961 peer
+			 * answers this SYN with a challenge ACK, which must
+			 * not count as the last ACK.
 			 */
+			e->status &= ~(CT_S_SIMOPEN | CT_S_CHALLENGE);
 			if (old == CT_TCP_LAST_ACK)
 				e->status |= CT_S_CHALLENGE;
-			else
-				e->status &= ~CT_S_CHALLENGE;
 		}
 		return CT_FORWARD;
 	case CT_TCP_MAX:
@@ -222,8 +232,14 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 		break;
 	}
 
-	if (!ct_tcp_in_window(e, p, dir, e->state))
+	switch (ct_tcp_in_window(e, p, dir, e->state)) {
+	case CT_WIN_INVALID:
 		return CT_DROP_INVALID;
+	case CT_WIN_IGNORE:
+		return CT_FORWARD;
+	default:
+		break;
+	}
 
 	e->last_index = index;
 	e->last_dir = dir;

@@ -1,0 +1,680 @@
+//! End-to-end tests: the real binary forwarding real traffic between two
+//! network namespaces, each test with its own topology.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::unistd::Pid;
+
+const ADDR1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const ADDR2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// A MAC that neither namespace owns.
+const WRONG_MAC: &str = "02:00:00:00:00:99";
+/// Socket timeouts: long enough for a slow machine, short enough that a
+/// broken forwarder fails the test instead of hanging it.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `f` on a thread that has entered the named network namespace and
+/// returns its result.  Sockets keep the namespace they were created in, so
+/// the caller may go on using what `f` returns from any thread.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let path = Path::new("/run/netns").join(ns);
+            let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path:?}: {e}"));
+            setns(file, CloneFlags::CLONE_NEWNET).expect("entering the namespace");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// A TCP listener on 10.0.0.2 in ns2, on a port the kernel picks.
+fn tcp_listener(topo: &Topology) -> TcpListener {
+    in_ns(&topo.ns2(), || {
+        TcpListener::bind((ADDR2, 0)).expect("binding a listener in ns2")
+    })
+}
+
+/// A TCP connection from ns1 to `to`.
+fn tcp_connect(topo: &Topology, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    in_ns(&topo.ns1(), move || {
+        let s = TcpStream::connect_timeout(&to, timeout)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(s)
+    })
+}
+
+/// Accepts one connection and arms its timeouts.
+fn tcp_accept(listener: &TcpListener) -> TcpStream {
+    let (s, _) = listener.accept().expect("accept");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// A UDP socket bound to `addr` (port picked by the kernel) in `ns`.
+fn udp_socket(ns: &str, addr: Ipv4Addr) -> UdpSocket {
+    let s = in_ns(ns, || {
+        UdpSocket::bind((addr, 0)).expect("binding a UDP socket")
+    });
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// Pings 10.0.0.2 from ns1 (`count` echoes, one second per reply);
+/// returns ping's output.
+fn ping(topo: &Topology, count: u32) -> Output {
+    topo.exec(
+        &topo.ns1(),
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "10.0.0.2",
+        ],
+    )
+}
+
+/// Whether every one of `count` pings from ns1 to ns2 is answered.
+fn ping_all_answered(topo: &Topology, count: u32) -> bool {
+    let out = ping(topo, count);
+    out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("{count} packets transmitted, {count} received"))
+}
+
+/// Whether a single ping from ns1 to ns2 goes unanswered.
+fn ping_fails(topo: &Topology) -> bool {
+    !ping(topo, 1).status.success()
+}
+
+/// The `dump` line whose original tuple is `tuple`, e.g.
+/// `src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2`.
+fn dump_line(pin_path: &Path, proto: &str, tuple: &str) -> Option<String> {
+    let (lines, footer) = dump(pin_path);
+    assert!(
+        footer.contains(&format!("{} flow entries have been shown", lines.len())),
+        "the footer does not count the {} lines: {footer:?}",
+        lines.len()
+    );
+    lines
+        .into_iter()
+        .find(|l| l.starts_with(&format!("{proto} ")) && l.contains(&format!("{tuple} ")))
+}
+
+/// The original tuple of an L4 flow from `from` to `to`.
+fn tuple(from: SocketAddr, to: SocketAddr) -> String {
+    format!(
+        "src={} dst={} sport={} dport={}",
+        from.ip(),
+        to.ip(),
+        from.port(),
+        to.port()
+    )
+}
+
+/// The output of `ip -n FW link show VETH`.
+fn link_show(topo: &Topology, side: u8) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &topo.fw(), "link", "show", &topo.veth(side)])
+        .output()
+        .expect("ip link show");
+    assert!(out.status.success(), "ip link show {}", topo.veth(side));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether an XDP program is attached to a veth's host end.
+fn xdp_attached(topo: &Topology, side: u8) -> bool {
+    link_show(topo, side).contains("xdp")
+}
+
+/// The MAC address of `eth0` in `ns`.
+fn eth0_mac(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-br", "link", "show", "eth0"])
+        .output()
+        .expect("ip link show eth0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac = text
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no MAC in {text:?}"));
+    assert_eq!(mac.len(), 17, "not a MAC: {mac:?}");
+    mac.to_string()
+}
+
+/// Runs a command that is expected to exit by itself within `timeout`;
+/// kills it and fails the test if it does not.
+fn output_within(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning");
+    let exited = wait_for(timeout, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("waiting");
+        panic!(
+            "{cmd:?} was still running after {timeout:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.wait_with_output().expect("collecting the output")
+}
+
+/// Waits (bounded) for the tracker to exit and returns its status.
+fn wait_exit(tracker: &mut Tracker, timeout: Duration) -> ExitStatus {
+    let exited = wait_for(timeout, || matches!(tracker.child.try_wait(), Ok(Some(_))));
+    assert!(exited, "xdp-conntrack did not exit within {timeout:?}");
+    tracker.child.try_wait().unwrap().unwrap()
+}
+
+/// Waits for a live counter line whose `strict` drop count is non-zero.
+fn wait_strict_drops(tracker: &Tracker, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match tracker.stdout.recv_timeout(left) {
+            Ok(l) => l,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+        };
+        let n = line
+            .split_once(" strict ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(n) = n.filter(|&n| n > 0) {
+            return Some(n);
+        }
+    }
+}
+
+#[test]
+fn ping_passes_and_is_tracked() {
+    let topo = Topology::up();
+    let tracker = Tracker::start(&topo, &[]);
+    assert!(
+        ping_all_answered(&topo, 3),
+        "ping from ns1 to ns2 through the tracker"
+    );
+    let (lines, _) = tracker.dump();
+    let icmp: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            l.starts_with("icmp ")
+                && l.contains("src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=")
+                && l.contains("src=10.0.0.2 dst=10.0.0.1 type=0 code=0 id=")
+        })
+        .collect();
+    assert!(
+        !icmp.is_empty(),
+        "no icmp echo entry in the dump: {lines:#?}"
+    );
+    assert!(
+        icmp.iter().any(|l| !l.contains("[UNREPLIED]")),
+        "the answered echo is still UNREPLIED: {icmp:#?}"
+    );
+}
+
+#[test]
+fn tcp_transfer_arrives_intact_and_is_tracked() {
+    const LEN: usize = 16 << 20;
+    let pattern = |i: usize| (i % 251) as u8;
+
+    let topo = Topology::up();
+    let tracker = Tracker::start(&topo, &[]);
+    let listener = tcp_listener(&topo);
+    let server_addr = listener.local_addr().unwrap();
+
+    // The server counts and checks every byte, reports the count once it
+    // has them all, then expects EOF (no byte more) and closes.
+    let server = std::thread::spawn(move || {
+        let mut s = tcp_accept(&listener);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        let mut reported = false;
+        loop {
+            let n = s.read(&mut buf).expect("server read");
+            if n == 0 {
+                break;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, pattern(total + k), "byte {} corrupted", total + k);
+            }
+            total += n;
+            if total >= LEN && !reported {
+                s.write_all(&(total as u64).to_be_bytes())
+                    .expect("server write");
+                reported = true;
+            }
+        }
+        total
+    });
+
+    let mut client =
+        tcp_connect(&topo, server_addr, Duration::from_secs(5)).expect("connecting through");
+    let client_addr = client.local_addr().unwrap();
+    let data: Vec<u8> = (0..LEN).map(pattern).collect();
+    client.write_all(&data).expect("sending 16 MiB");
+    let mut count = [0u8; 8];
+    client
+        .read_exact(&mut count)
+        .expect("reading the server's count");
+    assert_eq!(u64::from_be_bytes(count), LEN as u64, "bytes that arrived");
+
+    // Open and both ways: ESTABLISHED and ASSURED.
+    let t = tuple(client_addr, server_addr);
+    let line = dump_line(&tracker.pin_path, "tcp", &t)
+        .unwrap_or_else(|| panic!("no tcp entry for {t} in the dump"));
+    assert!(
+        line.contains(" ESTABLISHED ") && line.contains("[ASSURED]"),
+        "{line}"
+    );
+    assert!(!line.contains("[UNREPLIED]"), "{line}");
+    let reply = tuple(server_addr, client_addr);
+    assert!(line.contains(&reply), "reply tuple missing: {line}");
+
+    // Orderly close from both ends: TIME_WAIT, still ASSURED.
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let total = server.join().expect("server thread");
+    assert_eq!(total, LEN, "the server saw bytes beyond the transfer");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("reading the close");
+    assert!(rest.is_empty());
+    drop(client);
+    let mut last = None;
+    let closed = wait_for(Duration::from_secs(5), || {
+        last = dump_line(&tracker.pin_path, "tcp", &t);
+        last.as_deref()
+            .is_some_and(|l| l.contains(" TIME_WAIT ") && l.contains("[ASSURED]"))
+    });
+    assert!(closed, "not TIME_WAIT [ASSURED] after the close: {last:?}");
+}
+
+#[test]
+fn udp_datagrams_pass_and_one_way_flow_is_unreplied() {
+    const N: u32 = 2000;
+    const SIZE: usize = 512;
+    let payload = |seq: u32| -> Vec<u8> {
+        let mut p = seq.to_be_bytes().to_vec();
+        p.extend((4..SIZE).map(|i| (i as u32).wrapping_mul(seq | 1) as u8));
+        p
+    };
+
+    let topo = Topology::up();
+    let tracker = Tracker::start(&topo, &[]);
+    let rx = udp_socket(&topo.ns2(), ADDR2);
+    // Room for the whole burst, so that only the path can lose datagrams.
+    setsockopt(&rx, sockopt::RcvBufForce, &(16 << 20)).expect("SO_RCVBUFFORCE");
+    let tx = udp_socket(&topo.ns1(), ADDR1);
+    let (from, to) = (tx.local_addr().unwrap(), rx.local_addr().unwrap());
+
+    let receiver = std::thread::spawn(move || {
+        let mut seen = HashSet::new();
+        let mut buf = [0u8; 2048];
+        while seen.len() < N as usize {
+            match rx.recv_from(&mut buf) {
+                Ok((n, src)) => {
+                    assert_eq!(src, from, "datagram from an unexpected source");
+                    let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                    assert_eq!(&buf[..n], &payload(seq)[..], "datagram {seq} corrupted");
+                    assert!(seen.insert(seq), "datagram {seq} arrived twice");
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        seen.len()
+    });
+    for seq in 0..N {
+        tx.send_to(&payload(seq), to).expect("send");
+    }
+    let got = receiver.join().expect("receiver thread");
+    assert!(
+        got >= (N - N / 100) as usize,
+        "only {got} of {N} datagrams arrived"
+    );
+
+    let t = tuple(from, to);
+    let line = dump_line(&tracker.pin_path, "udp", &t)
+        .unwrap_or_else(|| panic!("no udp entry for {t} in the dump"));
+    assert!(
+        line.contains("[UNREPLIED]"),
+        "a one-way flow must be UNREPLIED: {line}"
+    );
+}
+
+#[test]
+fn udp_exchange_both_ways_is_replied() {
+    const N: u32 = 200;
+    let topo = Topology::up();
+    let tracker = Tracker::start(&topo, &[]);
+    let server = udp_socket(&topo.ns2(), ADDR2);
+    let client = udp_socket(&topo.ns1(), ADDR1);
+    let (from, to) = (client.local_addr().unwrap(), server.local_addr().unwrap());
+
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut echoed = 0u32;
+        while let Ok((n, src)) = server.recv_from(&mut buf) {
+            server.send_to(&buf[..n], src).expect("echo");
+            echoed += 1;
+            if echoed == N {
+                break;
+            }
+        }
+        echoed
+    });
+    let mut answered = 0u32;
+    let mut buf = [0u8; 64];
+    for seq in 0..N {
+        client.send_to(&seq.to_be_bytes(), to).expect("send");
+        match client.recv_from(&mut buf) {
+            Ok((4, src)) if src == to && buf[..4] == seq.to_be_bytes() => answered += 1,
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(_) => {}
+        }
+    }
+    echo.join().expect("echo thread");
+    assert!(
+        answered >= N - 2,
+        "only {answered} of {N} datagrams came back"
+    );
+
+    let t = tuple(from, to);
+    let line = dump_line(&tracker.pin_path, "udp", &t)
+        .unwrap_or_else(|| panic!("no udp entry for {t} in the dump"));
+    assert!(
+        !line.contains("[UNREPLIED]"),
+        "a flow seen both ways must not be UNREPLIED: {line}"
+    );
+    assert!(
+        line.contains(&tuple(to, from)),
+        "reply tuple missing: {line}"
+    );
+}
+
+#[test]
+fn nothing_passes_without_a_running_tracker() {
+    let topo = Topology::up();
+    let listener = tcp_listener(&topo);
+    let server_addr = listener.local_addr().unwrap();
+    let short = Duration::from_secs(1);
+
+    assert!(ping_fails(&topo), "ping passed before the tracker started");
+    assert!(
+        tcp_connect(&topo, server_addr, short).is_err(),
+        "TCP connected before the tracker started"
+    );
+
+    let tracker = Tracker::start(&topo, &[]);
+    // The failed attempts left unresolved (or failing) neighbour entries
+    // whose expiry would fail the next connect with EHOSTUNREACH; start
+    // the comparison from clean caches.
+    for ns in [topo.ns1(), topo.ns2()] {
+        let st = Command::new("ip")
+            .args(["-n", &ns, "neigh", "flush", "dev", "eth0"])
+            .status()
+            .expect("ip neigh flush");
+        assert!(st.success());
+    }
+    if let Err(e) = tcp_connect(&topo, server_addr, Duration::from_secs(5)) {
+        panic!("TCP does not connect with the tracker running: {e}");
+    }
+    assert!(ping_all_answered(&topo, 2), "ping with the tracker running");
+    assert!(tracker.stop().success());
+
+    assert!(ping_fails(&topo), "ping passed after the tracker stopped");
+    assert!(
+        tcp_connect(&topo, server_addr, short).is_err(),
+        "TCP connected after the tracker stopped"
+    );
+}
+
+/// Starts a tracker, sends it `sig`, and checks that it exits 0 and leaves
+/// neither XDP programs nor pins behind.
+fn signal_cleans_up(sig: Signal) {
+    let topo = Topology::up();
+    let mut tracker = Tracker::start(&topo, &[]);
+    assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
+    assert!(tracker.pin_path.join("ct_table").exists());
+
+    kill(Pid::from_raw(tracker.child.id() as i32), sig).expect("kill");
+    let status = wait_exit(&mut tracker, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status after {sig}: {status}");
+    for side in [1, 2] {
+        let link = link_show(&topo, side);
+        assert!(!link.contains("xdp"), "still attached after {sig}: {link}");
+    }
+    assert!(
+        !tracker.pin_path.exists(),
+        "{} survives {sig}",
+        tracker.pin_path.display()
+    );
+    assert!(ping_fails(&topo), "traffic still passes after {sig}");
+}
+
+#[test]
+fn sigint_exits_zero_and_cleans_up() {
+    signal_cleans_up(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_exits_zero_and_cleans_up() {
+    signal_cleans_up(Signal::SIGTERM);
+}
+
+#[test]
+fn log_level_5_prints_trace_lines() {
+    let topo = Topology::up();
+    let tracker = Tracker::start(&topo, &["-l", "5"]);
+    // Pings keep coming until the trace shows one (or the deadline).
+    let mut pinger = Command::new("ip")
+        .args(["netns", "exec", &topo.ns1()])
+        .args(["ping", "-n", "-q", "-i", "0.2", "-c", "100", "10.0.0.2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning ping");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tracker.stdout.recv_timeout(left) {
+            Ok(l) if l.starts_with("trace: ") && l.contains("proto=1 10.0.0.1:") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    let _ = pinger.kill();
+    let _ = pinger.wait();
+    assert!(found, "no trace line for the ping; stdout was {seen:#?}");
+}
+
+#[test]
+fn dst_mac_options_rewrite_frames_by_egress_side() {
+    let topo = Topology::up();
+    let (mac1, mac2) = (eth0_mac(&topo.ns1()), eth0_mac(&topo.ns2()));
+    // Both ends address each other at a MAC nobody owns.
+    for (ns, peer) in [(topo.ns1(), "10.0.0.2"), (topo.ns2(), "10.0.0.1")] {
+        let st = Command::new("ip")
+            .args(["-n", &ns, "neigh", "replace", peer, "lladdr", WRONG_MAC])
+            .args(["dev", "eth0"])
+            .status()
+            .expect("ip neigh replace");
+        assert!(st.success());
+    }
+
+    let tracker = Tracker::start(&topo, &[]);
+    assert!(ping_fails(&topo), "ping passed without the MAC rewrite");
+    assert!(tracker.stop().success());
+
+    // --dst-mac1 applies to frames leaving through iface1, towards ns1.
+    let swapped = ["--dst-mac1", &mac2, "--dst-mac2", &mac1];
+    let tracker = Tracker::start(&topo, &swapped);
+    assert!(
+        ping_fails(&topo),
+        "ping passed with the MACs given to the wrong sides"
+    );
+    assert!(tracker.stop().success());
+
+    let right = ["--dst-mac1", &mac1, "--dst-mac2", &mac2];
+    let _tracker = Tracker::start(&topo, &right);
+    assert!(
+        ping_all_answered(&topo, 3),
+        "ping fails with --dst-mac1 {mac1} --dst-mac2 {mac2}"
+    );
+}
+
+/// Opens a connection through a first tracker, replaces the tracker by one
+/// started with `extra` (which has never seen the handshake), and sends one
+/// more message on the old connection.
+fn midstream(topo: &Topology, extra: &[&str]) -> Midstream {
+    let listener = tcp_listener(topo);
+    let addr = listener.local_addr().unwrap();
+    let first = Tracker::start(topo, &[]);
+    let mut client = tcp_connect(topo, addr, Duration::from_secs(5)).expect("connect");
+    let flow = tuple(client.local_addr().unwrap(), addr);
+    let mut server = tcp_accept(&listener);
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).expect("first message");
+    server.write_all(b"hi").unwrap();
+    client.read_exact(&mut buf[..2]).expect("first answer");
+    assert!(first.stop().success());
+
+    let second = Tracker::start(topo, extra);
+    client.write_all(b"mid-stream").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut msg = [0u8; 10];
+    let got = server.read_exact(&mut msg).map(|()| msg.to_vec());
+    Midstream {
+        tracker: second,
+        got,
+        listener,
+        flow,
+    }
+}
+
+/// What [`midstream`] leaves for the test to check.
+struct Midstream {
+    /// The tracker that met the connection mid-stream.
+    tracker: Tracker,
+    /// What the server read of the mid-stream message.
+    got: std::io::Result<Vec<u8>>,
+    /// The server's listener, for further connections.
+    listener: TcpListener,
+    /// The connection's original tuple.
+    flow: String,
+}
+
+#[test]
+fn midstream_tcp_is_picked_up_by_default() {
+    let topo = Topology::up();
+    let m = midstream(&topo, &[]);
+    assert_eq!(
+        m.got.expect("the mid-stream message did not arrive"),
+        b"mid-stream"
+    );
+    assert!(
+        dump_line(&m.tracker.pin_path, "tcp", &m.flow).is_some(),
+        "the picked-up connection {} is not in the table",
+        m.flow
+    );
+}
+
+#[test]
+fn midstream_tcp_is_dropped_with_strict() {
+    let topo = Topology::up();
+    let m = midstream(&topo, &["--strict"]);
+    assert!(
+        m.got.is_err(),
+        "a mid-stream message passed with --strict: {:?}",
+        m.got
+    );
+    assert!(
+        dump_line(&m.tracker.pin_path, "tcp", &m.flow).is_none(),
+        "--strict put the mid-stream connection {} in the table",
+        m.flow
+    );
+    assert!(
+        wait_strict_drops(&m.tracker, Duration::from_secs(10)).is_some(),
+        "the live line never counted a strict drop"
+    );
+    // A connection that starts with a handshake still passes.
+    let addr = m.listener.local_addr().unwrap();
+    let mut client = tcp_connect(&topo, addr, Duration::from_secs(5)).expect("new connection");
+    let mut server = tcp_accept(&m.listener);
+    client.write_all(b"fresh").unwrap();
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).expect("new connection's data");
+    assert_eq!(&buf, b"fresh");
+}
+
+#[test]
+fn second_tracker_on_the_same_interfaces_is_refused() {
+    let topo = Topology::up();
+    let first = Tracker::start(&topo, &[]);
+    let other_pins = PathBuf::from(format!("/sys/fs/bpf/{}b", topo.prefix));
+    let out = output_within(
+        Command::new(binary())
+            .args(["-1", &topo.veth(1), "-2", &topo.veth(2)])
+            .args(["--netns", &topo.fw(), "--pin-path"])
+            .arg(&other_pins),
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second tracker started");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line on stderr: {stderr:?}");
+    assert!(
+        lines[0].starts_with("xdp-conntrack: ") && lines[0].contains("already has an XDP program"),
+        "{stderr:?}"
+    );
+    assert!(
+        !other_pins.exists(),
+        "the refused tracker left {} behind",
+        other_pins.display()
+    );
+
+    // The first one is untouched.
+    let mut first = first;
+    assert!(
+        matches!(first.child.try_wait(), Ok(None)),
+        "the first tracker died"
+    );
+    assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
+    assert!(
+        ping_all_answered(&topo, 3),
+        "the first tracker stopped forwarding"
+    );
+    let (lines, _) = first.dump();
+    assert!(
+        lines.iter().any(|l| l.starts_with("icmp ")),
+        "the first tracker no longer tracks: {lines:#?}"
+    );
+    assert!(first.stop().success());
+}

@@ -142,11 +142,7 @@ mod ethtool {
 
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_GDRVINFO: u32 = 0x03;
-    const ETHTOOL_GSTRINGS: u32 = 0x1b;
-    const ETHTOOL_GSTATS: u32 = 0x1d;
     const ETHTOOL_GGRO: u32 = 0x2b;
-    const ETH_SS_STATS: u32 = 1;
-    const ETH_GSTRING_LEN: usize = 32;
 
     #[repr(C)]
     struct DrvInfo {
@@ -199,8 +195,8 @@ mod ethtool {
             unsafe { libc::ioctl(self.0.as_raw_fd(), SIOCETHTOOL as _, &mut ifr) == 0 }
         }
 
-        /// The driver name and the number of stats.
-        fn drvinfo(&self, iface: &str) -> Option<(String, u32)> {
+        /// The interface's driver, e.g. "veth".
+        pub fn driver(&self, iface: &str) -> Option<String> {
             // SAFETY: plain old data; zero is valid.
             let mut info: DrvInfo = unsafe { std::mem::zeroed() };
             info.cmd = ETHTOOL_GDRVINFO;
@@ -208,37 +204,7 @@ mod ethtool {
                 return None;
             }
             let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
-            Some((
-                String::from_utf8_lossy(&info.driver[..end]).into_owned(),
-                info.n_stats,
-            ))
-        }
-
-        /// A veth's `peer_ifindex` statistic.
-        pub fn veth_peer(&self, iface: &str) -> Option<u32> {
-            let (driver, n) = self.drvinfo(iface)?;
-            if driver != "veth" || n == 0 || n > 4096 {
-                return None;
-            }
-            let n = n as usize;
-            let mut strings = vec![0u8; 12 + n * ETH_GSTRING_LEN];
-            strings[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
-            strings[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
-            strings[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
-            if !self.ioctl(iface, strings.as_mut_ptr()) {
-                return None;
-            }
-            let idx = strings[12..]
-                .chunks(ETH_GSTRING_LEN)
-                .position(|s| s.starts_with(b"peer_ifindex\0"))?;
-            // struct ethtool_stats: cmd, n_stats, then u64 values (8-aligned).
-            let mut stats = vec![0u64; 1 + n];
-            let head = (ETHTOOL_GSTATS as u64) | ((n as u64) << 32);
-            stats[0] = head.to_le();
-            if !self.ioctl(iface, stats.as_mut_ptr().cast()) {
-                return None;
-            }
-            u32::try_from(stats[1 + idx]).ok()
+            Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
         }
 
         /// Whether GRO is on.
@@ -263,43 +229,134 @@ pub struct PeerState {
     pub xdp: bool,
 }
 
-fn peer_here(
-    eth: &ethtool::Ethtool,
-    peer_index: u32,
-    our_index: u32,
-) -> Option<(String, bool, bool)> {
-    let name = nix::net::if_::if_indextoname(peer_index).ok()?;
-    let name = name.to_string_lossy().into_owned();
-    if eth.veth_peer(&name)? != our_index {
-        return None;
+/// Minimal rtnetlink: where a link's peer lives.
+mod rtnl {
+    use nix::sys::socket::{
+        recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+    };
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+    const RTM_NEWLINK: u16 = 16;
+    const RTM_GETLINK: u16 = 18;
+    const RTM_NEWNSID: u16 = 88;
+    const RTM_GETNSID: u16 = 90;
+    const NLM_F_REQUEST: u16 = 1;
+    const IFLA_LINK: u16 = 5;
+    const IFLA_LINK_NETNSID: u16 = 37;
+    const NETNSA_NSID: u16 = 1;
+    const NETNSA_FD: u16 = 3;
+
+    fn open() -> Option<OwnedFd> {
+        socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .ok()
     }
-    let gro = eth.gro(&name).unwrap_or(false);
+
+    /// Sends one request (header + `payload`) and returns the first reply
+    /// of type `want`, as (payload after the fixed header, attributes).
+    fn request(kind: u16, payload: &[u8], want: u16, fixed: usize) -> Option<Vec<(u16, Vec<u8>)>> {
+        let sock = open()?;
+        let len = 16 + payload.len();
+        let mut msg = Vec::with_capacity(len);
+        msg.extend_from_slice(&(len as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+        msg.extend_from_slice(payload);
+        send(sock.as_raw_fd(), &msg, MsgFlags::empty()).ok()?;
+        let mut buf = vec![0u8; 32768];
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+        let buf = &buf[..n];
+        if buf.len() < 16 {
+            return None;
+        }
+        let mlen = (u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize).min(buf.len());
+        let mtype = u16::from_ne_bytes(buf[4..6].try_into().ok()?);
+        if mtype != want || mlen < 16 + fixed {
+            return None;
+        }
+        let mut attrs = Vec::new();
+        let mut at = 16 + fixed;
+        while at + 4 <= mlen {
+            let alen = u16::from_ne_bytes(buf[at..at + 2].try_into().ok()?) as usize;
+            let atype = u16::from_ne_bytes(buf[at + 2..at + 4].try_into().ok()?) & 0x3fff;
+            if alen < 4 || at + alen > mlen {
+                break;
+            }
+            attrs.push((atype, buf[at + 4..at + alen].to_vec()));
+            at += (alen + 3) & !3;
+        }
+        Some(attrs)
+    }
+
+    fn attr_u32(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<u32> {
+        attrs
+            .iter()
+            .find(|(t, v)| *t == kind && v.len() >= 4)
+            .map(|(_, v)| u32::from_ne_bytes(v[..4].try_into().unwrap()))
+    }
+
+    /// The peer's ifindex and, if it lives in another namespace, that
+    /// namespace's id as seen from the calling thread's namespace.
+    pub fn link_peer(ifindex: u32) -> Option<(u32, Option<i32>)> {
+        // struct ifinfomsg: family, pad, type, index, flags, change
+        let mut ifi = [0u8; 16];
+        ifi[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+        let attrs = request(RTM_GETLINK, &ifi, RTM_NEWLINK, 16)?;
+        let peer = attr_u32(&attrs, IFLA_LINK)?;
+        let nsid = attr_u32(&attrs, IFLA_LINK_NETNSID).map(|v| v as i32);
+        Some((peer, nsid))
+    }
+
+    /// The id the calling thread's namespace gives the namespace `fd`.
+    pub fn nsid_of(fd: RawFd) -> Option<i32> {
+        // struct rtgenmsg (padded to 4), then NETNSA_FD.
+        let mut p = vec![0u8; 4];
+        p.extend_from_slice(&8u16.to_ne_bytes());
+        p.extend_from_slice(&NETNSA_FD.to_ne_bytes());
+        p.extend_from_slice(&(fd as u32).to_ne_bytes());
+        let attrs = request(RTM_GETNSID, &p, RTM_NEWNSID, 4)?;
+        attr_u32(&attrs, NETNSA_NSID).map(|v| v as i32)
+    }
+}
+
+/// GRO and XDP state of `index` in the calling thread's namespace.
+fn link_state(index: u32) -> Option<(String, bool, bool)> {
+    let name = nix::net::if_::if_indextoname(index).ok()?;
+    let name = name.to_string_lossy().into_owned();
+    let gro = ethtool::Ethtool::new()?.gro(&name).unwrap_or(false);
     let mut prog_id = 0u32;
     // SAFETY: prog_id is a valid out pointer for the call.
-    let xdp =
-        unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query_id(peer_index as i32, 0, &mut prog_id) } == 0
-            && prog_id != 0;
+    let xdp = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query_id(index as i32, 0, &mut prog_id) }
+        == 0
+        && prog_id != 0;
     Some((name, gro, xdp))
 }
 
-/// Finds the other end of a veth, in this namespace or in a named one, and
-/// reports its GRO and XDP state.  `None` if `iface` is not a veth or its
-/// peer cannot be found (e.g. in an unnamed namespace).
+/// Finds the other end of a veth, in this namespace or in a named one (or
+/// the root namespace), and reports its GRO and XDP state.  `None` if
+/// `iface` is not a veth or its peer's namespace has no name.
 pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
-    let eth = ethtool::Ethtool::new()?;
-    let peer_index = eth.veth_peer(&iface.name)?;
-    // ifindexes are per namespace: in our own namespace, the peer's index
-    // may well be our own interface's.
-    if let Some((name, gro, xdp)) =
-        peer_here(&eth, peer_index, iface.index).filter(|(name, _, _)| *name != iface.name)
-    {
+    if ethtool::Ethtool::new()?.driver(&iface.name)? != "veth" {
+        return None;
+    }
+    // rtnetlink names the peer exactly: its ifindex, and the id of its
+    // namespace (ifindexes repeat across namespaces).
+    let (peer_index, nsid) = rtnl::link_peer(iface.index)?;
+    let Some(nsid) = nsid else {
+        let (name, gro, xdp) = link_state(peer_index)?;
         return Some(PeerState {
             name,
             netns: String::new(),
             gro,
             xdp,
         });
-    }
+    };
     let mut candidates: Vec<(String, PathBuf)> = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
@@ -307,37 +364,27 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .collect();
     candidates.push(("(root)".into(), PathBuf::from("/proc/1/ns/net")));
-    let our_index = iface.index;
-    // ifindexes repeat across namespaces (fresh ones all number from 1), so
-    // an (index, peer index) match can be a look-alike: trust only a match
-    // that is unique.
-    let mut found = Vec::new();
-    for (ns, path) in candidates {
-        // A thread of its own, so that entering the namespace does not
-        // move the tracker itself.
-        let hit = std::thread::spawn(move || {
-            let f = File::open(&path).ok()?;
-            setns(f, CloneFlags::CLONE_NEWNET).ok()?;
-            let eth = ethtool::Ethtool::new()?;
-            peer_here(&eth, peer_index, our_index)
-        })
-        .join()
-        .ok()
-        .flatten();
-        if let Some((name, gro, xdp)) = hit {
-            found.push(PeerState {
-                name,
-                netns: ns,
-                gro,
-                xdp,
-            });
-        }
-    }
-    if found.len() == 1 {
-        found.pop()
-    } else {
-        None
-    }
+    let (ns, path) = candidates.into_iter().find(|(_, path)| {
+        File::open(path)
+            .ok()
+            .and_then(|f| rtnl::nsid_of(std::os::fd::AsRawFd::as_raw_fd(&f)))
+            == Some(nsid)
+    })?;
+    // A thread of its own, so that entering the namespace does not move
+    // the tracker itself.
+    let (name, gro, xdp) = std::thread::spawn(move || {
+        setns(File::open(&path).ok()?, CloneFlags::CLONE_NEWNET).ok()?;
+        link_state(peer_index)
+    })
+    .join()
+    .ok()
+    .flatten()?;
+    Some(PeerState {
+        name,
+        netns: ns,
+        gro,
+        xdp,
+    })
 }
 
 /// A warning when `iface` is a veth whose peer would drop redirected

@@ -678,3 +678,115 @@ fn second_tracker_on_the_same_interfaces_is_refused() {
     );
     assert!(first.stop().success());
 }
+
+/// Starts the binary on the topology and returns the stderr lines it wrote
+/// before reporting that it forwards, then stops it.
+fn startup_messages(topo: &Topology, extra: &[&str]) -> (Vec<String>, ExitStatus) {
+    let mut child = Command::new(binary())
+        .args([
+            "-1",
+            &topo.veth(1),
+            "-2",
+            &topo.veth(2),
+            "--netns",
+            &topo.fw(),
+            "-q",
+        ])
+        .arg("--pin-path")
+        .arg(topo.pin_path())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning xdp-conntrack");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = l.contains("forwarding");
+        lines.push(l);
+        if done {
+            break;
+        }
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+    let status = child.wait().expect("waiting for xdp-conntrack");
+    (lines, status)
+}
+
+#[test]
+fn warns_when_a_veth_peer_would_drop_redirected_frames() {
+    let topo = Topology::up();
+    let (lines, status) = startup_messages(&topo, &[]);
+    assert!(status.success(), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("forwarding"))
+            && !lines.iter().any(|l| l.contains("warning")),
+        "no warning expected with GRO on at both namespace ends: {lines:?}"
+    );
+
+    // Without GRO (and no XDP program) ns1's end drops redirected frames.
+    let out = topo.exec(&topo.ns1(), &["ethtool", "-K", "eth0", "gro", "off"]);
+    assert!(out.status.success());
+    let (lines, status) = startup_messages(&topo, &[]);
+    assert!(status.success(), "{lines:?}");
+    let warnings: Vec<_> = lines.iter().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{lines:?}");
+    assert!(
+        warnings[0].contains(&topo.veth(1)) && warnings[0].contains(&topo.ns1()),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn force_replaces_an_xdp_program_attached_over_netlink() {
+    use libbpf_rs::{Xdp, XdpFlags};
+    use std::os::fd::AsFd;
+
+    let topo = Topology::up();
+    // Some other XDP program, attached the old way (netlink, no bpf_link),
+    // stays on the interface after this process lets go of it.
+    let other = Harness::default_config();
+    let prog = other
+        .skel
+        .progs
+        .xdp_conntrack
+        .as_fd()
+        .try_clone_to_owned()
+        .unwrap();
+    let veth1 = topo.veth(1);
+    in_ns(&topo.fw(), || {
+        let idx = nix::net::if_::if_nametoindex(veth1.as_str()).expect("veth1 index");
+        Xdp::new(prog.as_fd())
+            .attach(idx as i32, XdpFlags::SKB_MODE)
+            .expect("attaching over netlink");
+    });
+    assert!(xdp_attached(&topo, 1));
+
+    let (lines, status) = startup_messages(&topo, &[]);
+    assert!(!status.success());
+    assert!(
+        lines.len() == 1
+            && lines[0].contains("already has an XDP program")
+            && lines[0].contains("--force"),
+        "{lines:?}"
+    );
+
+    let tracker = Tracker::start(&topo, &["--force", "-q"]);
+    assert!(ping_all_answered(&topo, 2), "no traffic after --force");
+    assert_eq!(tracker.stop().code(), Some(0));
+    assert!(
+        !xdp_attached(&topo, 1),
+        "the replaced program must not come back"
+    );
+}

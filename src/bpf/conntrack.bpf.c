@@ -312,13 +312,14 @@ static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in,
 		__builtin_memcpy(eth->h_dest, (void *)ct_cfg.dst_mac[out], 6);
 		__builtin_memcpy(eth->h_source, (void *)ct_cfg.src_mac[out], 6);
 	}
-	st->rx_packets[in]++;
-	st->rx_bytes[in] += data_end - data;
-
 	/* The low bits of flags are the action if the slot is empty. */
 	act = bpf_redirect_map(&tx_ports, out, XDP_DROP);
-	if (unlikely(act != XDP_REDIRECT))
+	if (likely(act == XDP_REDIRECT)) {
+		st->rx_packets[in]++;
+		st->rx_bytes[in] += data_end - data;
+	} else {
 		st->redirect_err++;
+	}
 	ct_log("xct: redirect side%u -> side%u act=%d", in + 1, out + 1, act);
 	return act;
 }

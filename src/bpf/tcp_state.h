@@ -252,6 +252,11 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 		/* Only a RST came back: no connection to keep. */
 		if (index == CT_IDX_RST)
 			return CT_KILL;
+		/* A retransmitted SYN does not renew the deadline, or a
+		 * client (or NAT) reusing the port keeps it alive forever.
+		 */
+		if (index == CT_IDX_SYN && old == CT_TCP_SYN_SENT)
+			return CT_FORWARD;
 		/* Picked up mid-stream and unanswered: keep it short. */
 		if (new == CT_TCP_ESTABLISHED &&
 		    to > ct_timeout_ns(CT_TO_UNACK))

@@ -1,0 +1,1522 @@
+//! Packet-level tests: frames built byte by byte go through the real XDP
+//! program with BPF_PROG_TEST_RUN, and after every packet the verdict, the
+//! exact counters that moved and the table entry are checked against
+//! nf_conntrack (net/netfilter/nf_conntrack_proto_tcp.c) and parse.h.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::*;
+use libbpf_rs::{ErrorKind, MapCore, ProgramInput, ProgramMut};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+use xdp_conntrack::bpf::types::{ct_key, ct_stats, ct_tcp_state};
+use xdp_conntrack::config::{parse_timeout, tcp_state_name, TIMEOUTS};
+use xdp_conntrack::datapath::Config;
+use xdp_conntrack::packet::{
+    self, icmp_echo, ipv4_frame, tcp, tcp_flags::*, udp, Endpoint, Ether, PROTO_ICMP,
+};
+use xdp_conntrack::stats::Totals;
+use xdp_conntrack::table::{icmp_key, key_for, monotonic_ns, IPPROTO_TCP, IPPROTO_UDP};
+
+const fn state(s: ct_tcp_state) -> u8 {
+    s.0 as u8
+}
+/// UDP and ICMP entries carry no TCP state.
+const NO_STATE: u8 = state(ct_tcp_state::CT_TCP_NONE);
+const SYN_SENT: u8 = state(ct_tcp_state::CT_TCP_SYN_SENT);
+const SYN_RECV: u8 = state(ct_tcp_state::CT_TCP_SYN_RECV);
+const ESTABLISHED: u8 = state(ct_tcp_state::CT_TCP_ESTABLISHED);
+const FIN_WAIT: u8 = state(ct_tcp_state::CT_TCP_FIN_WAIT);
+const CLOSE_WAIT: u8 = state(ct_tcp_state::CT_TCP_CLOSE_WAIT);
+const LAST_ACK: u8 = state(ct_tcp_state::CT_TCP_LAST_ACK);
+const TIME_WAIT: u8 = state(ct_tcp_state::CT_TCP_TIME_WAIT);
+const CLOSE: u8 = state(ct_tcp_state::CT_TCP_CLOSE);
+const SYN_SENT2: u8 = state(ct_tcp_state::CT_TCP_SYN_SENT2);
+
+const UNREPLIED: bool = false;
+const REPLIED: bool = true;
+const NOT_ASSURED: bool = false;
+const ASSURED: bool = true;
+
+/// TCP ECN bits, which tcp_flags does not name.
+const ECE: u8 = 0x40;
+const CWR: u8 = 0x80;
+
+/// Offset of the IPv4 header in an untagged frame.
+const IP: usize = 14;
+/// Offset of the L4 header behind a 20-byte IPv4 header.
+const L4: usize = IP + 20;
+
+// ---------------------------------------------------------------------------
+// Flows and frames
+
+/// A client and a server, and the frames they exchange.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    c: Endpoint,
+    s: Endpoint,
+}
+
+impl Flow {
+    /// The seed's client and server; `n` moves the client port so that
+    /// several flows can share one table.
+    fn new(n: u16) -> Self {
+        Self::between(
+            Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420 + n),
+            Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080),
+        )
+    }
+
+    fn between(c: Endpoint, s: Endpoint) -> Self {
+        Self { c, s }
+    }
+
+    fn tcp_key(&self) -> ct_key {
+        key_for(
+            IPPROTO_TCP,
+            (self.c.addr, self.c.port),
+            (self.s.addr, self.s.port),
+        )
+    }
+
+    fn udp_key(&self) -> ct_key {
+        key_for(
+            IPPROTO_UDP,
+            (self.c.addr, self.c.port),
+            (self.s.addr, self.s.port),
+        )
+    }
+
+    /// A TCP segment from the client.
+    fn c(&self, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+        self.c_with(flags, seq, ack, b"")
+    }
+
+    /// A TCP segment from the server.
+    fn s(&self, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+        self.s_with(flags, seq, ack, b"")
+    }
+
+    fn c_with(&self, flags: u8, seq: u32, ack: u32, data: &[u8]) -> Vec<u8> {
+        tcp(&Ether::default(), self.c, self.s, flags, seq, ack, data)
+    }
+
+    fn s_with(&self, flags: u8, seq: u32, ack: u32, data: &[u8]) -> Vec<u8> {
+        tcp(&Ether::default(), self.s, self.c, flags, seq, ack, data)
+    }
+
+    /// A UDP datagram from the client.
+    fn c_udp(&self, data: &[u8]) -> Vec<u8> {
+        udp(&Ether::default(), self.c, self.s, data)
+    }
+
+    /// A UDP datagram from the server.
+    fn s_udp(&self, data: &[u8]) -> Vec<u8> {
+        udp(&Ether::default(), self.s, self.c, data)
+    }
+
+    /// The seed handshake (SYN 100; SYN-ACK 200/101; ACK 101/201): afterwards
+    /// the client sends from 101 and the server from 201.
+    fn establish(&self, h: &Harness) {
+        for frame in [
+            self.c(SYN, 100, 0),
+            self.s(SYN | ACK, 200, 101),
+            self.c(ACK, 101, 201),
+        ] {
+            assert_eq!(h.run(&frame), XDP_REDIRECT, "handshake of {self:?}");
+        }
+        assert_eq!(
+            view(h, &self.tcp_key()),
+            v(ESTABLISHED, REPLIED, ASSURED, self.c)
+        );
+    }
+}
+
+/// Recomputes the checksum of the IPv4 header at `at`.
+fn fix_ip_checksum(frame: &mut [u8], at: usize) {
+    let hlen = (usize::from(frame[at] & 0x0f) * 4).max(20);
+    frame[at + 10..at + 12].fill(0);
+    let c = packet::checksum(&frame[at..at + hlen], 0);
+    frame[at + 10..at + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Edits the IPv4 header of an untagged frame, then fixes its checksum.
+fn edit_ip(mut frame: Vec<u8>, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    edit(&mut frame[IP..]);
+    fix_ip_checksum(&mut frame, IP);
+    frame
+}
+
+fn with_tot_len(frame: Vec<u8>, tot: u16) -> Vec<u8> {
+    edit_ip(frame, |ip| ip[2..4].copy_from_slice(&tot.to_be_bytes()))
+}
+
+/// Inserts IPv4 options (a multiple of 4 bytes) behind the fixed header.
+fn with_ip_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0);
+    let tot = usize::from(u16::from_be_bytes([frame[IP + 2], frame[IP + 3]]));
+    let mut f = frame[..L4].to_vec();
+    f.extend_from_slice(opts);
+    f.extend_from_slice(&frame[L4..IP + tot]);
+    f.resize(f.len().max(60), 0);
+    edit_ip(f, |ip| {
+        ip[0] = 0x40 | ((20 + opts.len()) / 4) as u8;
+        ip[2..4].copy_from_slice(&((tot + opts.len()) as u16).to_be_bytes());
+    })
+}
+
+/// Inserts VLAN tags, outermost first, between the MACs and the ethertype.
+fn vlan_tagged(frame: &[u8], tpids: &[u16]) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    for (vid, tpid) in (100u16..).zip(tpids) {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+/// An Ethernet frame with `ethertype` and `body`, padded to 60 bytes.
+fn ether_frame(ethertype: u16, body: &[u8]) -> Vec<u8> {
+    let e = Ether::default();
+    let mut f = e.dst.to_vec();
+    f.extend_from_slice(&e.src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(body);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+fn arp_request(from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];
+    a.extend_from_slice(&Ether::default().src);
+    a.extend_from_slice(&from.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&to.octets());
+    ether_frame(0x0806, &a)
+}
+
+/// An IPv6 frame carrying the TCP header of `tcp_frame`.
+fn ipv6_tcp(tcp_frame: &[u8]) -> Vec<u8> {
+    let seg = &tcp_frame[L4..L4 + 20];
+    let mut ip6 = vec![0x60, 0, 0, 0];
+    ip6.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    ip6.extend_from_slice(&[6, 64]);
+    ip6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    ip6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    ip6.extend_from_slice(seg);
+    ether_frame(0x86dd, &ip6)
+}
+
+/// ICMP destination unreachable (type 3, code 1) from `router` about the
+/// datagram in `frame`.
+fn icmp_unreachable(router: Ipv4Addr, frame: &[u8]) -> Vec<u8> {
+    let dst = Ipv4Addr::new(
+        frame[IP + 12],
+        frame[IP + 13],
+        frame[IP + 14],
+        frame[IP + 15],
+    );
+    let mut l4 = vec![3, 1, 0, 0, 0, 0, 0, 0];
+    l4.extend_from_slice(&frame[IP..L4 + 8]);
+    ipv4_frame(&Ether::default(), router, dst, PROTO_ICMP, l4)
+}
+
+// ---------------------------------------------------------------------------
+// Checking entries and counters
+
+/// What the tests compare of an entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct View {
+    state: u8,
+    seen_reply: bool,
+    assured: bool,
+    /// Source of the original direction: who opened the connection.
+    orig: Endpoint,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}({}) {} {} opened by {}:{}",
+            tcp_state_name(self.state),
+            self.state,
+            if self.seen_reply {
+                "seen_reply"
+            } else {
+                "UNREPLIED"
+            },
+            if self.assured {
+                "ASSURED"
+            } else {
+                "not-assured"
+            },
+            self.orig.addr,
+            self.orig.port
+        )
+    }
+}
+
+fn v(state: u8, seen_reply: bool, assured: bool, orig: Endpoint) -> Option<View> {
+    Some(View {
+        state,
+        seen_reply,
+        assured,
+        orig,
+    })
+}
+
+/// The live entry under `key`, as a View.
+fn view(h: &Harness, key: &ct_key) -> Option<View> {
+    h.entry(key).map(|(c, _)| View {
+        state: c.state,
+        seen_reply: c.seen_reply,
+        assured: c.assured,
+        orig: Endpoint::new(c.src, c.sport),
+    })
+}
+
+fn counters(s: &ct_stats) -> [(&'static str, u64); 14] {
+    [
+        ("rx_packets[0]", s.rx_packets[0]),
+        ("rx_packets[1]", s.rx_packets[1]),
+        ("rx_bytes[0]", s.rx_bytes[0]),
+        ("rx_bytes[1]", s.rx_bytes[1]),
+        ("new_conns", s.new_conns),
+        ("invalid", s.invalid),
+        ("table_full", s.table_full),
+        ("strict_drops", s.strict_drops),
+        ("malformed", s.malformed),
+        ("redirect_err", s.redirect_err),
+        ("untracked", s.untracked),
+        ("expired", s.expired),
+        ("swept", s.swept),
+        ("closed", s.closed),
+    ]
+}
+
+/// Asserts that exactly the counters in `want` moved, by those amounts.
+#[track_caller]
+fn assert_moved(before: &Totals, after: &Totals, want: &[(&'static str, u64)], what: &str) {
+    let mut moved: Vec<(&str, u64)> = counters(&after.s)
+        .into_iter()
+        .zip(counters(&before.s))
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, b)| (a.0, a.1.wrapping_sub(b.1)))
+        .collect();
+    let mut want = want.to_vec();
+    moved.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(moved, want, "counters that moved: {what}");
+}
+
+/// The counters a frame from side 1 should move: `counted` (+1 each), and
+/// the rx counters unless it is dropped.
+fn moves(frame: &[u8], verdict: u32, counted: &[&'static str]) -> Vec<(&'static str, u64)> {
+    let mut want: Vec<_> = counted.iter().map(|c| (*c, 1)).collect();
+    if verdict != XDP_DROP {
+        want.push(("rx_packets[0]", 1));
+        want.push(("rx_bytes[0]", frame.len() as u64));
+    }
+    want
+}
+
+/// Runs one frame and checks the verdict, exactly which counters moved (a
+/// forwarded frame adds its side-1 rx counters to `counted`, each +1), and
+/// the entry under `key` afterwards (None: no live entry).
+#[track_caller]
+fn step(
+    h: &Harness,
+    frame: &[u8],
+    verdict: u32,
+    counted: &[&'static str],
+    key: &ct_key,
+    want: Option<View>,
+) {
+    let before = h.stats();
+    assert_eq!(h.run(frame), verdict, "verdict");
+    let moved = moves(frame, verdict, counted);
+    assert_moved(&before, &h.stats(), &moved, "this packet");
+    assert_eq!(view(h, key), want, "entry after the packet");
+}
+
+/// Runs one frame that must not touch the table, checking verdict and
+/// counters.
+#[track_caller]
+fn run_counted(h: &Harness, frame: &[u8], verdict: u32, counted: &[&'static str], what: &str) {
+    let before = h.stats();
+    let len = h.raw_len();
+    assert_eq!(h.run(frame), verdict, "verdict: {what}");
+    assert_moved(&before, &h.stats(), &moves(frame, verdict, counted), what);
+    assert_eq!(h.raw_len(), len, "table size after: {what}");
+}
+
+/// The packets of one connection, each checked with `step` against the
+/// entry under `key`.
+struct Track<'h> {
+    h: &'h Harness,
+    key: ct_key,
+}
+
+impl<'h> Track<'h> {
+    fn new(h: &'h Harness, key: ct_key) -> Self {
+        Self { h, key }
+    }
+
+    /// A packet that must be forwarded, moving its rx counters and
+    /// `counted` (+1 each), and leaving the entry `want`.
+    #[track_caller]
+    fn fwd(&self, frame: &[u8], counted: &[&'static str], want: Option<View>) {
+        step(self.h, frame, XDP_REDIRECT, counted, &self.key, want);
+    }
+
+    /// A packet that must be dropped, moving only `counted` (+1 each), and
+    /// leaving the entry `want`.
+    #[track_caller]
+    fn dropped(&self, frame: &[u8], counted: &[&'static str], want: Option<View>) {
+        step(self.h, frame, XDP_DROP, counted, &self.key, want);
+    }
+
+    #[track_caller]
+    fn timeout(&self, name: &str) {
+        assert_timeout(self.h, &self.key, default_secs(name));
+    }
+}
+
+/// The default timeout called `name` in config::TIMEOUTS.
+fn default_secs(name: &str) -> u64 {
+    let &(_, _, secs) = TIMEOUTS
+        .iter()
+        .find(|t| t.0 == name)
+        .expect("a timeout name");
+    u64::from(secs)
+}
+
+/// Asserts that the entry under `key` has about `secs` seconds left.
+#[track_caller]
+fn assert_timeout(h: &Harness, key: &ct_key, secs: u64) {
+    let (c, _) = h.entry(key).expect("a live entry");
+    assert!(
+        c.timeout <= secs && c.timeout + 2 >= secs,
+        "{} s left, want about {secs} s",
+        c.timeout
+    );
+}
+
+/// The default configuration with some timeouts changed ("udp=1", ...).
+fn config_with(timeouts: &[&str]) -> Config {
+    let mut cfg = Config::default();
+    for t in timeouts {
+        let (slot, secs) = parse_timeout(t).expect("a timeout");
+        cfg.timeouts[slot] = secs;
+    }
+    cfg
+}
+
+/// Waits until the entry under `key` has expired (at most `secs` + 2 s).
+#[track_caller]
+fn wait_expired(h: &Harness, key: &ct_key, secs: u64) {
+    assert!(
+        wait_for(Duration::from_secs(secs + 2), || h.entry(key).is_none()),
+        "the entry did not expire within {secs} s"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// TCP: the handshake
+
+#[test]
+fn handshake_every_transition_with_the_seed_numbers() {
+    let h = Harness::default_config();
+    let a = Ipv4Addr::new(10, 1, 1, 100);
+    let b = Ipv4Addr::new(10, 2, 2, 100);
+    // The client in key slot 0 and in slot 1, by address and, on one
+    // address, by port.
+    let flows = [
+        Flow::new(0),
+        Flow::between(Endpoint::new(b, 23420), Endpoint::new(a, 8080)),
+        Flow::between(Endpoint::new(a, 1000), Endpoint::new(a, 8080)),
+        Flow::between(Endpoint::new(a, 40000), Endpoint::new(a, 8080)),
+    ];
+    for f in flows {
+        let t = Track::new(&h, f.tcp_key());
+        let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+        let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+        let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+        t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+        t.timeout("syn_sent");
+        // A retransmitted SYN: still unreplied.
+        t.fwd(&f.c(SYN, 100, 0), &[], ss);
+        t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+        t.timeout("syn_recv");
+        t.fwd(&f.c(ACK, 101, 201), &[], es);
+        t.timeout("established");
+        // Data both ways keeps it there.
+        t.fwd(&f.c_with(PSH | ACK, 101, 201, b"hello"), &[], es);
+        t.fwd(&f.s(ACK, 201, 106), &[], es);
+    }
+    assert_eq!(h.conns().len(), flows.len());
+}
+
+#[test]
+fn wrong_ack_numbers_in_the_handshake_are_dropped() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    // The client's ACK before any SYN-ACK: sSS -> sIV.
+    t.dropped(&f.c(ACK, 101, 201), &["invalid"], ss);
+    // III: ack 102 acknowledges a byte the client never sent.
+    t.dropped(&f.s(SYN | ACK, 200, 102), &["invalid"], ss);
+    t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+    // III for the final ACK: 202 is past the server's SYN.
+    t.dropped(&f.c(ACK, 101, 202), &["invalid"], sr);
+    t.fwd(&f.c(ACK, 101, 201), &[], es);
+}
+
+#[test]
+fn ack_lower_bound_iv_is_66000_below_the_peers_end() {
+    // IV: ack > peer's end - 66000 - 1, so the lowest ack accepted is
+    // end - 66000 (the kernel's MAXACKWINDOW for windows up to 66000; these
+    // frames advertise 64240).  One lower must not move the state; the
+    // kernel forwards such a packet as ignored (see the next test), so
+    // only the state is checked here.
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let state_after = |frame: &[u8]| {
+        h.run(frame);
+        h.entry(&t.key).expect("the entry").0.state
+    };
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    let (lowest, beyond) = (101u32.wrapping_sub(66_000), 101u32.wrapping_sub(66_001));
+    assert_eq!(state_after(&f.s(SYN | ACK, 200, beyond)), SYN_SENT);
+    t.fwd(&f.s(SYN | ACK, 200, lowest), &[], sr);
+    let (lowest, beyond) = (201u32.wrapping_sub(66_000), 201u32.wrapping_sub(66_001));
+    assert_eq!(state_after(&f.c(ACK, 101, beyond)), SYN_RECV);
+    t.fwd(&f.c(ACK, 101, lowest), &[], es);
+}
+
+#[test]
+fn acks_below_the_lower_bound_are_ignored_like_the_kernel() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    // Forwarded without a state change; being an accepted reply, it sets
+    // SEEN_REPLY (nf_conntrack_in()).
+    let beyond = 101u32.wrapping_sub(66_001);
+    let ss_replied = v(SYN_SENT, REPLIED, NOT_ASSURED, f.c);
+    t.fwd(&f.s(SYN | ACK, 200, beyond), &[], ss_replied);
+    t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+    t.fwd(&f.c(ACK, 101, 201u32.wrapping_sub(66_001)), &[], sr);
+    t.fwd(&f.c(ACK, 101, 201), &[], es);
+}
+
+#[test]
+fn sequence_numbers_wrap_modulo_2_32() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    // Both initial sequence numbers are 0xffffffff: both ends wrap to 0.
+    t.fwd(&f.c(SYN, u32::MAX, 0), &["new_conns"], ss);
+    t.dropped(&f.s(SYN | ACK, u32::MAX, 1), &["invalid"], ss);
+    t.fwd(&f.s(SYN | ACK, u32::MAX, 0), &[], sr);
+    t.dropped(&f.c(ACK, 0, 1), &["invalid"], sr);
+    t.fwd(&f.c(ACK, 0, 0), &[], es);
+}
+
+#[test]
+fn syn_payload_counts_in_the_end_but_ethernet_padding_does_not() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    // 54 + 5 bytes, padded to 60: one byte of padding behind tot_len.
+    let syn = f.c_with(SYN, 100, 0, b"hello");
+    assert_eq!(syn.len(), 60);
+    t.fwd(&syn, &["new_conns"], ss);
+    // The end is 100 + 5 + 1 = 106; 107 would count the padding byte.
+    t.dropped(&f.s(SYN | ACK, 200, 107), &["invalid"], ss);
+    t.fwd(&f.s(SYN | ACK, 200, 106), &[], sr);
+}
+
+#[test]
+fn syn_retransmit_does_not_renew_the_timeout() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    let (_, first) = h.entry(&t.key).expect("the SYN's entry");
+    // Let the clock move so that a renewal would show in `expires`.
+    let moved_on = || monotonic_ns() > first.created + 20_000_000;
+    assert!(wait_for(Duration::from_secs(1), moved_on));
+    t.fwd(&f.c(SYN, 100, 0), &[], ss);
+    let (_, again) = h.entry(&t.key).expect("the SYN's entry");
+    assert_eq!(again.expires, first.expires, "the deadline moved");
+}
+
+#[test]
+fn reply_ack_to_a_syn_is_ignored() {
+    // sSS -> sIG for an ACK in the reply direction (a half-open connection
+    // or a challenge ACK): forwarded, no state change.
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let ss_replied = v(SYN_SENT, REPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    t.fwd(&f.s(ACK, 5000, 7000), &[], ss_replied);
+    t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+}
+
+// ---------------------------------------------------------------------------
+// TCP: RST
+
+#[test]
+fn rst_in_established_moves_to_close() {
+    // From the server at what the client acknowledged (201), and from the
+    // client at what the server acknowledged (101): valid RSTs for the
+    // kernel too, which checks RST sequence numbers against td_maxack.
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let g = Flow::new(1);
+    for (flow, rst) in [(f, f.s(RST | ACK, 201, 101)), (g, g.c(RST, 101, 0))] {
+        let t = Track::new(&h, flow.tcp_key());
+        flow.establish(&h);
+        t.fwd(&rst, &[], v(CLOSE, REPLIED, ASSURED, flow.c));
+        t.timeout("close");
+    }
+    assert_eq!(h.raw_len(), 2);
+}
+
+#[test]
+fn rst_answering_a_syn_before_any_reply_deletes_the_entry() {
+    let h = Harness::default_config();
+    let flows: Vec<Flow> = (0..5).map(Flow::new).collect();
+    // RST|ACK acking the SYN; a bare RST; a broken stack's RST|ACK with
+    // ack 0; the client aborting its own SYN.
+    for (f, rst) in [
+        (flows[0], flows[0].s(RST | ACK, 0, 101)),
+        (flows[1], flows[1].s(RST, 0, 0)),
+        (flows[2], flows[2].s(RST | ACK, 0, 0)),
+        (flows[3], flows[3].c(RST, 101, 0)),
+    ] {
+        let t = Track::new(&h, f.tcp_key());
+        let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+        t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+        t.fwd(&rst, &["closed"], None);
+    }
+    assert_eq!(h.raw_len(), 0);
+
+    // A RST|ACK acking what the client never sent is invalid: the entry
+    // stays, and the right one still closes it.
+    let f = flows[4];
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    t.dropped(&f.s(RST | ACK, 0, 5000), &["invalid"], ss);
+    t.fwd(&f.s(RST | ACK, 0, 101), &["closed"], None);
+    assert_eq!(h.raw_len(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// TCP: FIN
+
+#[test]
+fn fin_teardown_from_the_client() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    f.establish(&h);
+    for (frame, st, timeout) in [
+        (f.c(FIN | ACK, 101, 201), FIN_WAIT, "fin_wait"),
+        (f.s(ACK, 201, 102), CLOSE_WAIT, "close_wait"),
+        (f.s(FIN | ACK, 201, 102), LAST_ACK, "last_ack"),
+        (f.c(ACK, 102, 202), TIME_WAIT, "time_wait"),
+        // A retransmitted last ACK changes nothing.
+        (f.c(ACK, 102, 202), TIME_WAIT, "time_wait"),
+    ] {
+        t.fwd(&frame, &[], v(st, REPLIED, ASSURED, f.c));
+        t.timeout(timeout);
+    }
+}
+
+#[test]
+fn fin_teardown_from_the_server() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    f.establish(&h);
+    for (frame, st, timeout) in [
+        (f.s(FIN | ACK, 201, 101), FIN_WAIT, "fin_wait"),
+        (f.c(ACK, 101, 202), CLOSE_WAIT, "close_wait"),
+        (f.c(FIN | ACK, 101, 202), LAST_ACK, "last_ack"),
+        (f.s(ACK, 202, 102), TIME_WAIT, "time_wait"),
+    ] {
+        t.fwd(&frame, &[], v(st, REPLIED, ASSURED, f.c));
+        t.timeout(timeout);
+    }
+}
+
+#[test]
+fn simultaneous_close() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    f.establish(&h);
+    for (frame, st) in [
+        (f.c(FIN | ACK, 101, 201), FIN_WAIT),
+        (f.s(FIN | ACK, 201, 101), LAST_ACK),
+        (f.c(ACK, 102, 202), TIME_WAIT),
+        (f.s(ACK, 202, 102), TIME_WAIT),
+    ] {
+        t.fwd(&frame, &[], v(st, REPLIED, ASSURED, f.c));
+    }
+    t.timeout("time_wait");
+}
+
+#[test]
+fn challenge_ack_to_a_syn_in_last_ack_is_not_the_last_ack() {
+    // RFC 5961: a SYN in LAST_ACK draws a challenge ACK from the peer, which
+    // must not move the connection to TIME_WAIT.
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let fw = v(FIN_WAIT, REPLIED, ASSURED, f.c);
+    let cw = v(CLOSE_WAIT, REPLIED, ASSURED, f.c);
+    let la = v(LAST_ACK, REPLIED, ASSURED, f.c);
+    let tw = v(TIME_WAIT, REPLIED, ASSURED, f.c);
+    f.establish(&h);
+    t.fwd(&f.c(FIN | ACK, 101, 201), &[], fw);
+    t.fwd(&f.s(ACK, 201, 102), &[], cw);
+    t.fwd(&f.s(FIN | ACK, 201, 102), &[], la);
+    // The SYN is ignored (sLA -> sIG), and so is the challenge ACK.
+    t.fwd(&f.c(SYN, 9000, 0), &[], la);
+    t.fwd(&f.s(ACK, 202, 102), &[], la);
+    // The client's real last ACK.
+    t.fwd(&f.c(ACK, 102, 202), &[], tw);
+}
+
+// ---------------------------------------------------------------------------
+// TCP: simultaneous open, reopen, ignore and resync
+
+#[test]
+fn simultaneous_open_client_synack_first() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let s2 = v(SYN_SENT2, REPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    t.fwd(&f.s(SYN, 200, 0), &[], s2);
+    t.fwd(&f.c(SYN | ACK, 100, 201), &[], sr);
+    // sSR -> sIG: the server's SYN-ACK changes nothing.
+    t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+    t.fwd(&f.c(ACK, 101, 201), &[], es);
+}
+
+#[test]
+fn simultaneous_open_server_synack_first_then_server_ack() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let s2 = v(SYN_SENT2, REPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    t.fwd(&f.s(SYN, 200, 0), &[], s2);
+    t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+    t.fwd(&f.c(SYN | ACK, 100, 201), &[], sr);
+    // A reply ACK establishes from SYN_RECV only after a simultaneous open.
+    t.fwd(&f.s(ACK, 201, 101), &[], es);
+    t.fwd(&f.c(ACK, 101, 201), &[], es);
+}
+
+#[test]
+fn reply_ack_in_syn_recv_does_not_establish_a_normal_open() {
+    // Without a simultaneous open, a reply ACK in SYN_RECV stays there
+    // (sSR -> sSR: it may answer a late resent SYN).
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+    t.fwd(&f.s(ACK, 201, 101), &[], sr);
+    t.fwd(&f.c(ACK, 101, 201), &[], es);
+}
+
+/// Takes `f` through a client-side close to TIME_WAIT.
+fn to_time_wait(h: &Harness, f: &Flow) {
+    f.establish(h);
+    for frame in [
+        f.c(FIN | ACK, 101, 201),
+        f.s(ACK, 201, 102),
+        f.s(FIN | ACK, 201, 102),
+        f.c(ACK, 102, 202),
+    ] {
+        assert_eq!(h.run(&frame), XDP_REDIRECT);
+    }
+    assert_eq!(view(h, &f.tcp_key()), v(TIME_WAIT, REPLIED, ASSURED, f.c));
+}
+
+#[test]
+fn syn_in_time_wait_from_the_client_reopens() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    to_time_wait(&h, &f);
+    t.fwd(&f.c(SYN, 5000, 0), &["closed", "new_conns"], ss);
+    // A fresh handshake on the new entry, checked with the new numbers.
+    t.dropped(&f.s(SYN | ACK, 7000, 5002), &["invalid"], ss);
+    t.fwd(&f.s(SYN | ACK, 7000, 5001), &[], sr);
+    t.fwd(&f.c(ACK, 5001, 7001), &[], es);
+}
+
+#[test]
+fn syn_in_time_wait_from_the_server_reopens_with_the_server_as_original() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.s);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.s);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.s);
+    to_time_wait(&h, &f);
+    t.fwd(&f.s(SYN, 9000, 0), &["closed", "new_conns"], ss);
+    t.fwd(&f.c(SYN | ACK, 3000, 9001), &[], sr);
+    t.fwd(&f.s(ACK, 9001, 3001), &[], es);
+}
+
+#[test]
+fn syn_after_own_rst_reopens_but_after_the_peers_rst_is_ignored() {
+    let h = Harness::default_config();
+    // The client reset the connection: its new SYN reopens it.
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    f.establish(&h);
+    t.fwd(&f.c(RST, 101, 0), &[], v(CLOSE, REPLIED, ASSURED, f.c));
+    t.fwd(&f.c(SYN, 5000, 0), &["closed", "new_conns"], ss);
+
+    // The server reset it: the client's SYN is only let through (no close
+    // was initiated and the RST came from the other side), and the server's
+    // SYN-ACK that answers it resynchronises the entry.
+    let g = Flow::new(1);
+    let t = Track::new(&h, g.tcp_key());
+    let cl = v(CLOSE, REPLIED, ASSURED, g.c);
+    let sr = v(SYN_RECV, REPLIED, ASSURED, g.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, g.c);
+    g.establish(&h);
+    t.fwd(&g.s(RST, 201, 0), &[], cl);
+    t.fwd(&g.c(SYN, 5000, 0), &[], cl);
+    t.fwd(&g.s(SYN | ACK, 7000, 5001), &[], sr);
+    t.fwd(&g.c(ACK, 5001, 7001), &[], es);
+}
+
+#[test]
+fn syn_in_established_is_ignored_and_its_synack_resyncs() {
+    // The client restarted and opens again with a new ISN: the SYN is let
+    // through (sES -> sIG), and the server's SYN-ACK that acknowledges it
+    // puts the entry back into SYN_RECV with the new numbers.
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, ASSURED, f.c);
+    f.establish(&h);
+    t.fwd(&f.c(SYN, 7000, 0), &[], es);
+    // A SYN-ACK that does not answer the ignored SYN is ignored too.
+    t.fwd(&f.s(SYN | ACK, 9000, 7002), &[], es);
+    // An ACK in between (the server's challenge ACK) is the last packet
+    // now: a SYN-ACK answering the SYN no longer resyncs.
+    t.fwd(&f.c(SYN, 7000, 0), &[], es);
+    t.fwd(&f.s(ACK, 201, 101), &[], es);
+    t.fwd(&f.s(SYN | ACK, 9000, 7001), &[], es);
+    // SYN, then its SYN-ACK: resync.
+    t.fwd(&f.c(SYN, 7000, 0), &[], es);
+    t.fwd(&f.s(SYN | ACK, 9000, 7001), &[], sr);
+    t.timeout("syn_recv");
+    // The new handshake is checked with the new numbers.
+    t.dropped(&f.c(ACK, 7001, 9002), &["invalid"], sr);
+    t.fwd(&f.c(ACK, 7001, 9001), &[], es);
+}
+
+// ---------------------------------------------------------------------------
+// TCP: invalid packets and mid-stream pickup
+
+#[test]
+fn invalid_flag_combinations_are_dropped_even_without_an_entry() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    for flags in [
+        SYN | FIN,
+        FIN,
+        0,
+        PSH,
+        URG,
+        SYN | RST,
+        FIN | RST,
+        SYN | FIN | ACK,
+        SYN | RST | ACK,
+        SYN | FIN | ECE | CWR,
+    ] {
+        let what = format!("flags {flags:#04x}");
+        run_counted(&h, &f.c(flags, 100, 0), XDP_DROP, &["invalid"], &what);
+    }
+    assert_eq!(h.raw_len(), 0);
+
+    // The same on an established connection, which stays as it was.
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    f.establish(&h);
+    for flags in [SYN | FIN, FIN, 0] {
+        t.dropped(&f.c(flags, 101, 201), &["invalid"], es);
+    }
+
+    // PSH, ECE and CWR are masked off: an ECN-setup SYN opens normally.
+    let g = Flow::new(1);
+    let t = Track::new(&h, g.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, g.c);
+    t.fwd(&g.c(SYN | ECE | CWR, 100, 0), &["new_conns"], ss);
+}
+
+#[test]
+fn packets_of_unknown_connections_other_than_syn_and_ack_are_dropped() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    for (what, frame) in [
+        ("SYN-ACK", f.s(SYN | ACK, 200, 101)),
+        ("FIN|ACK", f.c(FIN | ACK, 101, 201)),
+        ("FIN|ACK|URG", f.c(FIN | ACK | URG, 101, 201)),
+        ("RST", f.c(RST, 101, 0)),
+        ("RST|ACK", f.s(RST | ACK, 0, 101)),
+    ] {
+        run_counted(&h, &frame, XDP_DROP, &["invalid"], what);
+    }
+    assert_eq!(h.raw_len(), 0);
+}
+
+#[test]
+fn midstream_ack_is_picked_up_and_assured_after_an_answer() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let unreplied = v(ESTABLISHED, UNREPLIED, NOT_ASSURED, f.c);
+    let replied = v(ESTABLISHED, REPLIED, NOT_ASSURED, f.c);
+    let assured = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    let data = f.c_with(PSH | ACK, 5000, 9000, b"data");
+    t.fwd(&data, &["new_conns"], unreplied);
+    // Not the established timeout while nobody answered.
+    t.timeout("unack");
+    t.fwd(&f.c(ACK, 5004, 9000), &[], unreplied);
+    t.timeout("unack");
+    t.fwd(&f.s(ACK, 9000, 5004), &[], replied);
+    t.timeout("unack");
+    t.fwd(&f.c(ACK, 5004, 9000), &[], assured);
+    t.timeout("established");
+}
+
+#[test]
+fn strict_mode_drops_midstream_packets_but_not_handshakes() {
+    let h = Harness::new(Config {
+        strict: true,
+        ..Default::default()
+    });
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.dropped(&f.c(ACK, 5000, 9000), &["strict_drops"], None);
+    assert_eq!(h.raw_len(), 0);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
+    t.fwd(&f.c(ACK, 101, 201), &[], es);
+}
+
+// ---------------------------------------------------------------------------
+// UDP and ICMP
+
+#[test]
+fn udp_is_assured_only_when_seen_both_ways_for_more_than_two_seconds() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.udp_key());
+    let unreplied = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c);
+    let replied = v(NO_STATE, REPLIED, NOT_ASSURED, f.c);
+    let assured = v(NO_STATE, REPLIED, ASSURED, f.c);
+    // A second flow that is never answered.
+    let g = Flow::new(1);
+    let u = Track::new(&h, g.udp_key());
+    let g_unreplied = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
+
+    t.fwd(&f.c_udp(b"query"), &["new_conns"], unreplied);
+    t.timeout("udp");
+    u.fwd(&g.c_udp(b"query"), &["new_conns"], g_unreplied);
+    t.fwd(&f.s_udp(b"answer"), &[], replied);
+    t.timeout("udp");
+    // Seen both ways, but younger than 2 s: not a stream yet.
+    t.fwd(&f.c_udp(b"more"), &[], replied);
+    t.timeout("udp");
+
+    // The semantics under test is the entry's age: wait on the clock.
+    let (_, e) = h.entry(&t.key).expect("the UDP entry");
+    let old_enough = || monotonic_ns() > e.created + 2_100_000_000;
+    assert!(wait_for(Duration::from_secs(5), old_enough));
+    t.fwd(&f.c_udp(b"still here"), &[], assured);
+    t.timeout("udp_stream");
+    u.fwd(&g.c_udp(b"still here"), &[], g_unreplied);
+    u.timeout("udp");
+}
+
+#[test]
+fn icmp_echo_is_tracked_and_other_icmp_is_forwarded_untracked() {
+    let h = Harness::default_config();
+    let eth = Ether::default();
+    let (req, resp) = (Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 2, 2, 100));
+    let t = Track::new(&h, icmp_key(req, resp, 0x1234));
+    let requester = Endpoint::new(req, 0x1234);
+    let unreplied = v(NO_STATE, UNREPLIED, NOT_ASSURED, requester);
+    let replied = v(NO_STATE, REPLIED, NOT_ASSURED, requester);
+    let request = icmp_echo(&eth, req, resp, 8, 0x1234, 1);
+    t.fwd(&request, &["new_conns"], unreplied);
+    t.timeout("icmp");
+    // The requester asking again is no reply.
+    t.fwd(&icmp_echo(&eth, req, resp, 8, 0x1234, 2), &[], unreplied);
+    t.fwd(&icmp_echo(&eth, resp, req, 0, 0x1234, 1), &[], replied);
+    t.fwd(&icmp_echo(&eth, req, resp, 8, 0x1234, 3), &[], replied);
+    assert_eq!(h.raw_len(), 1);
+
+    // A reply nobody asked for (another id), and a reply from the
+    // requester, match no entry: invalid.
+    let unasked = icmp_echo(&eth, resp, req, 0, 0x9999, 1);
+    run_counted(
+        &h,
+        &unasked,
+        XDP_DROP,
+        &["invalid"],
+        "unsolicited echo reply",
+    );
+    let backwards = icmp_echo(&eth, req, resp, 0, 0x1234, 1);
+    run_counted(
+        &h,
+        &backwards,
+        XDP_DROP,
+        &["invalid"],
+        "reply from the requester",
+    );
+
+    // A request the other way with the same id is another exchange.
+    let u = Track::new(&h, icmp_key(resp, req, 0x1234));
+    let other = v(
+        NO_STATE,
+        UNREPLIED,
+        NOT_ASSURED,
+        Endpoint::new(resp, 0x1234),
+    );
+    let request = icmp_echo(&eth, resp, req, 8, 0x1234, 1);
+    u.fwd(&request, &["new_conns"], other);
+
+    // Destination unreachable about a TCP SYN: forwarded, not tracked.
+    let f = Flow::new(0);
+    let unreachable = icmp_unreachable(Ipv4Addr::new(10, 9, 9, 1), &f.c(SYN, 100, 0));
+    run_counted(
+        &h,
+        &unreachable,
+        XDP_REDIRECT,
+        &["untracked"],
+        "unreachable",
+    );
+    assert_eq!(h.raw_len(), 2);
+    assert_eq!(view(&h, &f.tcp_key()), None);
+}
+
+// ---------------------------------------------------------------------------
+// Expiry, sweep and a full table
+
+#[test]
+fn expired_entries_are_invisible_until_the_sweep_removes_them() {
+    let h = Harness::new(config_with(&["syn_sent=1"]));
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
+    // A UDP entry, with the default 300 s, outlives the sweep.
+    let g = Flow::new(1);
+    let u = Track::new(&h, g.udp_key());
+    let udp = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
+    u.fwd(&g.c_udp(b"x"), &["new_conns"], udp);
+
+    wait_expired(&h, &t.key, 1);
+    assert_eq!(h.raw_len(), 2, "the expired key stays until the sweep");
+    assert_eq!(h.conns().len(), 1);
+
+    let before = h.stats();
+    h.sweep();
+    assert_moved(&before, &h.stats(), &[("swept", 1)], "sweep");
+    assert_eq!(h.raw_len(), 1);
+    assert_eq!(view(&h, &u.key), udp);
+
+    let before = h.stats();
+    h.sweep();
+    assert_moved(&before, &h.stats(), &[], "second sweep");
+    assert_eq!(h.raw_len(), 1);
+}
+
+#[test]
+fn a_packet_meeting_an_expired_entry_finds_none() {
+    let h = Harness::new(config_with(&["syn_sent=1", "udp=1"]));
+    // UDP: after expiry the old responder speaks first, and becomes the
+    // original side of a new entry.
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.udp_key());
+    let by_client = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c);
+    let by_server = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.s);
+    t.fwd(&f.c_udp(b"query"), &["new_conns"], by_client);
+    wait_expired(&h, &t.key, 1);
+    let late = f.s_udp(b"late answer");
+    t.fwd(&late, &["expired", "new_conns"], by_server);
+    assert_eq!(h.raw_len(), 1);
+
+    // TCP: a SYN-ACK for an expired SYN is a SYN-ACK for nothing.
+    let g = Flow::new(1);
+    let u = Track::new(&h, g.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, g.c);
+    u.fwd(&g.c(SYN, 100, 0), &["new_conns"], ss);
+    wait_expired(&h, &u.key, 1);
+    u.dropped(&g.s(SYN | ACK, 200, 101), &["expired", "invalid"], None);
+    assert_eq!(h.raw_len(), 1, "the expired TCP key is gone");
+}
+
+#[test]
+fn a_full_table_refuses_new_connections_but_not_existing_ones() {
+    let h = Harness::new(Config {
+        max_entries: 4,
+        ..config_with(&["udp=2"])
+    });
+    let flows: Vec<Flow> = (0..5).map(Flow::new).collect();
+    let track = |f: &Flow| Track::new(&h, f.udp_key());
+    let opened = |f: &Flow| v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c);
+    for f in &flows[..4] {
+        track(f).fwd(&f.c_udp(b"hi"), &["new_conns"], opened(f));
+    }
+    let fifth = &flows[4];
+    track(fifth).dropped(&fifth.c_udp(b"hi"), &["table_full"], None);
+    let syn = fifth.c(SYN, 100, 0);
+    run_counted(&h, &syn, XDP_DROP, &["table_full"], "SYN into a full table");
+    // Existing connections go on.
+    let (first, last) = (&flows[0], &flows[3]);
+    let replied = v(NO_STATE, REPLIED, NOT_ASSURED, first.c);
+    track(first).fwd(&first.s_udp(b"hello"), &[], replied);
+    track(last).fwd(&last.c_udp(b"again"), &[], opened(last));
+    assert_eq!(h.raw_len(), 4);
+
+    assert!(
+        wait_for(Duration::from_secs(5), || h.conns().is_empty()),
+        "the four entries did not expire"
+    );
+    let before = h.stats();
+    h.sweep();
+    assert_moved(&before, &h.stats(), &[("swept", 4)], "sweep");
+    assert_eq!(h.raw_len(), 0);
+    track(fifth).fwd(&fifth.c_udp(b"hi"), &["new_conns"], opened(fifth));
+}
+
+// ---------------------------------------------------------------------------
+// Malformed and untracked frames (parse.h's policy)
+
+#[test]
+fn frames_shorter_than_an_ethernet_header_are_refused_by_the_kernel() {
+    // BPF_PROG_TEST_RUN refuses data_in shorter than ETH_HLEN with EINVAL
+    // (bpf_test_init() in net/bpf/test_run.c), so the program never sees
+    // such a frame here; its "shorter than an Ethernet header" branch is
+    // reachable only from a driver.
+    let h = Harness::default_config();
+    let frame = Flow::new(0).c(SYN, 100, 0);
+    let before = h.stats();
+    for len in [0, 1, 13] {
+        let err = h.try_run(&frame[..len]).expect_err("a runt frame");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{len} bytes: {err}");
+    }
+    assert_moved(&before, &h.stats(), &[], "refused runs");
+}
+
+#[test]
+fn broken_ethernet_and_ipv4_headers_are_dropped_as_malformed() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let syn = f.c(SYN, 100, 0);
+    let in_frame = (syn.len() - IP) as u16;
+    let mut half_tag = vlan_tagged(&syn, &[0x8100]);
+    half_tag.truncate(16);
+    for (what, frame) in [
+        ("Ethernet header only, IPv4 ethertype", syn[..IP].to_vec()),
+        ("IPv4 header cut short", syn[..L4 - 1].to_vec()),
+        ("VLAN tag cut short", half_tag),
+        ("IHL 4", edit_ip(syn.clone(), |ip| ip[0] = 0x44)),
+        ("IHL 0", edit_ip(syn.clone(), |ip| ip[0] = 0x40)),
+        (
+            "version 6 under IPv4",
+            edit_ip(syn.clone(), |ip| ip[0] = 0x65),
+        ),
+        (
+            "tot_len past the frame",
+            with_tot_len(syn.clone(), in_frame + 1),
+        ),
+        ("tot_len below IHL", with_tot_len(syn.clone(), 19)),
+    ] {
+        run_counted(&h, &frame, XDP_DROP, &["malformed"], what);
+    }
+    assert_eq!(h.raw_len(), 0);
+
+    // tot_len reaching exactly the end of the frame is fine (the padding
+    // then is payload).
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    t.fwd(&with_tot_len(syn, in_frame), &["new_conns"], ss);
+}
+
+#[test]
+fn ip_options_are_skipped_and_the_flow_tracked() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    let nops = |frame: Vec<u8>, n: usize| with_ip_options(&frame, &vec![1u8; n]);
+    let syn = nops(f.c(SYN, 100, 0), 4);
+    assert_eq!(syn[IP], 0x46);
+    t.fwd(&syn, &["new_conns"], ss);
+    // The SYN's sequence number was read behind the options: 102 is one
+    // past its end, 101 is right.
+    t.dropped(&nops(f.s(SYN | ACK, 200, 102), 4), &["invalid"], ss);
+    // The longest header: IHL 15, 40 bytes of options.
+    let synack = nops(f.s(SYN | ACK, 200, 101), 40);
+    assert_eq!(synack[IP], 0x4f);
+    t.fwd(&synack, &[], sr);
+    t.fwd(&nops(f.c(ACK, 101, 201), 4), &[], es);
+}
+
+#[test]
+fn fragments_are_forwarded_untracked() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let frag = |frame: Vec<u8>, frag_off: u16| {
+        edit_ip(frame, |ip| {
+            ip[6..8].copy_from_slice(&frag_off.to_be_bytes())
+        })
+    };
+    for (what, frame) in [
+        ("first fragment (MF)", frag(f.c(SYN, 100, 0), 0x2000)),
+        ("last fragment (offset 1480)", frag(f.c_udp(b"tail"), 185)),
+        ("middle fragment", frag(f.c_udp(b"middle"), 0x2000 | 185)),
+    ] {
+        run_counted(&h, &frame, XDP_REDIRECT, &["untracked"], what);
+    }
+    assert_eq!(h.raw_len(), 0);
+}
+
+#[test]
+fn up_to_two_vlan_tags_are_skipped() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
+    let sr = v(SYN_RECV, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    // One 802.1Q tag, then 802.1ad + 802.1Q, then one 802.1ad tag, all on
+    // one connection.
+    let syn = vlan_tagged(&f.c(SYN, 100, 0), &[0x8100]);
+    t.fwd(&syn, &["new_conns"], ss);
+    let synack = vlan_tagged(&f.s(SYN | ACK, 200, 101), &[0x88a8, 0x8100]);
+    t.fwd(&synack, &[], sr);
+    t.fwd(&vlan_tagged(&f.c(ACK, 101, 201), &[0x88a8]), &[], es);
+    // Behind a third tag the ethertype is not IPv4: forwarded untracked.
+    let g = Flow::new(1);
+    let syn = vlan_tagged(&g.c(SYN, 100, 0), &[0x88a8, 0x8100, 0x8100]);
+    Track::new(&h, g.tcp_key()).fwd(&syn, &["untracked"], None);
+}
+
+#[test]
+fn broken_l4_headers_are_dropped_as_invalid() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let syn = f.c(SYN, 100, 0);
+    let tcp_byte = |at: usize, b: u8| {
+        let mut x = syn.clone();
+        x[L4 + at] = b;
+        x
+    };
+    let mut cut_tcp = with_tot_len(syn.clone(), 20 + 12);
+    cut_tcp.truncate(L4 + 12);
+    // "ping": UDP length 12, in a frame padded to 60 bytes.
+    let udp_len = |len: u16| {
+        let mut x = f.c_udp(b"ping");
+        x[L4 + 4..L4 + 6].copy_from_slice(&len.to_be_bytes());
+        x
+    };
+    let echo = icmp_echo(&Ether::default(), f.c.addr, f.s.addr, 8, 1, 1);
+    let mut cut_icmp = with_tot_len(echo, 20 + 4);
+    cut_icmp.truncate(L4 + 4);
+    for (what, frame) in [
+        ("TCP header cut by the frame", cut_tcp),
+        (
+            "TCP header cut by tot_len",
+            with_tot_len(syn.clone(), 20 + 12),
+        ),
+        ("TCP data offset 4", tcp_byte(12, 4 << 4)),
+        ("TCP data offset past the segment", tcp_byte(12, 6 << 4)),
+        ("UDP length one past the datagram", udp_len(13)),
+        ("UDP length below its header", udp_len(7)),
+        ("ICMP header cut short", cut_icmp),
+    ] {
+        run_counted(&h, &frame, XDP_DROP, &["invalid"], what);
+    }
+    assert_eq!(h.raw_len(), 0);
+}
+
+#[test]
+fn non_ipv4_frames_and_other_protocols_are_forwarded_untracked() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let gre = ipv4_frame(&Ether::default(), f.c.addr, f.s.addr, 47, vec![0; 4]);
+    for (what, frame) in [
+        ("ARP", arp_request(f.c.addr, f.s.addr)),
+        ("IPv6", ipv6_tcp(&f.c(SYN, 100, 0))),
+        ("GRE", gre),
+    ] {
+        run_counted(&h, &frame, XDP_REDIRECT, &["untracked"], what);
+    }
+    assert_eq!(h.raw_len(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Forwarding: MAC rewrite, sides, pure redirect, counters
+
+const MAC_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
+const MAC_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
+const MAC_C: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x03];
+const MAC_D: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x04];
+
+#[test]
+fn mac_rewrite_applies_to_frames_leaving_side_2() {
+    let h = Harness::new(Config {
+        rewrite: [Some((MAC_C, MAC_D)), Some((MAC_A, MAC_B))],
+        ..Default::default()
+    });
+    let f = Flow::new(0);
+    let syn = f.c(SYN, 100, 0);
+    let (act, out) = h.run_output(&syn);
+    assert_eq!(act, XDP_REDIRECT);
+    assert_eq!(out.len(), syn.len());
+    assert_eq!(out[..6], MAC_A, "destination MAC");
+    assert_eq!(out[6..12], MAC_B, "source MAC");
+    assert_eq!(out[12..], syn[12..], "the rest of the frame");
+    // A dropped frame is left alone.
+    let bad = f.c(SYN | FIN, 100, 0);
+    assert_eq!(h.run_output(&bad), (XDP_DROP, bad.clone()));
+}
+
+#[test]
+fn frames_arriving_on_side_2_leave_through_side_1() {
+    // The test run's ingress is lo (ifindex 1); naming it side 2's ifindex
+    // makes frames arrive on side 2.
+    let h = Harness::new(Config {
+        ifindex: [0, 1],
+        rewrite: [Some((MAC_C, MAC_D)), Some((MAC_A, MAC_B))],
+        ..Default::default()
+    });
+    let syn = Flow::new(0).c(SYN, 100, 0);
+    let before = h.stats();
+    let (act, out) = h.run_output(&syn);
+    assert_eq!(act, XDP_REDIRECT);
+    assert_eq!(out[..6], MAC_C, "destination MAC");
+    assert_eq!(out[6..12], MAC_D, "source MAC");
+    assert_eq!(out[12..], syn[12..], "the rest of the frame");
+    let rx = [("rx_packets[1]", 1), ("rx_bytes[1]", syn.len() as u64)];
+    assert_moved(
+        &before,
+        &h.stats(),
+        &[rx[0], rx[1], ("new_conns", 1)],
+        "SYN",
+    );
+}
+
+#[test]
+fn without_rewrite_the_frame_is_untouched() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    for frame in [f.c(SYN, 100, 0), f.s(SYN | ACK, 200, 101), f.c_udp(b"x")] {
+        assert_eq!(h.run_output(&frame), (XDP_REDIRECT, frame.clone()));
+    }
+}
+
+#[test]
+fn without_tracking_everything_is_redirected() {
+    let h = Harness::new(Config {
+        track: false,
+        ..Default::default()
+    });
+    let f = Flow::new(0);
+    let syn = f.c(SYN, 100, 0);
+    for (what, frame) in [
+        ("SYN-ACK without a connection", f.s(SYN | ACK, 200, 101)),
+        ("SYN", syn.clone()),
+        ("SYN|FIN", f.c(SYN | FIN, 100, 0)),
+        ("Ethernet header only", syn[..IP].to_vec()),
+    ] {
+        run_counted(&h, &frame, XDP_REDIRECT, &[], what);
+    }
+    assert_eq!(h.raw_len(), 0);
+}
+
+#[test]
+fn rx_counters_count_forwarded_frames_only() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let big = f.c_udp(&[0x55; 58]);
+    assert_eq!(big.len(), 100);
+    let forwarded = [
+        f.c(SYN, 100, 0),
+        big,
+        arp_request(f.c.addr, f.s.addr),
+        Flow::new(1).c_with(SYN, 1, 0, &[0xaa; 100]),
+    ];
+    let dropped = [
+        f.c(SYN | FIN, 100, 0),
+        f.s(SYN | ACK, 200, 999),
+        f.c(SYN, 100, 0)[..IP].to_vec(),
+    ];
+    for frame in &forwarded {
+        assert_eq!(h.run(frame), XDP_REDIRECT);
+    }
+    for frame in &dropped {
+        assert_eq!(h.run(frame), XDP_DROP);
+    }
+    let t = h.stats();
+    let bytes = forwarded.iter().map(Vec::len).sum::<usize>() as u64;
+    assert_eq!(t.s.rx_packets, [forwarded.len() as u64, 0]);
+    assert_eq!(t.s.rx_bytes, [bytes, 0]);
+    assert_eq!((t.packets(), t.bytes()), (4, bytes));
+    assert_eq!((t.s.invalid, t.s.malformed, t.drops()), (2, 1, 3));
+    assert_eq!((t.s.new_conns, t.s.untracked, t.active()), (3, 1, 3));
+}
+
+/// A harness whose devmap has no port for side 2.
+fn without_side_2_port() -> Harness {
+    let h = Harness::default_config();
+    h.skel
+        .maps
+        .tx_ports
+        .delete(&1u32.to_ne_bytes())
+        .expect("emptying devmap slot 1");
+    h
+}
+
+#[test]
+fn a_missing_devmap_slot_drops_and_counts_redirect_err() {
+    let h = without_side_2_port();
+    let before = h.stats();
+    assert_eq!(h.run(&Flow::new(0).c(SYN, 100, 0)), XDP_DROP);
+    let after = h.stats();
+    assert_eq!(after.s.redirect_err - before.s.redirect_err, 1);
+    assert_eq!(after.s.new_conns - before.s.new_conns, 1);
+}
+
+#[test]
+fn a_frame_dropped_for_a_missing_devmap_slot_is_not_counted_as_forwarded() {
+    let h = without_side_2_port();
+    let before = h.stats();
+    assert_eq!(h.run(&Flow::new(0).c(SYN, 100, 0)), XDP_DROP);
+    let want = [("new_conns", 1), ("redirect_err", 1)];
+    assert_moved(&before, &h.stats(), &want, "SYN with no egress port");
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency
+
+/// The program, shared by threads that only start test runs of it.
+struct SharedProg<'a>(&'a ProgramMut<'static>);
+
+// SAFETY: test_run() reads the program's fd (bpf_program__fd()) and issues
+// BPF_PROG_TEST_RUN; nothing in the libbpf object is written, and the
+// kernel runs each test run on the calling thread's CPU.
+unsafe impl Sync for SharedProg<'_> {}
+
+/// Two CPUs this process may run on (the same one twice on a 1-CPU box).
+fn two_cpus() -> [usize; 2] {
+    let set = sched_getaffinity(Pid::from_raw(0)).expect("sched_getaffinity");
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    [cpus[0], *cpus.get(1).unwrap_or(&cpus[0])]
+}
+
+#[test]
+fn two_cpus_hammering_one_established_flow() {
+    const REPEAT: u32 = 20_000;
+    const ROUNDS: u64 = 5;
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    f.establish(&h);
+    let before = h.stats();
+    // The client's and the server's ACKs, one thread each.
+    let frames = [f.c(ACK, 101, 201), f.s(ACK, 201, 101)];
+    let prog = SharedProg(&h.skel.progs.xdp_conntrack);
+    let prog = &prog;
+    std::thread::scope(|s| {
+        for (cpu, frame) in two_cpus().into_iter().zip(&frames) {
+            s.spawn(move || {
+                let mut set = CpuSet::new();
+                set.set(cpu).expect("a CPU number");
+                sched_setaffinity(Pid::from_raw(0), &set).expect("pinning the thread");
+                for _ in 0..ROUNDS {
+                    let input = ProgramInput {
+                        data_in: Some(frame),
+                        repeat: REPEAT,
+                        ..Default::default()
+                    };
+                    let out = prog.0.test_run(input).expect("BPF_PROG_TEST_RUN");
+                    assert_eq!(out.return_value, XDP_REDIRECT);
+                }
+            });
+        }
+    });
+    let sent = 2 * ROUNDS * u64::from(REPEAT);
+    let bytes = sent * frames[0].len() as u64;
+    let want = [("rx_packets[0]", sent), ("rx_bytes[0]", bytes)];
+    assert_moved(&before, &h.stats(), &want, "concurrent ACKs");
+    let t = Track::new(&h, f.tcp_key());
+    assert_eq!(view(&h, &t.key), v(ESTABLISHED, REPLIED, ASSURED, f.c));
+    t.timeout("established");
+    assert_eq!(h.raw_len(), 1);
+}

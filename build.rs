@@ -6,36 +6,43 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SRC: &str = "src/bpf/conntrack.bpf.c";
+/// (source, skeleton file) for each BPF object.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("src/bpf/conntrack.bpf.c", "conntrack.skel.rs"),
+    ("src/bpf/handshake.bpf.c", "handshake.skel.rs"),
+];
 const HEADERS: &[&str] = &[
     "src/bpf/conntrack.h",
+    "src/bpf/handshake.h",
     "src/bpf/parse.h",
     "src/bpf/tcp_state.h",
 ];
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("conntrack.skel.rs");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("CARGO_CFG_TARGET_ARCH");
     let vmlinux = manifest.join("vmlinux").join(arch);
     let bpf_dir = manifest.join("src").join("bpf");
 
-    // -mcpu=v3: clang otherwise crashes on 32-bit atomics, and v3 gives
-    // the verifier jmp32 for shorter code.
-    SkeletonBuilder::new()
-        .source(SRC)
-        .clang_args([
-            OsStr::new("-mcpu=v3"),
-            OsStr::new("-Wall"),
-            OsStr::new("-I"),
-            vmlinux.as_os_str(),
-            OsStr::new("-I"),
-            bpf_dir.as_os_str(),
-        ])
-        .build_and_generate(&out)
-        .expect("building the BPF program failed; see the clang output above");
+    for (src, skel) in PROGRAMS {
+        // -mcpu=v3: clang otherwise crashes on 32-bit atomics, and v3
+        // gives the verifier jmp32 for shorter code.
+        SkeletonBuilder::new()
+            .source(src)
+            .clang_args([
+                OsStr::new("-mcpu=v3"),
+                OsStr::new("-Wall"),
+                OsStr::new("-I"),
+                vmlinux.as_os_str(),
+                OsStr::new("-I"),
+                bpf_dir.as_os_str(),
+            ])
+            .build_and_generate(out_dir.join(skel))
+            .unwrap_or_else(|e| panic!("building {src} failed: {e:#}"));
+        println!("cargo:rerun-if-changed={src}");
+    }
 
-    println!("cargo:rerun-if-changed={SRC}");
     for h in HEADERS {
         println!("cargo:rerun-if-changed={h}");
     }

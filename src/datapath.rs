@@ -3,7 +3,7 @@
 use std::fs;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -147,9 +147,19 @@ pub fn attach(
     mode: XdpMode,
     force: bool,
 ) -> Result<XdpLink> {
-    let prog = &skel.progs.xdp_conntrack;
+    attach_prog(skel.progs.xdp_conntrack.as_fd(), iface, mode, force)
+}
+
+/// Attaches any XDP program to `iface` (of the calling thread's network
+/// namespace) through a bpf_link, with the checks of [`attach`].
+pub fn attach_prog(
+    prog: BorrowedFd<'_>,
+    iface: &Iface,
+    mode: XdpMode,
+    force: bool,
+) -> Result<XdpLink> {
     let ifindex = iface.index as i32;
-    let xdp = Xdp::new(prog.as_fd());
+    let xdp = Xdp::new(prog);
     let existing = xdp.query_id(ifindex, XdpFlags::NONE).unwrap_or(0);
     if existing != 0 {
         if !force {

@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod config;
 pub mod datapath;
 pub mod format;
+pub mod handshake;
 pub mod packet;
 pub mod run;
 pub mod stats;

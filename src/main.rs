@@ -1,5 +1,6 @@
 //! The `xdp-conntrack` command line: parse, then dispatch.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use xdp_conntrack::config::{parse_mac, parse_timeout};
 use xdp_conntrack::datapath::XdpMode;
+use xdp_conntrack::handshake::{self, Lifecycle, Rate};
 use xdp_conntrack::run;
 
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-conntrack";
@@ -28,12 +30,70 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Stateless TCP handshakes in the Ostinato pattern: SYNs from the
+    /// client namespace, then SYN-ACKs from the server's, then ACKs.
+    Handshake(HandshakeArgs),
     /// Print the running tracker's table like `conntrack -L`.
     Dump {
         /// Directory holding the running tracker's pinned maps.
         #[arg(long, default_value = DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct HandshakeArgs {
+    /// Network namespace of the client side.
+    #[arg(long, default_value = "ns1")]
+    client_ns: String,
+    /// The client's interface in that namespace.
+    #[arg(long, default_value = "eth0")]
+    client_iface: String,
+    /// Network namespace of the server side.
+    #[arg(long, default_value = "ns2")]
+    server_ns: String,
+    /// The server's interface in that namespace.
+    #[arg(long, default_value = "eth0")]
+    server_iface: String,
+    /// Number of connections.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    count: u64,
+    /// First client address; further ones follow when the ports run out.
+    #[arg(long, default_value = "10.1.1.100")]
+    client: Ipv4Addr,
+    /// Server address.
+    #[arg(long, default_value = "10.2.2.100")]
+    server: Ipv4Addr,
+    /// First client (source) port.
+    #[arg(long, default_value_t = 23420)]
+    sport: u16,
+    /// Server (destination) port.
+    #[arg(long, default_value_t = 8080)]
+    dport: u16,
+    /// Client port step between connections.
+    #[arg(long, default_value_t = 1)]
+    port_step: u16,
+    /// Sequence number of the SYNs.
+    #[arg(long, default_value_t = 100)]
+    syn_seq: u32,
+    /// Sequence number of the SYN-ACKs.
+    #[arg(long, default_value_t = 200)]
+    synack_seq: u32,
+    /// Ack number of the SYN-ACKs [default: SYN seq + 1].
+    #[arg(long)]
+    synack_ack: Option<u32>,
+    /// Ack number of the final ACKs [default: SYN-ACK seq + 1].
+    #[arg(long)]
+    ack_ack: Option<u32>,
+    /// Packets per second, or `max`.
+    #[arg(long, default_value = "200000")]
+    rate: Rate,
+    /// What happens after the handshake.
+    #[arg(long, value_enum, default_value = "handshake")]
+    lifecycle: Lifecycle,
+    /// No progress line.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +165,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Some(Command::Dump { pin_path }) => run::dump(&pin_path).map(|_| ()),
+        Some(Command::Handshake(a)) => handshake(a),
         None => tracker(cli.run),
     };
     match result {
@@ -114,6 +175,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn handshake(a: HandshakeArgs) -> anyhow::Result<()> {
+    let report = xdp_conntrack::handshake::run(&handshake::Options {
+        client_ns: a.client_ns,
+        client_iface: a.client_iface,
+        server_ns: a.server_ns,
+        server_iface: a.server_iface,
+        count: a.count,
+        client: a.client,
+        server: a.server,
+        sport: a.sport,
+        dport: a.dport,
+        port_step: a.port_step,
+        syn_seq: a.syn_seq,
+        synack_seq: a.synack_seq,
+        synack_ack: a.synack_ack,
+        ack_ack: a.ack_ack,
+        rate: a.rate,
+        lifecycle: a.lifecycle,
+        quiet: a.quiet,
+    })?;
+    println!("{}", report.summary());
+    Ok(())
 }
 
 fn tracker(a: RunArgs) -> anyhow::Result<()> {

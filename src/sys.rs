@@ -31,18 +31,30 @@ pub fn require_btf() -> Result<()> {
     Ok(())
 }
 
-/// Moves the calling thread into the named network namespace (as created
-/// by `ip netns add`).
-pub fn enter_netns(name: &str) -> Result<()> {
+/// Opens a named network namespace (as created by `ip netns add`).
+pub fn netns_file(name: &str) -> Result<File> {
     let path = ["/run/netns", "/var/run/netns"]
         .iter()
         .map(|d| Path::new(d).join(name))
         .find(|p| p.exists())
         .with_context(|| format!("network namespace '{name}' does not exist"))?;
-    let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    setns(f, CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace '{name}'"))?;
-    Ok(())
+    File::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Moves the calling thread into the named network namespace.
+pub fn enter_netns(name: &str) -> Result<()> {
+    setns(netns_file(name)?, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace '{name}'"))
+}
+
+/// The IPv4 addresses assigned to `iface` in the calling thread's
+/// network namespace.
+pub fn ipv4_addrs(iface: &str) -> Result<Vec<std::net::Ipv4Addr>> {
+    Ok(nix::ifaddrs::getifaddrs()
+        .context("listing interfaces")?
+        .filter(|ifa| ifa.interface_name == iface)
+        .filter_map(|ifa| ifa.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
+        .collect())
 }
 
 /// An interface of the current network namespace.

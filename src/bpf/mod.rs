@@ -14,6 +14,19 @@ mod skel {
 
 pub use skel::*;
 
+/// The handshake generator's skeleton (`handshake.bpf.c`).
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    non_camel_case_types,
+    non_upper_case_globals,
+    dead_code
+)]
+pub mod hs {
+    include!(concat!(env!("OUT_DIR"), "/handshake.skel.rs"));
+}
+
 use plain::Plain;
 
 // SAFETY: these are `#[repr(C)]` structs of plain integers (and arrays of

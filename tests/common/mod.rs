@@ -149,11 +149,18 @@ pub struct Topology {
 
 impl Topology {
     pub fn up() -> Self {
+        Self::up_with("10.0.0.1/24", "10.0.0.2/24")
+    }
+
+    /// The same with other addresses for ns1's and ns2's eth0.
+    pub fn up_with(addr1: &str, addr2: &str) -> Self {
         require_root();
         let prefix = unique_prefix();
         let topo = Self { prefix };
         let st = Command::new(repo().join("scripts/topology.sh"))
             .args(["up", &topo.prefix, "--fw"])
+            .env("ADDR1", addr1)
+            .env("ADDR2", addr2)
             .status()
             .expect("running scripts/topology.sh");
         assert!(st.success(), "topology.sh up {} failed", topo.prefix);

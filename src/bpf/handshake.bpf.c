@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The stateless handshake generator of `xdp-conntrack handshake`, and the
+ * sink that receives its frames.
+ *
+ * hs_gen runs through BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
+ * the kernel feeds it copies of one template frame and transmits whatever
+ * it returns XDP_TX for out of the namespace's interface.  Each run writes
+ * the next connection's client address and port into the frame and
+ * recomputes both checksums.  Page-pool pages are recycled without being
+ * reset, so every field that varies is written on every run.
+ *
+ * hs_sink sits on the receiving namespace ends: it counts frames by TCP
+ * flag class and drops them, so the namespaces' stacks never answer with
+ * RSTs and userspace can tell when a phase has fully arrived.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "handshake.h"
+
+#define ETH_P_IP 0x0800
+
+struct hs_phase phase;
+
+/* Anchors enum hs_kind in BTF for the skeleton's types module. */
+const volatile enum hs_kind hs_kind_anchor;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HS_KINDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sink_counts SEC(".maps");
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* One's complement sum of 16-bit words as they lie in memory: the result
+ * is stored back the same way, so no byte swapping is needed (RFC 1071).
+ */
+static __always_inline __u32 csum_words(const __u16 *w, int n)
+{
+	__u32 sum = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < n; i++)
+		sum += w[i];
+	return sum;
+}
+
+SEC("xdp")
+int hs_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	struct tcphdr *th = (void *)(iph + 1);
+	__u32 per, addr, sum;
+	__u16 port;
+	__u64 i;
+
+	/* The template is built by userspace: IPv4 without options, TCP
+	 * without options or payload.
+	 */
+	if ((void *)(th + 1) > data_end)
+		return XDP_ABORTED;
+
+	i = phase.next++;
+	if (i >= phase.count)
+		return XDP_DROP;
+	per = phase.ports_per_addr ? phase.ports_per_addr : 1;
+	addr = phase.client_addr + (__u32)(i / per);
+	port = phase.client_port + (__u16)(i % per) * phase.port_step;
+
+	if (phase.client_is_src) {
+		iph->saddr = bpf_htonl(addr);
+		th->source = bpf_htons(port);
+	} else {
+		iph->daddr = bpf_htonl(addr);
+		th->dest = bpf_htons(port);
+	}
+
+	iph->check = 0;
+	iph->check = csum_fold(csum_words((__u16 *)iph, sizeof(*iph) / 2));
+
+	/* Pseudo header: addresses, protocol, TCP length (20). */
+	th->check = 0;
+	sum = csum_words((__u16 *)&iph->saddr, 4);
+	sum += bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(*th));
+	sum += csum_words((__u16 *)th, sizeof(*th) / 2);
+	th->check = csum_fold(sum);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int hs_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	struct tcphdr *th;
+	__u32 kind = HS_OTHER;
+	__u64 *n;
+	__u8 f;
+
+	if ((void *)(iph + 1) <= data_end &&
+	    eth->h_proto == bpf_htons(ETH_P_IP) &&
+	    iph->protocol == IPPROTO_TCP && iph->ihl == 5) {
+		th = (void *)(iph + 1);
+		if ((void *)(th + 1) <= data_end) {
+			f = ((__u8 *)th)[13];
+			if (f & 0x04)
+				kind = HS_RST;
+			else if (f & 0x02)
+				kind = (f & 0x10) ? HS_SYNACK : HS_SYN;
+			else if (f & 0x01)
+				kind = HS_FIN;
+			else if (f & 0x10)
+				kind = HS_ACK;
+		}
+	}
+	n = bpf_map_lookup_elem(&sink_counts, &kind);
+	if (n)
+		(*n)++;
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Types shared by the handshake generator's XDP programs and Rust.
+ */
+#ifndef __HANDSHAKE_H
+#define __HANDSHAKE_H
+
+/* What the sink counts, by TCP flag class (RST, then SYN, FIN, ACK). */
+enum hs_kind {
+	HS_SYN = 0,
+	HS_SYNACK = 1,
+	HS_ACK = 2,
+	HS_FIN = 3,
+	HS_RST = 4,
+	HS_OTHER = 5,
+	HS_KINDS = 6,
+};
+
+/*
+ * One phase of the generator: the same template frame `count` times, with
+ * the client's address and port of connection i written in.  Userspace
+ * sets it before each run; the program advances `next`.
+ */
+struct hs_phase {
+	__u64 next;	      /* index of the next connection */
+	__u64 count;	      /* connections in this phase */
+	__u32 client_addr;    /* first client address, host order */
+	__u32 ports_per_addr; /* connections per client address */
+	__u16 client_port;    /* first client port, host order */
+	__u16 port_step;
+	__u8 client_is_src; /* 1: client -> server; 0: server -> client */
+	__u8 pad[3];
+};
+
+#endif /* __HANDSHAKE_H */

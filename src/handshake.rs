@@ -1,0 +1,516 @@
+//! The stateless handshake generator of `xdp-conntrack handshake`: the
+//! Ostinato pattern (a stream of SYNs from the client, then the matching
+//! SYN-ACKs from the server, then the ACKs), over N connections, sent from
+//! two network namespaces with live XDP frames.
+//!
+//! Ordering: every phase is sent whole, and the next one starts only once
+//! the sink on the receiving side has counted all of it (or it stopped
+//! arriving), so each connection's packets cross the tracker in order.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
+use nix::sched::{setns, CloneFlags};
+
+use crate::bpf::hs::types::{hs_kind, hs_phase};
+use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
+use crate::datapath::{self, XdpLink, XdpMode};
+use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
+use crate::sys::{self, Iface};
+
+/// BPF_F_TEST_XDP_LIVE_FRAMES: transmit what the program returns XDP_TX for.
+const LIVE_FRAMES: u32 = 1 << 1;
+/// A phase has stopped arriving when its sink count holds still this long.
+const STALL: Duration = Duration::from_secs(1);
+
+/// What happens to each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lifecycle {
+    /// SYN, SYN-ACK, ACK: the connection ends up ESTABLISHED [ASSURED].
+    Handshake,
+    /// The handshake, then FIN/ACK from both sides and the last ACK.
+    Full,
+    /// The handshake, then a RST from the client.
+    Rst,
+}
+
+/// Packets per second, or as fast as the kernel takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// At most this many packets per second.
+    Pps(u64),
+    /// No pacing.
+    Max,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Self::Max);
+        }
+        match s.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Self::Pps(n)),
+            _ => Err(format!(
+                "'{s}' is not a packet rate (a positive number or 'max')"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pps(n) => write!(f, "{n}"),
+            Self::Max => write!(f, "max"),
+        }
+    }
+}
+
+/// What to send, and where from.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Namespace and interface of the client side.
+    pub client_ns: String,
+    /// The client's interface in `client_ns`.
+    pub client_iface: String,
+    /// Namespace of the server side.
+    pub server_ns: String,
+    /// The server's interface in `server_ns`.
+    pub server_iface: String,
+    /// Number of connections.
+    pub count: u64,
+    /// First client address (more follow when the ports run out).
+    pub client: Ipv4Addr,
+    /// Server address.
+    pub server: Ipv4Addr,
+    /// First client port.
+    pub sport: u16,
+    /// Server port.
+    pub dport: u16,
+    /// Client port increment between connections.
+    pub port_step: u16,
+    /// The SYN's sequence number.
+    pub syn_seq: u32,
+    /// The SYN-ACK's sequence number.
+    pub synack_seq: u32,
+    /// The SYN-ACK's ack number (default: SYN seq + 1).
+    pub synack_ack: Option<u32>,
+    /// The final ACK's ack number (default: SYN-ACK seq + 1).
+    pub ack_ack: Option<u32>,
+    /// Pacing.
+    pub rate: Rate,
+    /// What happens after the handshake.
+    pub lifecycle: Lifecycle,
+    /// No progress line.
+    pub quiet: bool,
+}
+
+/// One stream of one packet per connection.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    name: &'static str,
+    client_is_src: bool,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    kind: hs_kind,
+}
+
+fn phases(o: &Options) -> Vec<Phase> {
+    let (s, t) = (o.syn_seq, o.synack_seq);
+    let client = |name, flags, seq, ack, kind| Phase {
+        name,
+        client_is_src: true,
+        flags,
+        seq,
+        ack,
+        kind,
+    };
+    let server = |name, flags, seq, ack, kind| Phase {
+        client_is_src: false,
+        ..client(name, flags, seq, ack, kind)
+    };
+    let mut v = vec![
+        client("SYN", SYN, s, 0, hs_kind::HS_SYN),
+        server(
+            "SYN-ACK",
+            SYN | ACK,
+            t,
+            o.synack_ack.unwrap_or(s.wrapping_add(1)),
+            hs_kind::HS_SYNACK,
+        ),
+        client(
+            "ACK",
+            ACK,
+            s.wrapping_add(1),
+            o.ack_ack.unwrap_or(t.wrapping_add(1)),
+            hs_kind::HS_ACK,
+        ),
+    ];
+    match o.lifecycle {
+        Lifecycle::Handshake => {}
+        Lifecycle::Full => v.extend([
+            client(
+                "FIN",
+                FIN | ACK,
+                s.wrapping_add(1),
+                t.wrapping_add(1),
+                hs_kind::HS_FIN,
+            ),
+            server(
+                "FIN-ACK",
+                FIN | ACK,
+                t.wrapping_add(1),
+                s.wrapping_add(2),
+                hs_kind::HS_FIN,
+            ),
+            client(
+                "LAST-ACK",
+                ACK,
+                s.wrapping_add(2),
+                t.wrapping_add(2),
+                hs_kind::HS_ACK,
+            ),
+        ]),
+        Lifecycle::Rst => v.push(client("RST", RST, s.wrapping_add(1), 0, hs_kind::HS_RST)),
+    }
+    v
+}
+
+/// How one phase went.
+#[derive(Debug, Clone)]
+pub struct PhaseReport {
+    /// SYN, SYN-ACK, ...
+    pub name: &'static str,
+    /// Frames transmitted.
+    pub sent: u64,
+    /// Frames the receiving side's sink counted.
+    pub delivered: u64,
+    /// From the first frame to the last delivered one.
+    pub elapsed: Duration,
+}
+
+/// How the whole run went.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Connections.
+    pub count: u64,
+    /// Per phase.
+    pub phases: Vec<PhaseReport>,
+    /// Wall time of all phases.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Frames sent over all phases.
+    pub fn sent(&self) -> u64 {
+        self.phases.iter().map(|p| p.sent).sum()
+    }
+
+    /// Time to send and deliver the three handshake phases.
+    pub fn handshake_time(&self) -> Duration {
+        self.phases.iter().take(3).map(|p| p.elapsed).sum()
+    }
+
+    /// Summary lines for people.
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let hs = self.handshake_time().as_secs_f64();
+        let mut s = format!(
+            "handshake: {} packets for {} connections in {:.3} s ({:.0} pkt/s); \
+             handshakes in {:.3} s ({:.0} conn/s)",
+            self.sent(),
+            self.count,
+            secs,
+            self.sent() as f64 / secs.max(1e-9),
+            hs,
+            self.count as f64 / hs.max(1e-9),
+        );
+        for p in &self.phases {
+            s.push_str(&format!(
+                "\nhandshake:   {:<8} sent {:>10}  delivered {:>10}  in {:.3} s",
+                p.name,
+                p.sent,
+                p.delivered,
+                p.elapsed.as_secs_f64()
+            ));
+        }
+        s
+    }
+}
+
+/// One side of the exchange: its namespace and interface.
+struct Side {
+    ns: File,
+    iface: Iface,
+}
+
+/// Returns the calling thread to its own namespace when dropped.
+struct Home(File);
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = setns(&self.0, CloneFlags::CLONE_NEWNET);
+    }
+}
+
+fn enter(ns: &File) -> Result<()> {
+    setns(ns, CloneFlags::CLONE_NEWNET).context("entering a network namespace")
+}
+
+fn side(ns_name: &str, iface: &str) -> Result<Side> {
+    let ns = sys::netns_file(ns_name)?;
+    enter(&ns)?;
+    let iface = Iface::lookup(iface).with_context(|| format!("in namespace '{ns_name}'"))?;
+    Ok(Side { ns, iface })
+}
+
+/// Fails unless every address the run uses is assigned in its namespace.
+fn check_addrs(ns_name: &str, side: &Side, first: Ipv4Addr, n: u32) -> Result<()> {
+    enter(&side.ns)?;
+    let have = sys::ipv4_addrs(&side.iface.name)?;
+    let last = Ipv4Addr::from(u32::from(first) + n - 1);
+    for a in 0..n {
+        let addr = Ipv4Addr::from(u32::from(first) + a);
+        if !have.contains(&addr) {
+            bail!(
+                "address {addr} is not assigned to {} in namespace '{ns_name}'; the run uses \
+                 {first}{}, and every address it uses must belong to the test's namespaces",
+                side.iface.name,
+                if n > 1 {
+                    format!("..{last}")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
+    let per_cpu = skel
+        .maps
+        .sink_counts
+        .lookup_percpu(&kind.0.to_ne_bytes(), MapFlags::ANY)
+        .context("reading the sink counters")?
+        .unwrap_or_default();
+    Ok(per_cpu
+        .iter()
+        .map(|b| u64::from_ne_bytes(b[..8].try_into().unwrap_or([0; 8])))
+        .sum())
+}
+
+struct Run<'a, 'obj> {
+    o: &'a Options,
+    skel: &'a mut HandshakeSkel<'obj>,
+    client: &'a Side,
+    server: &'a Side,
+    ports_per_addr: u32,
+}
+
+impl Run<'_, '_> {
+    fn phase(&mut self, ph: &Phase) -> Result<PhaseReport> {
+        let o = self.o;
+        let (src, dst) = if ph.client_is_src {
+            (self.client, self.server)
+        } else {
+            (self.server, self.client)
+        };
+        enter(&src.ns)?;
+
+        let eth = Ether {
+            dst: dst.iface.mac,
+            src: src.iface.mac,
+        };
+        let c = Endpoint::new(o.client, o.sport);
+        let s = Endpoint::new(o.server, o.dport);
+        let frame = if ph.client_is_src {
+            packet::tcp(&eth, c, s, ph.flags, ph.seq, ph.ack, b"")
+        } else {
+            packet::tcp(&eth, s, c, ph.flags, ph.seq, ph.ack, b"")
+        };
+
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .context("the generator's .bss is not memory-mapped")?;
+        bss.phase = hs_phase {
+            next: 0,
+            count: o.count,
+            client_addr: u32::from(o.client),
+            ports_per_addr: self.ports_per_addr,
+            client_port: o.sport,
+            port_step: o.port_step,
+            client_is_src: u8::from(ph.client_is_src),
+            ..Default::default()
+        };
+
+        let before = sink_total(self.skel, ph.kind)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let mut ctx = [0u32; 6];
+        ctx[1] = frame.len() as u32;
+        ctx[3] = src.iface.index;
+        let start = Instant::now();
+        let mut last_progress = start;
+        let mut sent = 0u64;
+        while sent < o.count {
+            let batch = match o.rate {
+                Rate::Max => (o.count - sent).min(65_536),
+                Rate::Pps(r) => (o.count - sent).min((r / 100).clamp(1, 65_536)),
+            };
+            let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            let input = ProgramInput {
+                context_in: Some(&mut ctx_bytes),
+                data_in: Some(&frame),
+                repeat: batch as u32,
+                flags: LIVE_FRAMES,
+                ..Default::default()
+            };
+            self.skel
+                .progs
+                .hs_gen
+                .test_run(input)
+                .with_context(|| format!("sending the {} stream (live XDP frames)", ph.name))?;
+            sent += batch;
+            if let Rate::Pps(r) = o.rate {
+                let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    // Pacing the stream, not waiting for an event.
+                    std::thread::sleep(wait);
+                }
+            }
+            if !o.quiet && last_progress.elapsed() > Duration::from_millis(250) {
+                last_progress = Instant::now();
+                let rate = sent as f64 / start.elapsed().as_secs_f64();
+                eprint!(
+                    "\rhandshake: {:<8} {sent}/{} sent, {:.0} pkt/s   ",
+                    ph.name, o.count, rate
+                );
+                let _ = std::io::stderr().flush();
+            }
+        }
+
+        // Everything is out; wait for it to arrive, or to stop arriving.
+        let mut delivered = sink_total(self.skel, ph.kind)? - before;
+        let mut moved = Instant::now();
+        let mut arrived = Instant::now();
+        while delivered < sent && moved.elapsed() < STALL {
+            std::thread::sleep(Duration::from_millis(2));
+            let now = sink_total(self.skel, ph.kind)? - before;
+            if now != delivered {
+                delivered = now;
+                moved = Instant::now();
+                arrived = moved;
+            }
+        }
+        if delivered >= sent {
+            arrived = Instant::now();
+        }
+        if !o.quiet {
+            eprint!("\r{:70}\r", "");
+        }
+        Ok(PhaseReport {
+            name: ph.name,
+            sent,
+            delivered,
+            elapsed: arrived.duration_since(start),
+        })
+    }
+}
+
+/// Sends the streams and reports what arrived.
+pub fn run(o: &Options) -> Result<Report> {
+    sys::require_root()?;
+    if o.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if o.port_step == 0 {
+        bail!("--port-step must be at least 1");
+    }
+    let span = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
+    let ports_per_addr = span.min(o.count) as u32;
+    let addrs = o.count.div_ceil(u64::from(ports_per_addr));
+    if u64::from(u32::from(o.client)) + addrs > u64::from(u32::MAX) {
+        bail!(
+            "--count {} needs more client addresses than IPv4 has",
+            o.count
+        );
+    }
+
+    let _home =
+        Home(File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?);
+    let client = side(&o.client_ns, &o.client_iface)?;
+    let server = side(&o.server_ns, &o.server_iface)?;
+    check_addrs(&o.client_ns, &client, o.client, addrs as u32)?;
+    check_addrs(&o.server_ns, &server, o.server, 1)?;
+
+    let mut object = MaybeUninit::<OpenObject>::uninit();
+    let open = HandshakeSkelBuilder::default()
+        .open(&mut object)
+        .context("opening the generator's BPF object")?;
+    let mut skel = open
+        .load()
+        .context("loading the generator's BPF programs")?;
+
+    // Sinks on both namespace ends: they count what arrives and drop it, so
+    // the namespaces' stacks never answer.
+    let mut sinks: Vec<XdpLink> = Vec::new();
+    for (side, ns) in [(&server, &o.server_ns), (&client, &o.client_ns)] {
+        enter(&side.ns)?;
+        sinks.push(
+            datapath::attach_prog(
+                skel.progs.hs_sink.as_fd(),
+                &side.iface,
+                XdpMode::Native,
+                false,
+            )
+            .with_context(|| format!("attaching the sink in namespace '{ns}'"))?,
+        );
+    }
+
+    let mut run = Run {
+        o,
+        skel: &mut skel,
+        client: &client,
+        server: &server,
+        ports_per_addr,
+    };
+    let start = Instant::now();
+    let mut reports = Vec::new();
+    for ph in phases(o) {
+        reports.push(run.phase(&ph)?);
+    }
+    drop(sinks);
+    Ok(Report {
+        count: o.count,
+        phases: reports,
+        elapsed: start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("max".parse::<Rate>(), Ok(Rate::Max));
+        assert_eq!("1000".parse::<Rate>(), Ok(Rate::Pps(1000)));
+        assert!("0".parse::<Rate>().is_err());
+        assert!("fast".parse::<Rate>().is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! The handshake generator (`xdp-conntrack handshake`) through the real
+//! tracker, checked the seed's way: by the table `dump` shows.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output};
+
+use common::*;
+
+/// The seed's addresses, on ns1's and ns2's eth0.
+const CLIENT: &str = "10.1.1.100";
+const SERVER: &str = "10.2.2.100";
+const N: usize = 3000;
+
+fn seed_topology() -> Topology {
+    Topology::up_with(&format!("{CLIENT}/24"), &format!("{SERVER}/24"))
+}
+
+fn handshake(topo: &Topology, extra: &[&str]) -> Output {
+    Command::new(binary())
+        .args([
+            "handshake",
+            "-q",
+            "--client-ns",
+            &topo.ns1(),
+            "--server-ns",
+            &topo.ns2(),
+        ])
+        .args(extra)
+        .output()
+        .expect("running xdp-conntrack handshake")
+}
+
+/// (state, assured, unreplied) -> number of connections.
+type ByState = BTreeMap<(String, bool, bool), usize>;
+/// (client address, client port) of every connection.
+type Clients = BTreeSet<(String, u16)>;
+
+/// The tracker's table, summed up.
+fn table(tracker: &Tracker) -> (ByState, Clients) {
+    let (lines, _) = tracker.dump();
+    let mut by_state = BTreeMap::new();
+    let mut clients = BTreeSet::new();
+    for l in &lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(f[0], "tcp", "unexpected entry: {l}");
+        let key = (
+            f[3].to_string(),
+            l.contains("[ASSURED]"),
+            l.contains("[UNREPLIED]"),
+        );
+        *by_state.entry(key).or_insert(0) += 1;
+        let field = |name: &str| {
+            f.iter()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {l}"))
+        };
+        assert_eq!(field("dst="), SERVER, "{l}");
+        assert_eq!(field("dport="), "8080", "{l}");
+        clients.insert((field("src=").to_string(), field("sport=").parse().unwrap()));
+    }
+    (by_state, clients)
+}
+
+#[test]
+fn every_seed_handshake_reaches_established_assured() {
+    let topo = seed_topology();
+    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let out = handshake(&topo, &["--count", &N.to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for phase in ["SYN ", "SYN-ACK", "ACK "] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(phase))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains(&format!("delivered {N:>10}")), "{line}");
+    }
+
+    let (by_state, clients) = table(&tracker);
+    let want = BTreeMap::from([(("ESTABLISHED".to_string(), true, false), N)]);
+    assert_eq!(by_state, want);
+    // One connection per client port, stepping from the seed's 23420.
+    let want: BTreeSet<_> = (0..N as u16)
+        .map(|i| (CLIENT.to_string(), 23420 + i))
+        .collect();
+    assert_eq!(clients, want);
+}
+
+#[test]
+fn a_synack_acking_beyond_the_syn_establishes_nothing() {
+    let topo = seed_topology();
+    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let out = handshake(&topo, &["--count", &N.to_string(), "--synack-ack", "102"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let synack = stdout.lines().find(|l| l.contains("SYN-ACK")).unwrap();
+    assert!(
+        synack.contains("delivered          0"),
+        "the tracker let them through: {synack}"
+    );
+
+    let (by_state, _) = table(&tracker);
+    let want = BTreeMap::from([(("SYN_SENT".to_string(), false, true), N)]);
+    assert_eq!(by_state, want, "no connection may be ESTABLISHED");
+}
+
+#[test]
+fn full_and_rst_lifecycles_close_every_connection() {
+    let topo = seed_topology();
+    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let full = handshake(&topo, &["--count", "1000", "--lifecycle", "full"]);
+    assert!(
+        full.status.success(),
+        "{}",
+        String::from_utf8_lossy(&full.stderr)
+    );
+    let rst = handshake(
+        &topo,
+        &["--count", "1000", "--sport", "30000", "--lifecycle", "rst"],
+    );
+    assert!(
+        rst.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rst.stderr)
+    );
+
+    let (by_state, _) = table(&tracker);
+    let want = BTreeMap::from([
+        (("TIME_WAIT".to_string(), true, false), 1000),
+        (("CLOSE".to_string(), true, false), 1000),
+    ]);
+    assert_eq!(by_state, want);
+}
+
+#[test]
+fn client_ports_run_over_into_the_next_address() {
+    let topo = seed_topology();
+    let out = topo.exec(
+        &topo.ns1(),
+        &["ip", "addr", "add", "10.1.1.101/24", "dev", "eth0"],
+    );
+    assert!(out.status.success());
+    let tracker = Tracker::start(&topo, &["-q"]);
+    // Ports 65000..=65535 fit 536 connections; the rest use 10.1.1.101.
+    let out = handshake(&topo, &["--count", "1000", "--sport", "65000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (by_state, clients) = table(&tracker);
+    assert_eq!(
+        by_state,
+        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 1000)])
+    );
+    let first: BTreeSet<_> = (65000..=65535u16)
+        .map(|p| (CLIENT.to_string(), p))
+        .collect();
+    let second: BTreeSet<_> = (65000..65000 + 464u16)
+        .map(|p| ("10.1.1.101".to_string(), p))
+        .collect();
+    assert_eq!(clients, first.union(&second).cloned().collect());
+}
+
+#[test]
+fn addresses_outside_the_namespaces_are_refused() {
+    let topo = seed_topology();
+    let out = handshake(&topo, &["--count", "10", "--client", "10.9.9.9"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("10.9.9.9 is not assigned"), "{err}");
+    // Ports would run over into an address ns1 does not have.
+    let out = handshake(&topo, &["--count", "1000", "--sport", "65000"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10.1.1.101 is not assigned"));
+}

@@ -9,7 +9,7 @@ export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
 CARGO_FLAGS := --release --target $(TARGET) --locked
 
 .DEFAULT_GOAL := build
-.PHONY: help deps build install test lint demo bench-sweep vmlinux clean
+.PHONY: help deps build install test lint demo scale bench-sweep vmlinux clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -36,6 +36,11 @@ lint: deps ## cargo fmt, clippy -D warnings and clang-format (kernel style)
 
 demo: build ## ns1/ns2 topology, iperf3 TCP and UDP through the tracker, dump
 	scripts/demo.sh $(BIN)
+
+N ?= 1000
+RATE ?= max
+scale: build ## N handshakes (N=1000) through xdp-conntrack and nf_conntrack, side by side
+	scripts/scale.sh $(BIN) $(N) $(RATE)
 
 bench-sweep: deps ## time the in-kernel sweep against a userspace batch sweep
 	cargo bench --target $(TARGET) --locked --bench sweep

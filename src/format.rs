@@ -83,6 +83,35 @@ pub fn live_line(now: &Totals, prev: &Totals, secs: f64) -> String {
     )
 }
 
+/// Every counter as `name value` lines, for scripts.
+pub fn counters(t: &Totals) -> String {
+    let s = &t.s;
+    let rows = [
+        ("packets", t.packets()),
+        ("bytes", t.bytes()),
+        ("packets_from_side1", s.rx_packets[0]),
+        ("packets_from_side2", s.rx_packets[1]),
+        ("bytes_from_side1", s.rx_bytes[0]),
+        ("bytes_from_side2", s.rx_bytes[1]),
+        ("active", t.active()),
+        ("new", s.new_conns),
+        ("drops", t.drops()),
+        ("invalid", s.invalid),
+        ("table_full", s.table_full),
+        ("strict_drops", s.strict_drops),
+        ("malformed", s.malformed),
+        ("redirect_err", s.redirect_err),
+        ("untracked", s.untracked),
+        ("expired", s.expired),
+        ("swept", s.swept),
+        ("closed", s.closed),
+    ];
+    rows.iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -358,6 +358,8 @@ impl Run<'_, '_> {
             ..Default::default()
         };
 
+        // A progress line only for people watching a terminal.
+        let progress = !o.quiet && std::io::stderr().is_terminal();
         let before = sink_total(self.skel, ph.kind)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex.
@@ -393,7 +395,7 @@ impl Run<'_, '_> {
                     std::thread::sleep(wait);
                 }
             }
-            if !o.quiet && last_progress.elapsed() > Duration::from_millis(250) {
+            if progress && last_progress.elapsed() > Duration::from_millis(250) {
                 last_progress = Instant::now();
                 let rate = sent as f64 / start.elapsed().as_secs_f64();
                 eprint!(
@@ -420,7 +422,7 @@ impl Run<'_, '_> {
         if delivered >= sent {
             arrived = Instant::now();
         }
-        if !o.quiet {
+        if progress {
             eprint!("\r{:70}\r", "");
         }
         Ok(PhaseReport {

@@ -30,6 +30,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print the running tracker's counters, one `name value` per line.
+    Stats {
+        /// Directory holding the running tracker's pinned maps.
+        #[arg(long, default_value = DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+    },
     /// Stateless TCP handshakes in the Ostinato pattern: SYNs from the
     /// client namespace, then SYN-ACKs from the server's, then ACKs.
     Handshake(HandshakeArgs),
@@ -165,6 +171,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Some(Command::Dump { pin_path }) => run::dump(&pin_path).map(|_| ()),
+        Some(Command::Stats { pin_path }) => run::stats(&pin_path),
         Some(Command::Handshake(a)) => handshake(a),
         None => tracker(cli.run),
     };

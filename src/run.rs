@@ -163,3 +163,11 @@ pub fn dump(pin_path: &std::path::Path) -> Result<usize> {
     eprintln!("{}", format::footer(conns.len()));
     Ok(conns.len())
 }
+
+/// Prints the running tracker's counters, one `name value` per line.
+pub fn stats(pin_path: &std::path::Path) -> Result<()> {
+    sys::require_root()?;
+    let map = datapath::open_pinned(pin_path, "stats")?;
+    println!("{}", format::counters(&Totals::read(&map)?));
+    Ok(())
+}

@@ -9,7 +9,7 @@ export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
 CARGO_FLAGS := --release --target $(TARGET) --locked
 
 .DEFAULT_GOAL := build
-.PHONY: help deps build install test lint demo scale bench-sweep vmlinux clean
+.PHONY: help deps build install test lint demo scale churn bench-sweep bench-setup vmlinux clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -42,8 +42,15 @@ RATE ?= max
 scale: build ## N handshakes (N=1000) through xdp-conntrack and nf_conntrack, side by side
 	scripts/scale.sh $(BIN) $(N) $(RATE)
 
+TOTAL ?= 10000000
+churn: build ## TOTAL connections (10M) with the full lifecycle through a 65,536-entry table
+	scripts/churn.sh $(BIN) $(TOTAL)
+
 bench-sweep: deps ## time the in-kernel sweep against a userspace batch sweep
 	cargo bench --target $(TARGET) --locked --bench sweep
+
+bench-setup: deps ## connection setup rate of the program alone (BPF_PROG_TEST_RUN)
+	cargo bench --target $(TARGET) --locked --bench setup
 
 vmlinux: deps ## regenerate vmlinux/x86_64/vmlinux.h from this kernel's BTF
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/x86_64/vmlinux.h

@@ -109,6 +109,9 @@ pub struct Options {
     pub ack_ack: Option<u32>,
     /// Pacing.
     pub rate: Rate,
+    /// Repeat the whole lifecycle this many times over the next connection
+    /// indexes (churn); client tuples are reused once they run out.
+    pub rounds: u64,
     /// What happens after the handshake.
     pub lifecycle: Lifecycle,
     /// No progress line.
@@ -203,9 +206,9 @@ pub struct PhaseReport {
 /// How the whole run went.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// Connections.
+    /// Connections, over all rounds.
     pub count: u64,
-    /// Per phase.
+    /// Per phase, summed over rounds.
     pub phases: Vec<PhaseReport>,
     /// Wall time of all phases.
     pub elapsed: Duration,
@@ -275,27 +278,30 @@ fn side(ns_name: &str, iface: &str) -> Result<Side> {
     Ok(Side { ns, iface })
 }
 
-/// Fails unless every address the run uses is assigned in its namespace.
-fn check_addrs(ns_name: &str, side: &Side, first: Ipv4Addr, n: u32) -> Result<()> {
+/// How many consecutive addresses from `first` (at most `want`) are
+/// assigned to the side's interface.
+fn assigned_run(side: &Side, first: Ipv4Addr, want: u32) -> Result<u32> {
     enter(&side.ns)?;
     let have = sys::ipv4_addrs(&side.iface.name)?;
+    Ok((0..want)
+        .take_while(|a| have.contains(&Ipv4Addr::from(u32::from(first) + a)))
+        .count() as u32)
+}
+
+/// The error for an address the run would use but does not own.
+fn not_assigned(ns: &str, side: &Side, first: Ipv4Addr, n: u32, at: u32) -> anyhow::Error {
+    let addr = Ipv4Addr::from(u32::from(first) + at);
     let last = Ipv4Addr::from(u32::from(first) + n - 1);
-    for a in 0..n {
-        let addr = Ipv4Addr::from(u32::from(first) + a);
-        if !have.contains(&addr) {
-            bail!(
-                "address {addr} is not assigned to {} in namespace '{ns_name}'; the run uses \
-                 {first}{}, and every address it uses must belong to the test's namespaces",
-                side.iface.name,
-                if n > 1 {
-                    format!("..{last}")
-                } else {
-                    String::new()
-                }
-            );
+    anyhow::anyhow!(
+        "address {addr} is not assigned to {} in namespace '{ns}'; the run uses {first}{}, \
+         and every address it uses must belong to the test's namespaces",
+        side.iface.name,
+        if n > 1 {
+            format!("..{last}")
+        } else {
+            String::new()
         }
-    }
-    Ok(())
+    )
 }
 
 fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
@@ -317,10 +323,11 @@ struct Run<'a, 'obj> {
     client: &'a Side,
     server: &'a Side,
     ports_per_addr: u32,
+    span: u64,
 }
 
 impl Run<'_, '_> {
-    fn phase(&mut self, ph: &Phase) -> Result<PhaseReport> {
+    fn phase(&mut self, ph: &Phase, round: u64) -> Result<PhaseReport> {
         let o = self.o;
         let (src, dst) = if ph.client_is_src {
             (self.client, self.server)
@@ -348,8 +355,9 @@ impl Run<'_, '_> {
             .as_deref_mut()
             .context("the generator's .bss is not memory-mapped")?;
         bss.phase = hs_phase {
-            next: 0,
-            count: o.count,
+            next: round * o.count,
+            count: (round + 1) * o.count,
+            span: self.span,
             client_addr: u32::from(o.client),
             ports_per_addr: self.ports_per_addr,
             client_port: o.sport,
@@ -372,7 +380,10 @@ impl Run<'_, '_> {
         while sent < o.count {
             let batch = match o.rate {
                 Rate::Max => (o.count - sent).min(65_536),
-                Rate::Pps(r) => (o.count - sent).min((r / 100).clamp(1, 65_536)),
+                // Each live-frames run has a fixed cost of several ms (a
+                // page pool is set up and torn down), so pace in chunks of
+                // a tenth of a second rather than packet by packet.
+                Rate::Pps(r) => (o.count - sent).min((r / 10).clamp(1, 65_536)),
             };
             let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
             let input = ProgramInput {
@@ -443,10 +454,16 @@ pub fn run(o: &Options) -> Result<Report> {
     if o.port_step == 0 {
         bail!("--port-step must be at least 1");
     }
-    let span = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
-    let ports_per_addr = span.min(o.count) as u32;
-    let addrs = o.count.div_ceil(u64::from(ports_per_addr));
-    if u64::from(u32::from(o.client)) + addrs > u64::from(u32::MAX) {
+    if o.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
+    let total = o.count.saturating_mul(o.rounds);
+    let ports_per_addr = ports.min(total) as u32;
+    // Addresses one round needs, and those the whole run could use.
+    let need = o.count.div_ceil(u64::from(ports_per_addr));
+    let want = total.div_ceil(u64::from(ports_per_addr));
+    if u64::from(u32::from(o.client)) + want > u64::from(u32::MAX) {
         bail!(
             "--count {} needs more client addresses than IPv4 has",
             o.count
@@ -457,8 +474,22 @@ pub fn run(o: &Options) -> Result<Report> {
         Home(File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?);
     let client = side(&o.client_ns, &o.client_iface)?;
     let server = side(&o.server_ns, &o.server_iface)?;
-    check_addrs(&o.client_ns, &client, o.client, addrs as u32)?;
-    check_addrs(&o.server_ns, &server, o.server, 1)?;
+    // A round may not reuse a tuple; later rounds reuse those of earlier
+    // ones once the assigned addresses run out.
+    let addrs = assigned_run(&client, o.client, want as u32)?;
+    if u64::from(addrs) < need {
+        return Err(not_assigned(
+            &o.client_ns,
+            &client,
+            o.client,
+            need as u32,
+            addrs,
+        ));
+    }
+    if assigned_run(&server, o.server, 1)? == 0 {
+        return Err(not_assigned(&o.server_ns, &server, o.server, 1, 0));
+    }
+    let span = u64::from(addrs) * u64::from(ports_per_addr);
 
     let mut object = MaybeUninit::<OpenObject>::uninit();
     let open = HandshakeSkelBuilder::default()
@@ -490,15 +521,33 @@ pub fn run(o: &Options) -> Result<Report> {
         client: &client,
         server: &server,
         ports_per_addr,
+        span,
     };
     let start = Instant::now();
-    let mut reports = Vec::new();
-    for ph in phases(o) {
-        reports.push(run.phase(&ph)?);
+    let phases = phases(o);
+    let mut reports: Vec<PhaseReport> = phases
+        .iter()
+        .map(|p| PhaseReport {
+            name: p.name,
+            sent: 0,
+            delivered: 0,
+            elapsed: Duration::ZERO,
+        })
+        .collect();
+    for round in 0..o.rounds {
+        for (ph, sum) in phases.iter().zip(&mut reports) {
+            let r = run.phase(ph, round)?;
+            sum.sent += r.sent;
+            sum.delivered += r.delivered;
+            sum.elapsed += r.elapsed;
+        }
+        if o.rounds > 1 && !o.quiet && std::io::stderr().is_terminal() {
+            eprint!("\rhandshake: round {}/{}   ", round + 1, o.rounds);
+        }
     }
     drop(sinks);
     Ok(Report {
-        count: o.count,
+        count: total,
         phases: reports,
         elapsed: start.elapsed(),
     })

@@ -97,6 +97,10 @@ struct HandshakeArgs {
     /// What happens after the handshake.
     #[arg(long, value_enum, default_value = "handshake")]
     lifecycle: Lifecycle,
+    /// Repeat everything this many times over further connections (churn);
+    /// client tuples are reused once the assigned addresses run out.
+    #[arg(long, default_value_t = 1)]
+    rounds: u64,
     /// No progress line.
     #[arg(short, long)]
     quiet: bool,
@@ -154,6 +158,10 @@ struct RunArgs {
     /// Run inside this network namespace (from `ip netns add`).
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
+    /// Milliseconds between two sweeps of expired entries.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    sweep_interval: u64,
 }
 
 fn main() -> ExitCode {
@@ -202,6 +210,7 @@ fn handshake(a: HandshakeArgs) -> anyhow::Result<()> {
         ack_ack: a.ack_ack,
         rate: a.rate,
         lifecycle: a.lifecycle,
+        rounds: a.rounds,
         quiet: a.quiet,
     })?;
     println!("{}", report.summary());
@@ -225,5 +234,6 @@ fn tracker(a: RunArgs) -> anyhow::Result<()> {
         no_track: a.no_track,
         dst_mac: [a.dst_mac1, a.dst_mac2],
         netns: a.netns,
+        sweep_every: std::time::Duration::from_millis(a.sweep_interval),
     })
 }

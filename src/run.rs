@@ -41,6 +41,8 @@ pub struct Options {
     pub dst_mac: [Option<[u8; 6]>; 2],
     /// Network namespace to run in.
     pub netns: Option<String>,
+    /// How often the sweep runs.
+    pub sweep_every: Duration,
 }
 
 fn info(level: u8, msg: impl AsRef<str>) {
@@ -125,19 +127,29 @@ pub fn tracker(o: &Options) -> Result<()> {
 
     let mut prev = Totals::read(&skel.maps.stats)?;
     let mut last = Instant::now();
+    let mut next_sweep = last + o.sweep_every;
+    let mut next_line = last + Duration::from_secs(1);
     loop {
-        match rx.recv_timeout(Duration::from_secs(1).saturating_sub(last.elapsed())) {
+        let wake = next_sweep.min(next_line);
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        datapath::sweep(&skel)?;
-        let now = Totals::read(&skel.maps.stats)?;
-        let secs = last.elapsed().as_secs_f64();
-        last = Instant::now();
-        if !o.quiet && o.log_level > 0 {
-            println!("{}", format::live_line(&now, &prev, secs));
+        let now = Instant::now();
+        if now >= next_sweep {
+            datapath::sweep(&skel)?;
+            next_sweep = now + o.sweep_every;
         }
-        prev = now;
+        if now >= next_line {
+            let totals = Totals::read(&skel.maps.stats)?;
+            if !o.quiet && o.log_level > 0 {
+                let secs = last.elapsed().as_secs_f64();
+                println!("{}", format::live_line(&totals, &prev, secs));
+            }
+            prev = totals;
+            last = now;
+            next_line = now + Duration::from_secs(1);
+        }
     }
 
     drop(links);

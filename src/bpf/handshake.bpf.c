@@ -76,6 +76,9 @@ int hs_gen(struct xdp_md *ctx)
 	i = phase.next++;
 	if (i >= phase.count)
 		return XDP_DROP;
+	/* Churn runs reuse the client tuples round after round. */
+	if (phase.span)
+		i %= phase.span;
 	per = phase.ports_per_addr ? phase.ports_per_addr : 1;
 	addr = phase.client_addr + (__u32)(i / per);
 	port = phase.client_port + (__u16)(i % per) * phase.port_step;

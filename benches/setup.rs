@@ -1,0 +1,82 @@
+//! Connection setup rate of the program alone, with no veth at all: the
+//! Ostinato handshake (SYN, SYN-ACK, ACK) for N connections, every frame
+//! run once through BPF_PROG_TEST_RUN.  Reports the kernel's own per-run
+//! time (the program's limit) and the wall time including one syscall per
+//! packet.  Run as root: `make bench-setup`.
+
+use std::mem::MaybeUninit;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::ProgramInput;
+use xdp_conntrack::datapath::{self, Config};
+use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
+use xdp_conntrack::stats::Totals;
+
+const ROUNDS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let n: u32 = 100_000;
+    let eth = Ether::default();
+    let server = Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080);
+    let client = |i: u32| {
+        Endpoint::new(
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 1, 100)) + i / 40_000),
+            20_000 + (i % 40_000) as u16,
+        )
+    };
+    let phases: Vec<Vec<Vec<u8>>> = vec![
+        (0..n)
+            .map(|i| tcp(&eth, client(i), server, SYN, 100, 0, b""))
+            .collect(),
+        (0..n)
+            .map(|i| tcp(&eth, server, client(i), SYN | ACK, 200, 101, b""))
+            .collect(),
+        (0..n)
+            .map(|i| tcp(&eth, client(i), server, ACK, 101, 201, b""))
+            .collect(),
+    ];
+
+    let (mut prog_rates, mut wall_rates, mut ns_per_pkt) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let mut object = MaybeUninit::uninit();
+        let cfg = Config {
+            max_entries: n + n / 8,
+            ..Config::default()
+        };
+        let skel = datapath::load(&mut object, &cfg).expect("loading (run as root)");
+        datapath::set_ports(&skel, [1, 1]).expect("devmap");
+        let mut in_prog = Duration::ZERO;
+        let start = Instant::now();
+        for frames in &phases {
+            for f in frames {
+                let input = ProgramInput {
+                    data_in: Some(f),
+                    ..Default::default()
+                };
+                let out = skel.progs.xdp_conntrack.test_run(input).expect("test run");
+                assert_eq!(out.return_value, 4, "every handshake packet is forwarded");
+                in_prog += out.duration;
+            }
+        }
+        let wall = start.elapsed();
+        let t = Totals::read(&skel.maps.stats).expect("counters");
+        assert_eq!(t.s.new_conns, u64::from(n));
+        prog_rates.push(f64::from(n) / in_prog.as_secs_f64());
+        wall_rates.push(f64::from(n) / wall.as_secs_f64());
+        ns_per_pkt.push(in_prog.as_nanos() as f64 / f64::from(3 * n));
+    }
+    println!("| connections | program time per packet (median) | setup rate, program only | setup rate incl. one syscall per packet |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {:.0} ns | {:.0} conn/s | {:.0} conn/s |",
+        median(ns_per_pkt),
+        median(prog_rates),
+        median(wall_rates)
+    );
+}

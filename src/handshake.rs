@@ -43,6 +43,17 @@ pub enum Lifecycle {
     Rst,
 }
 
+/// How frames leave the sending namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sender {
+    /// Live XDP frames, or an AF_PACKET socket where the kernel lacks them.
+    Auto,
+    /// BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (Linux 5.18+).
+    Live,
+    /// An AF_PACKET socket with PACKET_QDISC_BYPASS, one frame per send.
+    Socket,
+}
+
 /// Packets per second, or as fast as the kernel takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rate {
@@ -109,6 +120,8 @@ pub struct Options {
     pub ack_ack: Option<u32>,
     /// Pacing.
     pub rate: Rate,
+    /// How frames are sent.
+    pub sender: Sender,
     /// Repeat the whole lifecycle this many times over the next connection
     /// indexes (churn); client tuples are reused once they run out.
     pub rounds: u64,
@@ -324,9 +337,107 @@ struct Run<'a, 'obj> {
     server: &'a Side,
     ports_per_addr: u32,
     span: u64,
+    sender: Sender,
+}
+
+/// An AF_PACKET socket bound to one interface, bypassing the qdisc.
+struct PacketSocket(std::os::fd::OwnedFd);
+
+impl PacketSocket {
+    /// Opens it in the calling thread's network namespace.
+    fn open(ifindex: u32) -> Result<Self> {
+        use nix::libc;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: plain socket(2); the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("opening an AF_PACKET socket");
+        }
+        // SAFETY: fd is a new descriptor that we own.
+        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: sockaddr_ll is plain old data; zero is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: sll is a valid sockaddr_ll of the size passed.
+        let ret = unsafe {
+            libc::bind(
+                sock.0.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error()).context("binding the AF_PACKET socket");
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: PACKET_QDISC_BYPASS takes an int.  Failure only costs
+        // speed, so it is not fatal.
+        unsafe {
+            libc::setsockopt(
+                sock.0.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
+        Ok(sock)
+    }
+
+    fn send(&self, frame: &[u8]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: frame is a valid buffer of the given length.
+            let n = unsafe {
+                nix::libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
+            };
+            if n >= 0 {
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            // The device queue is full: let it drain.
+            if err.raw_os_error() == Some(nix::libc::ENOBUFS) {
+                std::thread::yield_now();
+                continue;
+            }
+            return Err(err).context("sending on the AF_PACKET socket");
+        }
+    }
 }
 
 impl Run<'_, '_> {
+    /// The client endpoint of connection `i`, as hs_gen computes it.
+    fn client_of(&self, i: u64) -> Endpoint {
+        let j = if self.span > 0 { i % self.span } else { i };
+        let per = u64::from(self.ports_per_addr.max(1));
+        let addr = Ipv4Addr::from(u32::from(self.o.client) + (j / per) as u32);
+        let port = self.o.sport + (j % per) as u16 * self.o.port_step;
+        Endpoint::new(addr, port)
+    }
+
+    /// Sends connections `first..first + n` of a phase from userspace.
+    fn send_socket(
+        &self,
+        sock: &PacketSocket,
+        eth: &Ether,
+        ph: &Phase,
+        first: u64,
+        n: u64,
+    ) -> Result<()> {
+        let s = Endpoint::new(self.o.server, self.o.dport);
+        for i in first..first + n {
+            let c = self.client_of(i);
+            let frame = if ph.client_is_src {
+                packet::tcp(eth, c, s, ph.flags, ph.seq, ph.ack, b"")
+            } else {
+                packet::tcp(eth, s, c, ph.flags, ph.seq, ph.ack, b"")
+            };
+            sock.send(&frame)?;
+        }
+        Ok(())
+    }
+
     fn phase(&mut self, ph: &Phase, round: u64) -> Result<PhaseReport> {
         let o = self.o;
         let (src, dst) = if ph.client_is_src {
@@ -377,6 +488,7 @@ impl Run<'_, '_> {
         let start = Instant::now();
         let mut last_progress = start;
         let mut sent = 0u64;
+        let mut socket: Option<PacketSocket> = None;
         while sent < o.count {
             let batch = match o.rate {
                 Rate::Max => (o.count - sent).min(65_536),
@@ -385,19 +497,42 @@ impl Run<'_, '_> {
                 // a tenth of a second rather than packet by packet.
                 Rate::Pps(r) => (o.count - sent).min((r / 10).clamp(1, 65_536)),
             };
-            let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
-            let input = ProgramInput {
-                context_in: Some(&mut ctx_bytes),
-                data_in: Some(&frame),
-                repeat: batch as u32,
-                flags: LIVE_FRAMES,
-                ..Default::default()
-            };
-            self.skel
-                .progs
-                .hs_gen
-                .test_run(input)
-                .with_context(|| format!("sending the {} stream (live XDP frames)", ph.name))?;
+            if self.sender != Sender::Socket {
+                let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+                let input = ProgramInput {
+                    context_in: Some(&mut ctx_bytes),
+                    data_in: Some(&frame),
+                    repeat: batch as u32,
+                    flags: LIVE_FRAMES,
+                    ..Default::default()
+                };
+                match self.skel.progs.hs_gen.test_run(input) {
+                    Ok(_) => {}
+                    Err(e) if self.sender == Sender::Auto && sent == 0 => {
+                        // No live frames on this kernel (before 5.18).
+                        eprintln!(
+                            "xdp-conntrack: note: live XDP frames unavailable ({e}); \
+                             sending through an AF_PACKET socket"
+                        );
+                        self.sender = Sender::Socket;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)).with_context(|| {
+                            format!("sending the {} stream (live XDP frames)", ph.name)
+                        })
+                    }
+                }
+                if self.sender == Sender::Auto {
+                    self.sender = Sender::Live;
+                }
+            }
+            if self.sender == Sender::Socket {
+                let sock = match &socket {
+                    Some(s) => s,
+                    None => socket.insert(PacketSocket::open(src.iface.index)?),
+                };
+                self.send_socket(sock, &eth, ph, round * o.count + sent, batch)?;
+            }
             sent += batch;
             if let Rate::Pps(r) = o.rate {
                 let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
@@ -522,6 +657,7 @@ pub fn run(o: &Options) -> Result<Report> {
         server: &server,
         ports_per_addr,
         span,
+        sender: o.sender,
     };
     let start = Instant::now();
     let phases = phases(o);

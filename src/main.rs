@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use xdp_conntrack::config::{parse_mac, parse_timeout};
 use xdp_conntrack::datapath::XdpMode;
-use xdp_conntrack::handshake::{self, Lifecycle, Rate};
+use xdp_conntrack::handshake::{self, Lifecycle, Rate, Sender};
 use xdp_conntrack::run;
 
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-conntrack";
@@ -97,6 +97,9 @@ struct HandshakeArgs {
     /// What happens after the handshake.
     #[arg(long, value_enum, default_value = "handshake")]
     lifecycle: Lifecycle,
+    /// How frames are sent: live XDP frames, or an AF_PACKET socket.
+    #[arg(long, value_enum, default_value = "auto")]
+    sender: Sender,
     /// Repeat everything this many times over further connections (churn);
     /// client tuples are reused once the assigned addresses run out.
     #[arg(long, default_value_t = 1)]
@@ -211,6 +214,7 @@ fn handshake(a: HandshakeArgs) -> anyhow::Result<()> {
         rate: a.rate,
         lifecycle: a.lifecycle,
         rounds: a.rounds,
+        sender: a.sender,
         quiet: a.quiet,
     })?;
     println!("{}", report.summary());

@@ -186,3 +186,24 @@ fn addresses_outside_the_namespaces_are_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("10.1.1.101 is not assigned"));
 }
+
+#[test]
+fn the_af_packet_sender_establishes_the_same_connections() {
+    let topo = seed_topology();
+    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let out = handshake(&topo, &["--count", "1000", "--sender", "socket"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (by_state, clients) = table(&tracker);
+    assert_eq!(
+        by_state,
+        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 1000)])
+    );
+    let want: BTreeSet<_> = (0..1000u16)
+        .map(|i| (CLIENT.to_string(), 23420 + i))
+        .collect();
+    assert_eq!(clients, want);
+}

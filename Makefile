@@ -9,7 +9,7 @@ export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
 CARGO_FLAGS := --release --target $(TARGET) --locked
 
 .DEFAULT_GOAL := build
-.PHONY: help deps build install test lint demo scale churn bench-sweep bench-setup vmlinux clean
+.PHONY: help deps build install test lint demo scale churn bench-sweep bench-setup bench-cost vmlinux clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -51,6 +51,9 @@ bench-sweep: deps ## time the in-kernel sweep against a userspace batch sweep
 
 bench-setup: deps ## connection setup rate of the program alone (BPF_PROG_TEST_RUN)
 	cargo bench --target $(TARGET) --locked --bench setup
+
+bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat)
+	cargo bench --target $(TARGET) --locked --bench cost
 
 vmlinux: deps ## regenerate vmlinux/x86_64/vmlinux.h from this kernel's BTF
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/x86_64/vmlinux.h

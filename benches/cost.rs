@@ -1,0 +1,146 @@
+//! The program's own cost per packet, through BPF_PROG_TEST_RUN with
+//! `repeat`: forwarding only (tracking off), an established-flow ACK with
+//! the table at 1k, 64k and 1M entries, an INVALID packet, and a new
+//! connection.  Side by side in one run, 5 rounds, medians.  Run as root:
+//! `make bench-cost`.
+//!
+//! A repeated run sends the same frame, so the established flow's entry
+//! stays in cache whatever the table's size; a new connection needs a
+//! distinct frame per run, so it is measured one run per frame, with the
+//! harness's fixed cost taken out (the same single runs, tracking off).
+
+use std::mem::MaybeUninit;
+use std::net::Ipv4Addr;
+
+use libbpf_rs::{MapCore, MapFlags, ProgramInput};
+use xdp_conntrack::bpf::types::{ct_entry, ct_key};
+use xdp_conntrack::bpf::ConntrackSkel;
+use xdp_conntrack::datapath::{self, Config};
+use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
+use xdp_conntrack::table::{key_for, monotonic_ns, IPPROTO_TCP};
+
+const ROUNDS: usize = 5;
+const REPEAT: u32 = 2_000_000;
+
+fn as_bytes<T: plain::Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: Plain types have no invalid bit patterns or hidden padding.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn client(i: u32) -> Endpoint {
+    Endpoint::new(
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 0)) + i / 50_000),
+        10_000 + (i % 50_000) as u16,
+    )
+}
+
+const SERVER: Endpoint = Endpoint {
+    addr: Ipv4Addr::new(10, 2, 2, 100),
+    port: 8080,
+};
+
+/// Fills the table with `n` established, assured connections.
+fn fill(skel: &ConntrackSkel<'_>, n: u32) {
+    let expires = monotonic_ns() + 3_600_000_000_000;
+    let entry = ct_entry {
+        state: 3,  // ESTABLISHED
+        status: 3, // SEEN_REPLY | ASSURED
+        last_index: 3,
+        expires,
+        ..Default::default()
+    };
+    let keys: Vec<ct_key> = (0..n)
+        .map(|i| {
+            let c = client(i);
+            key_for(IPPROTO_TCP, (c.addr, c.port), (SERVER.addr, SERVER.port))
+        })
+        .collect();
+    let vals = vec![entry; n as usize];
+    for (k, v) in keys.chunks(65536).zip(vals.chunks(65536)) {
+        let map = &skel.maps.ct_table;
+        map.update_batch(as_bytes(k), as_bytes(v), k.len() as u32, MapFlags::ANY, MapFlags::ANY)
+            .expect("filling the table");
+    }
+}
+
+/// Loads the program; the small open object is leaked for the process.
+fn load(cfg: &Config) -> ConntrackSkel<'static> {
+    let object = Box::leak(Box::new(MaybeUninit::uninit()));
+    let skel = datapath::load(object, cfg).expect("loading (run as root)");
+    datapath::set_ports(&skel, [1, 1]).expect("devmap");
+    skel
+}
+
+fn per_packet(skel: &ConntrackSkel<'_>, frame: &[u8], repeat: u32) -> (f64, u32) {
+    let input = ProgramInput {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    };
+    let out = skel.progs.xdp_conntrack.test_run(input).expect("test run");
+    (out.duration.as_nanos() as f64, out.return_value)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let eth = Ether::default();
+    let flow = client(0);
+    let ack = tcp(&eth, flow, SERVER, ACK | PSH, 1000, 2000, &[0u8; 6]);
+    let invalid = tcp(&eth, flow, SERVER, SYN | FIN, 1000, 0, b"");
+    let news: Vec<Vec<u8>> = (0..50_000)
+        .map(|i| tcp(&eth, client(2_000_000 + i), SERVER, SYN, 100, 0, b""))
+        .collect();
+
+    let mut rows: Vec<(String, Vec<f64>)> = vec![
+        ("forwarding only (--no-track)".into(), vec![]),
+        ("established ACK, 1k entries".into(), vec![]),
+        ("established ACK, 64k entries".into(), vec![]),
+        ("established ACK, 1M entries".into(), vec![]),
+        ("INVALID (SYN|FIN), dropped".into(), vec![]),
+        ("new connection (SYN)".into(), vec![]),
+    ];
+    for _ in 0..ROUNDS {
+        let fwd = load(&Config {
+            track: false,
+            ..Config::default()
+        });
+        let (fwd_ns, act) = per_packet(&fwd, &ack, REPEAT);
+        assert_eq!(act, 4);
+        rows[0].1.push(fwd_ns);
+        // The harness's fixed cost of a single run, for the new-connection row.
+        let base: f64 = news.iter().map(|f| per_packet(&fwd, f, 1).0).sum::<f64>() / news.len() as f64;
+        drop(fwd);
+
+        for (row, n) in [(1usize, 1_000u32), (2, 65_536), (3, 1_048_576)] {
+            let skel = load(&Config {
+                max_entries: n + 65_536,
+                ..Config::default()
+            });
+            fill(&skel, n);
+            let (ns, act) = per_packet(&skel, &ack, REPEAT);
+            assert_eq!(act, 4, "the established ACK must be forwarded");
+            rows[row].1.push(ns);
+            if n == 1_000 {
+                let (ns, act) = per_packet(&skel, &invalid, REPEAT);
+                assert_eq!(act, 1, "SYN|FIN must be dropped");
+                rows[4].1.push(ns);
+                // One run per distinct SYN; what it adds over the same
+                // single runs without tracking, on top of forwarding.
+                let single: f64 =
+                    news.iter().map(|f| per_packet(&skel, f, 1).0).sum::<f64>() / news.len() as f64;
+                rows[5].1.push(single - base + fwd_ns);
+            }
+        }
+    }
+    let fwd = median(rows[0].1.clone());
+    println!("| packet | ns per packet (median of {ROUNDS}) | vs forwarding only |");
+    println!("|---|---:|---:|");
+    for (name, v) in &rows {
+        let m = median(v.clone());
+        println!("| {name} | {m:.1} | {:.2}x |", m / fwd);
+    }
+}

@@ -41,9 +41,12 @@ pub struct Conn {
     pub timeout: u64,
 }
 
-/// Nanoseconds on the clock of bpf_ktime_get_ns().
+/// Nanoseconds on the program's clock: CLOCK_MONOTONIC_COARSE, the clock
+/// of bpf_ktime_get_coarse_ns().  (Where the kernel lacks that helper the
+/// program reads the fine clock, which runs at most a jiffy ahead.)
 pub fn monotonic_ns() -> u64 {
-    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always there");
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .expect("CLOCK_MONOTONIC_COARSE is always there");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 

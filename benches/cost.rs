@@ -58,8 +58,14 @@ fn fill(skel: &ConntrackSkel<'_>, n: u32) {
     let vals = vec![entry; n as usize];
     for (k, v) in keys.chunks(65536).zip(vals.chunks(65536)) {
         let map = &skel.maps.ct_table;
-        map.update_batch(as_bytes(k), as_bytes(v), k.len() as u32, MapFlags::ANY, MapFlags::ANY)
-            .expect("filling the table");
+        map.update_batch(
+            as_bytes(k),
+            as_bytes(v),
+            k.len() as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .expect("filling the table");
     }
 }
 
@@ -112,7 +118,8 @@ fn main() {
         assert_eq!(act, 4);
         rows[0].1.push(fwd_ns);
         // The harness's fixed cost of a single run, for the new-connection row.
-        let base: f64 = news.iter().map(|f| per_packet(&fwd, f, 1).0).sum::<f64>() / news.len() as f64;
+        let base: f64 =
+            news.iter().map(|f| per_packet(&fwd, f, 1).0).sum::<f64>() / news.len() as f64;
         drop(fwd);
 
         for (row, n) in [(1usize, 1_000u32), (2, 65_536), (3, 1_048_576)] {

@@ -9,7 +9,7 @@ export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
 CARGO_FLAGS := --release --target $(TARGET) --locked
 
 .DEFAULT_GOAL := build
-.PHONY: help deps build install test lint demo scale churn bench-sweep bench-setup bench-cost vmlinux clean
+.PHONY: help deps build install test lint demo bench scale churn bench-sweep bench-setup bench-cost vmlinux clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -36,6 +36,12 @@ lint: deps ## cargo fmt, clippy -D warnings and clang-format (kernel style)
 
 demo: build ## ns1/ns2 topology, iperf3 TCP and UDP through the tracker, dump
 	scripts/demo.sh $(BIN)
+
+SECS ?= 5
+REPS ?= 3
+bench: build ## bridge, bridge+nf_conntrack, --no-track, tracking: iperf3 + per-packet cost -> docs/BENCHMARKS.md, docs/bench.png
+	scripts/deps.sh bench
+	scripts/bench.sh $(BIN) $(SECS) $(REPS)
 
 N ?= 1000
 RATE ?= max

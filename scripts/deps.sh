@@ -3,6 +3,7 @@
 #
 # Installs, with apt-get, what building, testing and the demo need, and
 # skips what is already there.  Safe to run again and again.
+# `deps.sh bench` also installs what `make bench` draws its chart with.
 set -euo pipefail
 
 pkgs=(
@@ -13,6 +14,10 @@ pkgs=(
 	# namespaces, veth, traffic and the kernel's own conntrack for parity
 	iproute2 ethtool iperf3 iputils-ping conntrack nftables util-linux procps
 )
+
+if [ "${1-}" = bench ]; then
+	pkgs+=(python3 python3-matplotlib)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Turns `make bench` measurements into docs/BENCHMARKS.md's bench section
+and a chart.  Usage: bench_report.py RESULTS.tsv COST.md SECS REPS MD PNG"""
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+from collections import OrderedDict
+
+res_path, cost_path, secs, reps, md_path, png_path = sys.argv[1:7]
+TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G"]
+
+runs = OrderedDict()  # path -> test -> [(value, extra)]
+for line in open(res_path):
+    path, test, value, extra = line.rstrip("\n").split("\t")
+    runs.setdefault(path, {}).setdefault(test, []).append((float(value), extra))
+
+
+def cell(path, test):
+    vals = [v for v, _ in runs[path].get(test, [])]
+    if not vals:
+        return "n/a", "n/a", None
+    med = statistics.median(vals)
+    extras = [e for _, e in runs[path][test]]
+    try:
+        extra = f"{statistics.median(float(e) for e in extras):g}"
+    except ValueError:
+        extra = "failed"
+    return f"{med:.2f} [{min(vals):.2f}-{max(vals):.2f}]", extra, med
+
+
+lines = []
+head = "| path | " + " | ".join(
+    f"{t} Gbit/s | {'retr' if t.startswith('TCP') else 'loss %'}" for t in TESTS
+) + " |"
+lines.append(head)
+lines.append("|---|" + "---:|---:|" * len(TESTS))
+medians = {}
+for path in runs:
+    row = [path]
+    for t in TESTS:
+        text, extra, med = cell(path, t)
+        medians[(path, t)] = med
+        row += [text, extra]
+    lines.append("| " + " | ".join(row) + " |")
+
+
+def ratio(a, b, t):
+    x, y = medians.get((a, t)), medians.get((b, t))
+    return f"{x / y:.2f}x" if x and y else "n/a"
+
+
+C = "(c) xdp-conntrack --no-track"
+D = "(d) xdp-conntrack"
+B = "(b) bridge + nf_conntrack, tx off"
+ratios = [
+    f"- (d) / (c), tracking's cost: TCP 1 stream {ratio(D, C, 'TCP 1 stream')}, "
+    f"TCP 4 streams {ratio(D, C, 'TCP 4 streams')}",
+    f"- (d) / (b) at the same offloads (tx off): TCP 1 stream {ratio(D, B, 'TCP 1 stream')}, "
+    f"TCP 4 streams {ratio(D, B, 'TCP 4 streams')}",
+]
+
+cost = open(cost_path).read().strip()
+today = datetime.date.today().isoformat()
+section = f"""<!-- bench:start -->
+## `make bench`: the forwarding paths side by side
+
+Command: `make bench` (iperf3 for {secs} s per run, {reps} runs per cell;
+median [min-max]). Machine: {platform.node() and 'Debian 12 VM'}, kernel
+{platform.release()}, {os.cpu_count()} vCPUs; {today}. One topology, one run:
+ns1 (10.0.0.1) -- middle namespace -- ns2 (10.0.0.2). "default offloads"
+leaves checksum offload on in the namespaces; "tx off" turns it off there,
+which the XDP paths need for TCP. Traffic flows ns1 -> ns2; UDP figures are
+what the receiver got.
+
+{chr(10).join(lines)}
+
+Ratios in this run:
+{chr(10).join(ratios)}
+
+![throughput by path](bench.png)
+
+### The program's own cost per packet
+
+BPF_PROG_TEST_RUN with `repeat` (`make bench-cost`, part of `make bench`):
+
+{cost}
+<!-- bench:end -->"""
+
+try:
+    doc = open(md_path).read()
+except FileNotFoundError:
+    doc = "# Benchmarks\n"
+start, end = doc.find("<!-- bench:start -->"), doc.find("<!-- bench:end -->")
+if start >= 0 and end > start:
+    doc = doc[:start] + section + doc[end + len("<!-- bench:end -->"):]
+else:
+    doc = doc.rstrip("\n") + "\n\n" + section + "\n"
+open(md_path, "w").write(doc)
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, ax = plt.subplots(figsize=(11, 5))
+paths = list(runs)
+width = 0.8 / len(paths)
+for i, path in enumerate(paths):
+    ys = [medians.get((path, t)) or 0 for t in TESTS]
+    xs = [j + i * width for j in range(len(TESTS))]
+    ax.bar(xs, ys, width, label=path)
+ax.set_xticks([j + 0.4 - width / 2 for j in range(len(TESTS))])
+ax.set_xticklabels(TESTS)
+ax.set_ylabel("Gbit/s (median)")
+ax.set_title(f"xdp-conntrack vs Linux bridge and nf_conntrack, ns1 -> ns2 over veth ({today})")
+ax.legend(fontsize=8)
+ax.grid(axis="y", alpha=0.3)
+fig.tight_layout()
+fig.savefig(png_path, dpi=100)

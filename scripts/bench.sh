@@ -21,25 +21,18 @@ BIN=$(readlink -f "${1:?usage: $0 BIN [SECONDS] [REPS]}")
 SECS=${2:-5}
 REPS=${3:-3}
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 P=xbe$$
 FW=${P}fw
 OUT=$(mktemp -d /var/tmp/xdp-conntrack-bench.XXXXXX)
 RES=$OUT/results.tsv
-tracker=
 
 cleanup() {
 	stop_tracker
 	ip netns pids "${P}ns2" 2>/dev/null | xargs -r kill 2>/dev/null || true
 	scripts/topology.sh down "$P"
 	rm -rf "$OUT"
-}
-stop_tracker() {
-	if [ -n "$tracker" ] && kill -0 "$tracker" 2>/dev/null; then
-		kill -INT "$tracker"
-		wait "$tracker" || true
-	fi
-	tracker=
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -49,44 +42,11 @@ offloads() { # on|off: checksum offload on the namespace ends
 		ip netns exec "${P}ns$i" ethtool -K eth0 tx "$1" >/dev/null
 	done
 }
-bridge_up() {
-	ip -n "$FW" link add br0 type bridge
-	for i in 1 2; do
-		ip netns exec "$FW" ethtool -K "${P}veth$i" gro on >/dev/null
-		ip -n "$FW" link set "${P}veth$i" master br0
-	done
-	ip -n "$FW" link set br0 up
-}
 bridge_down() {
 	ip -n "$FW" link del br0 2>/dev/null || true
 	ip netns exec "$FW" nft flush ruleset
 	ip netns exec "$FW" sysctl -qw net.bridge.bridge-nf-call-iptables=0
 }
-conntrack_on() {
-	ip netns exec "$FW" sysctl -qw net.bridge.bridge-nf-call-iptables=1
-	ip netns exec "$FW" nft -f - <<EOF
-table ip xdpct {
-	chain xfwd {
-		type filter hook forward priority 0; policy accept;
-		ct state invalid counter drop
-		ct state new,established counter accept
-	}
-}
-EOF
-}
-tracker_up() {
-	"$BIN" -1 "${P}veth1" -2 "${P}veth2" --netns "$FW" --pin-path "/sys/fs/bpf/$P" \
-		-q "$@" 2>"$OUT/tracker.log" &
-	tracker=$!
-	for _ in $(seq 200); do
-		grep -q forwarding "$OUT/tracker.log" && return 0
-		kill -0 "$tracker" 2>/dev/null || break
-		sleep 0.1
-	done
-	cat "$OUT/tracker.log" >&2
-	exit 1
-}
-
 # One iperf3 run; appends "path<TAB>test<TAB>value<TAB>extra" to RES.
 iperf() { # path test args...
 	local path=$1 test=$2
@@ -130,24 +90,24 @@ done
 : >"$RES"
 
 echo "== (a) bridge" >&2
-bridge_up
+bridge_up "$P"
 offloads on
 run_path "(a) bridge, default offloads"
 offloads off
 run_path "(a) bridge, tx off"
 echo "== (b) bridge + nf_conntrack" >&2
-conntrack_on
+conntrack_on "$P"
 offloads on
 run_path "(b) bridge + nf_conntrack, default offloads"
 offloads off
 run_path "(b) bridge + nf_conntrack, tx off"
 bridge_down
 echo "== (c) xdp-conntrack --no-track" >&2
-tracker_up --no-track
+start_tracker "$BIN" "$P" "$OUT/tracker.log" --no-track
 run_path "(c) xdp-conntrack --no-track"
 stop_tracker
 echo "== (d) xdp-conntrack" >&2
-tracker_up
+start_tracker "$BIN" "$P" "$OUT/tracker.log"
 run_path "(d) xdp-conntrack"
 stop_tracker
 

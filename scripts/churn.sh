@@ -22,16 +22,13 @@ RATE=${4:-240000}
 TABLE=65536
 ROUNDS=$(((TOTAL + PER_ROUND - 1) / PER_ROUND))
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 P=xch$$
 PIN=/sys/fs/bpf/$P
 OUT=$(mktemp -d /var/tmp/xdp-conntrack-churn.XXXXXX)
-tracker=
 cleanup() {
-	if [ -n "$tracker" ] && kill -0 "$tracker" 2>/dev/null; then
-		kill -INT "$tracker"
-		wait "$tracker" || true
-	fi
+	stop_tracker
 	scripts/topology.sh down "$P"
 	rm -rf "$OUT"
 }
@@ -45,15 +42,8 @@ for a in 101 102 103; do
 done
 
 echo "== xdp-conntrack --max-entries $TABLE --timeout time_wait=1 --sweep-interval 100"
-"$BIN" -1 "${P}veth1" -2 "${P}veth2" --netns "${P}fw" --pin-path "$PIN" \
-	--max-entries "$TABLE" --timeout time_wait=1 --sweep-interval 100 -q \
-	2>"$OUT/tracker.log" &
-tracker=$!
-for _ in $(seq 200); do
-	grep -q forwarding "$OUT/tracker.log" && break
-	kill -0 "$tracker" 2>/dev/null || { cat "$OUT/tracker.log" >&2; exit 1; }
-	sleep 0.1
-done
+start_tracker "$BIN" "$P" "$OUT/tracker.log" \
+	--max-entries "$TABLE" --timeout time_wait=1 --sweep-interval 100
 
 echo "== handshake --lifecycle full --count $PER_ROUND --rounds $ROUNDS --rate $RATE"
 "$BIN" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" --lifecycle full \

@@ -20,19 +20,16 @@ BIN=$(readlink -f "${1:?usage: $0 BIN N [RATE]}")
 N=${2:?usage: $0 BIN N [RATE]}
 RATE=${3:-max}
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 P=xsc$$
 FW=${P}fw
 PIN=/sys/fs/bpf/$P
 OUT=$(mktemp -d /var/tmp/xdp-conntrack-scale.XXXXXX)
-tracker=
 ct_max_saved=
 
 cleanup() {
-	if [ -n "$tracker" ] && kill -0 "$tracker" 2>/dev/null; then
-		kill -INT "$tracker"
-		wait "$tracker" || true
-	fi
+	stop_tracker
 	scripts/topology.sh down "$P"
 	if [ -n "$ct_max_saved" ]; then
 		sysctl -qw net.netfilter.nf_conntrack_max="$ct_max_saved"
@@ -56,24 +53,14 @@ gen=("$BIN" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" --count "$N" -
 
 # ---- xdp-conntrack ----------------------------------------------------------
 echo "== xdp-conntrack --max-entries $MAX_ENTRIES"
-"$BIN" -1 "${P}veth1" -2 "${P}veth2" --netns "$FW" --pin-path "$PIN" \
-	--max-entries "$MAX_ENTRIES" -q 2>"$OUT/tracker.log" &
-tracker=$!
-for _ in $(seq 200); do
-	grep -q forwarding "$OUT/tracker.log" && break
-	kill -0 "$tracker" 2>/dev/null || { cat "$OUT/tracker.log" >&2; exit 1; }
-	sleep 0.1
-done
-grep -q forwarding "$OUT/tracker.log" || { cat "$OUT/tracker.log" >&2; exit 1; }
+start_tracker "$BIN" "$P" "$OUT/tracker.log" --max-entries "$MAX_ENTRIES"
 
 echo "== xdp-conntrack handshake --count $N --rate $RATE"
 "${gen[@]}" | tee "$OUT/gen-xdp.txt"
 "$BIN" dump --pin-path "$PIN" >"$OUT/dump.txt" 2>/dev/null
 "$BIN" stats --pin-path "$PIN" >"$OUT/stats.txt"
 memlock=$(bpftool map show pinned "$PIN/ct_table" | sed -n 's/.*memlock \([0-9]*\)B.*/\1/p')
-kill -INT "$tracker"
-wait "$tracker"
-tracker=
+stop_tracker
 
 # ---- the kernel's nf_conntrack ----------------------------------------------
 echo "== nf_conntrack: bridge in $FW, br_netfilter, nftables ct state rule"
@@ -87,25 +74,8 @@ if [ "$ct_max_saved" -lt "$MAX_ENTRIES" ]; then
 else
 	ct_max_saved=
 fi
-ip -n "$FW" link add br0 type bridge
-for i in 1 2; do
-	# A veth without XDP takes redirected (XDP_TX'ed) frames only with GRO.
-	ip netns exec "$FW" ethtool -K "${P}veth$i" gro on >/dev/null
-	ip -n "$FW" link set "${P}veth$i" master br0
-done
-ip -n "$FW" link set br0 up
-# br_netfilter (per namespace) runs bridged IPv4 through the ip hooks, and
-# with them through nf_conntrack.
-ip netns exec "$FW" sysctl -qw net.bridge.bridge-nf-call-iptables=1
-ip netns exec "$FW" nft -f - <<EOF
-table ip xdpct {
-	chain xfwd {
-		type filter hook forward priority 0; policy accept;
-		ct state invalid counter drop
-		ct state new,established counter accept
-	}
-}
-EOF
+bridge_up "$P"
+conntrack_on "$P"
 "${gen[@]}" | tee "$OUT/gen-kernel.txt"
 ip netns exec "$FW" conntrack -L >"$OUT/kdump.txt" 2>/dev/null || true
 kinvalid=$(ip netns exec "$FW" nft list chain ip xdpct xfwd |

@@ -10,7 +10,7 @@
 #   (d) xdp-conntrack as users run it.
 # iperf3 TCP (1 and 4 streams) and UDP (-b 1G, 10G), REPS times each, median
 # and spread; the bridge rows with default offloads and with `tx off` on the
-# namespace ends (which the XDP rows need).  Then the program's own cost per
+# namespace ends (which the XDP rows need); TCP again at MTU 9000.  Then the program's own cost per
 # packet (benches/cost.rs).  Writes docs/BENCHMARKS.md's bench section and
 # docs/bench.png.
 #
@@ -80,6 +80,22 @@ run_path() { # label
 	echo "   $label done" >&2
 }
 
+mtu() { # all four veth ends
+	local i
+	for i in 1 2; do
+		ip -n "${P}ns$i" link set eth0 mtu "$1"
+		ip -n "$FW" link set "${P}veth$i" mtu "$1"
+	done
+}
+jumbo() { # label: TCP, one stream, at MTU 9000
+	local r
+	mtu 9000
+	for ((r = 0; r < REPS; r++)); do
+		iperf "$1" "TCP MTU 9000"
+	done
+	mtu 1500
+}
+
 echo "== topology $P" >&2
 scripts/topology.sh up "$P" --fw
 ip netns exec "${P}ns2" iperf3 -s -D
@@ -95,20 +111,24 @@ offloads on
 run_path "(a) bridge, default offloads"
 offloads off
 run_path "(a) bridge, tx off"
+jumbo "(a) bridge, tx off"
 echo "== (b) bridge + nf_conntrack" >&2
 conntrack_on "$P"
 offloads on
 run_path "(b) bridge + nf_conntrack, default offloads"
 offloads off
 run_path "(b) bridge + nf_conntrack, tx off"
+jumbo "(b) bridge + nf_conntrack, tx off"
 bridge_down
 echo "== (c) xdp-conntrack --no-track" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log" --no-track
 run_path "(c) xdp-conntrack --no-track"
+jumbo "(c) xdp-conntrack --no-track"
 stop_tracker
 echo "== (d) xdp-conntrack" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log"
 run_path "(d) xdp-conntrack"
+jumbo "(d) xdp-conntrack"
 stop_tracker
 
 echo "== per-packet cost (BPF_PROG_TEST_RUN)" >&2

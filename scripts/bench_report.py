@@ -11,7 +11,7 @@ import sys
 from collections import OrderedDict
 
 res_path, cost_path, secs, reps, md_path, png_path = sys.argv[1:7]
-TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G"]
+TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G", "TCP MTU 9000"]
 
 runs = OrderedDict()  # path -> test -> [(value, extra)]
 for line in open(res_path):
@@ -60,7 +60,7 @@ ratios = [
     f"- (d) / (c), tracking's cost: TCP 1 stream {ratio(D, C, 'TCP 1 stream')}, "
     f"TCP 4 streams {ratio(D, C, 'TCP 4 streams')}",
     f"- (d) / (b) at the same offloads (tx off): TCP 1 stream {ratio(D, B, 'TCP 1 stream')}, "
-    f"TCP 4 streams {ratio(D, B, 'TCP 4 streams')}",
+    f"TCP 4 streams {ratio(D, B, 'TCP 4 streams')}, TCP MTU 9000 {ratio(D, B, 'TCP MTU 9000')}",
 ]
 
 cost = open(cost_path).read().strip()

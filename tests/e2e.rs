@@ -790,3 +790,36 @@ fn force_replaces_an_xdp_program_attached_over_netlink() {
         "the replaced program must not come back"
     );
 }
+
+#[test]
+fn jumbo_frames_cross_at_mtu_9000() {
+    let topo = Topology::up_env(&[("MTU", "9000")]);
+    let tracker = Tracker::start(&topo, &["-q"]);
+    // 8000 bytes of payload, don't fragment: each frame is a multi-buffer
+    // XDP frame on veth, which only an xdp.frags program may see.
+    let out = topo.exec(
+        &topo.ns1(),
+        &[
+            "ping", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", "8000", "10.0.0.2",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 received"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stats = Command::new(binary())
+        .args(["stats", "--pin-path"])
+        .arg(&tracker.pin_path)
+        .output()
+        .expect("xdp-conntrack stats");
+    let text = String::from_utf8_lossy(&stats.stdout);
+    let bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes_from_side1 "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    // Whole frames are counted, not just their first buffer.
+    assert!(bytes >= 3 * 8042, "bytes_from_side1 {bytes}");
+    assert!(dump_line(&tracker.pin_path, "icmp", "src=10.0.0.1 dst=10.0.0.2").is_some());
+}

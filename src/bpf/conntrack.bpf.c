@@ -314,7 +314,20 @@ static __always_inline int ct_track(const struct ct_pkt *p, struct ct_stats *st)
 	return ct_create(p, now, st);
 }
 
-static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in,
+/*
+ * The whole frame's length.  Attached as xdp.frags (so that jumbo and
+ * multi-buffer frames pass), data_end only ends the first buffer.  Kernels
+ * before 5.18 have no fragments and no bpf_xdp_get_buff_len().
+ */
+static __always_inline __u32 ct_frame_len(struct xdp_md *ctx)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id,
+				       BPF_FUNC_xdp_get_buff_len))
+		return bpf_xdp_get_buff_len(ctx);
+	return ctx->data_end - ctx->data;
+}
+
+static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in, __u32 len,
 				       struct ct_stats *st)
 {
 	void *data = (void *)(long)ctx->data;
@@ -333,7 +346,7 @@ static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in,
 	act = bpf_redirect_map(&tx_ports, out, XDP_DROP);
 	if (likely(act == XDP_REDIRECT)) {
 		st->rx_packets[in]++;
-		st->rx_bytes[in] += data_end - data;
+		st->rx_bytes[in] += len;
 	} else {
 		st->redirect_err++;
 	}
@@ -341,11 +354,12 @@ static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in,
 	return act;
 }
 
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_conntrack(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	__u32 len = ct_frame_len(ctx);
 	__u32 in = ctx->ingress_ifindex == ct_cfg.ifindex[1];
 	struct ct_pkt pkt = {};
 	struct ct_stats *st;
@@ -356,9 +370,9 @@ int xdp_conntrack(struct xdp_md *ctx)
 	if (unlikely(!st))
 		return XDP_ABORTED;
 	if (!ct_cfg.track)
-		return ct_redirect(ctx, in, st);
+		return ct_redirect(ctx, in, len, st);
 
-	verdict = ct_parse(data, data_end, &pkt);
+	verdict = ct_parse(data, data_end, len, &pkt);
 	if (verdict == CT_FORWARD) {
 		ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u flags=0x%x",
 		       pkt.key.proto, &pkt.saddr, bpf_ntohs(pkt.sport),
@@ -390,7 +404,7 @@ int xdp_conntrack(struct xdp_md *ctx)
 		       ct_verdict_names[verdict <= CT_UNTRACKED ? verdict : 1]);
 		return XDP_DROP;
 	}
-	return ct_redirect(ctx, in, st);
+	return ct_redirect(ctx, in, len, st);
 }
 
 /*

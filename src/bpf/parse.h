@@ -225,7 +225,7 @@ static __always_inline int parse_icmp(struct ct_pkt *p, struct iphdr *iph,
 	return CT_FORWARD;
 }
 
-static __always_inline int ct_parse(void *data, void *data_end,
+static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
 				    struct ct_pkt *p)
 {
 	struct hdr_cursor nh = {.pos = data};
@@ -247,10 +247,12 @@ static __always_inline int ct_parse(void *data, void *data_end,
 		return CT_DROP_MALFORMED;
 	hlen = iph->ihl * 4;
 	tot = bpf_ntohs(iph->tot_len);
-	/* Ethernet padding may follow the datagram, so data_end only bounds
-	 * tot_len from above; L4 lengths come from tot_len.
+	/* Ethernet padding may follow the datagram, so the frame only bounds
+	 * tot_len from above; L4 lengths come from tot_len.  frame_len counts
+	 * the fragments of a multi-buffer frame, of which data_end only ends
+	 * the first.
 	 */
-	if (tot < hlen || (void *)iph + tot > data_end)
+	if (tot < hlen || (__u32)((void *)iph - data) + tot > frame_len)
 		return CT_DROP_MALFORMED;
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return CT_UNTRACKED;

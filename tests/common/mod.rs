@@ -154,13 +154,17 @@ impl Topology {
 
     /// The same with other addresses for ns1's and ns2's eth0.
     pub fn up_with(addr1: &str, addr2: &str) -> Self {
+        Self::up_env(&[("ADDR1", addr1), ("ADDR2", addr2)])
+    }
+
+    /// The same with topology.sh's environment (ADDR1, ADDR2, MTU).
+    pub fn up_env(env: &[(&str, &str)]) -> Self {
         require_root();
         let prefix = unique_prefix();
         let topo = Self { prefix };
         let st = Command::new(repo().join("scripts/topology.sh"))
             .args(["up", &topo.prefix, "--fw"])
-            .env("ADDR1", addr1)
-            .env("ADDR2", addr2)
+            .envs(env.iter().copied())
             .status()
             .expect("running scripts/topology.sh");
         assert!(st.success(), "topology.sh up {} failed", topo.prefix);

@@ -10,9 +10,11 @@
 #   (d) xdp-conntrack as users run it.
 # iperf3 TCP (1 and 4 streams) and UDP (-b 1G, 10G), REPS times each, median
 # and spread; the bridge rows with default offloads and with `tx off` on the
-# namespace ends (which the XDP rows need); TCP again at MTU 9000.  Then the program's own cost per
-# packet (benches/cost.rs).  Writes docs/BENCHMARKS.md's bench section and
-# docs/bench.png.
+# namespace ends (which the XDP rows need); TCP again at MTU 9000; and
+# 64-byte frames (plain ACKs of 1000 established connections) from the
+# live-frames generator into XDP_DROP sinks, in Mpps with loss.  Then the
+# program's own cost per packet (benches/cost.rs).  Writes
+# docs/BENCHMARKS.md's bench section and docs/bench.png.
 #
 # Usage: bench.sh BIN [SECONDS] [REPS]
 set -euo pipefail
@@ -96,6 +98,18 @@ jumbo() { # label: TCP, one stream, at MTU 9000
 	mtu 1500
 }
 
+small() { # label: 64-byte frames, generator -> path -> sink
+	local r
+	for ((r = 0; r < REPS; r++)); do
+		"$BIN" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" -q \
+			--client 10.0.0.1 --server 10.0.0.2 --sport $((20000 + 1000 * r)) \
+			--count 1000 --flood 3000 --rate max >"$OUT/small.txt"
+		awk -v path="$1" '$2 == "DATA" {
+			printf "%s\t64-byte frames\t%.3f\t%.2f\n", path, $6 / $8 / 1e6, ($4 - $6) * 100 / $4
+		}' "$OUT/small.txt" >>"$RES"
+	done
+}
+
 echo "== topology $P" >&2
 scripts/topology.sh up "$P" --fw
 ip netns exec "${P}ns2" iperf3 -s -D
@@ -112,6 +126,7 @@ run_path "(a) bridge, default offloads"
 offloads off
 run_path "(a) bridge, tx off"
 jumbo "(a) bridge, tx off"
+small "(a) bridge, tx off"
 echo "== (b) bridge + nf_conntrack" >&2
 conntrack_on "$P"
 offloads on
@@ -119,16 +134,19 @@ run_path "(b) bridge + nf_conntrack, default offloads"
 offloads off
 run_path "(b) bridge + nf_conntrack, tx off"
 jumbo "(b) bridge + nf_conntrack, tx off"
+small "(b) bridge + nf_conntrack, tx off"
 bridge_down
 echo "== (c) xdp-conntrack --no-track" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log" --no-track
 run_path "(c) xdp-conntrack --no-track"
 jumbo "(c) xdp-conntrack --no-track"
+small "(c) xdp-conntrack --no-track"
 stop_tracker
 echo "== (d) xdp-conntrack" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log"
 run_path "(d) xdp-conntrack"
 jumbo "(d) xdp-conntrack"
+small "(d) xdp-conntrack"
 stop_tracker
 
 echo "== per-packet cost (BPF_PROG_TEST_RUN)" >&2

@@ -11,7 +11,9 @@ import sys
 from collections import OrderedDict
 
 res_path, cost_path, secs, reps, md_path, png_path = sys.argv[1:7]
-TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G", "TCP MTU 9000"]
+TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G", "TCP MTU 9000", "64-byte frames"]
+UNIT = {t: "Gbit/s" for t in TESTS}
+UNIT["64-byte frames"] = "Mpps"
 
 runs = OrderedDict()  # path -> test -> [(value, extra)]
 for line in open(res_path):
@@ -34,7 +36,7 @@ def cell(path, test):
 
 lines = []
 head = "| path | " + " | ".join(
-    f"{t} Gbit/s | {'retr' if t.startswith('TCP') else 'loss %'}" for t in TESTS
+    f"{t} {UNIT[t]} | {'retr' if t.startswith('TCP') else 'loss %'}" for t in TESTS
 ) + " |"
 lines.append(head)
 lines.append("|---|" + "---:|---:|" * len(TESTS))
@@ -60,7 +62,9 @@ ratios = [
     f"- (d) / (c), tracking's cost: TCP 1 stream {ratio(D, C, 'TCP 1 stream')}, "
     f"TCP 4 streams {ratio(D, C, 'TCP 4 streams')}",
     f"- (d) / (b) at the same offloads (tx off): TCP 1 stream {ratio(D, B, 'TCP 1 stream')}, "
-    f"TCP 4 streams {ratio(D, B, 'TCP 4 streams')}, TCP MTU 9000 {ratio(D, B, 'TCP MTU 9000')}",
+    f"TCP 4 streams {ratio(D, B, 'TCP 4 streams')}, TCP MTU 9000 {ratio(D, B, 'TCP MTU 9000')}, "
+    f"64-byte Mpps {ratio(D, B, '64-byte frames')}",
+    f"- (d) / (c) in 64-byte Mpps: {ratio(D, C, '64-byte frames')}",
 ]
 
 cost = open(cost_path).read().strip()
@@ -106,17 +110,23 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-fig, ax = plt.subplots(figsize=(11, 5))
+GBIT = [t for t in TESTS if UNIT[t] == "Gbit/s"]
+fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [5, 1.4]})
 paths = list(runs)
 width = 0.8 / len(paths)
 for i, path in enumerate(paths):
-    ys = [medians.get((path, t)) or 0 for t in TESTS]
-    xs = [j + i * width for j in range(len(TESTS))]
+    ys = [medians.get((path, t)) or 0 for t in GBIT]
+    xs = [j + i * width for j in range(len(GBIT))]
     ax.bar(xs, ys, width, label=path)
-ax.set_xticks([j + 0.4 - width / 2 for j in range(len(TESTS))])
-ax.set_xticklabels(TESTS)
+    ax2.bar([i * width], [medians.get((path, "64-byte frames")) or 0], width)
+ax.set_xticks([j + 0.4 - width / 2 for j in range(len(GBIT))])
+ax.set_xticklabels(GBIT)
 ax.set_ylabel("Gbit/s (median)")
-ax.set_title(f"xdp-conntrack vs Linux bridge and nf_conntrack, ns1 -> ns2 over veth ({today})")
+ax2.set_xticks([0.4 - width / 2])
+ax2.set_xticklabels(["64-byte frames"])
+ax2.set_ylabel("Mpps (median)")
+ax2.grid(axis="y", alpha=0.3)
+fig.suptitle(f"xdp-conntrack vs Linux bridge and nf_conntrack, ns1 -> ns2 over veth ({today})")
 ax.legend(fontsize=8)
 ax.grid(axis="y", alpha=0.3)
 fig.tight_layout()

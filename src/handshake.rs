@@ -122,6 +122,8 @@ pub struct Options {
     pub rate: Rate,
     /// How frames are sent.
     pub sender: Sender,
+    /// After the handshake, this many plain ACKs per connection (0: none).
+    pub flood: u64,
     /// Repeat the whole lifecycle this many times over the next connection
     /// indexes (churn); client tuples are reused once they run out.
     pub rounds: u64,
@@ -135,6 +137,8 @@ pub struct Options {
 #[derive(Debug, Clone, Copy)]
 struct Phase {
     name: &'static str,
+    /// Packets per connection in this phase (the data flood sends many).
+    per_conn: u64,
     client_is_src: bool,
     flags: u8,
     seq: u32,
@@ -146,6 +150,7 @@ fn phases(o: &Options) -> Vec<Phase> {
     let (s, t) = (o.syn_seq, o.synack_seq);
     let client = |name, flags, seq, ack, kind| Phase {
         name,
+        per_conn: 1,
         client_is_src: true,
         flags,
         seq,
@@ -173,6 +178,20 @@ fn phases(o: &Options) -> Vec<Phase> {
             hs_kind::HS_ACK,
         ),
     ];
+    if o.flood > 0 {
+        // Plain ACKs of the established connections: the tracker's fast
+        // path, and the small-packet rate of the whole path.
+        v.push(Phase {
+            per_conn: o.flood,
+            ..client(
+                "DATA",
+                ACK,
+                s.wrapping_add(1),
+                t.wrapping_add(1),
+                hs_kind::HS_ACK,
+            )
+        });
+    }
     match o.lifecycle {
         Lifecycle::Handshake => {}
         Lifecycle::Full => v.extend([
@@ -254,11 +273,12 @@ impl Report {
         );
         for p in &self.phases {
             s.push_str(&format!(
-                "\nhandshake:   {:<8} sent {:>10}  delivered {:>10}  in {:.3} s",
+                "\nhandshake:   {:<8} sent {:>10}  delivered {:>10}  in {:.3} s ({:.0} pkt/s)",
                 p.name,
                 p.sent,
                 p.delivered,
-                p.elapsed.as_secs_f64()
+                p.elapsed.as_secs_f64(),
+                p.delivered as f64 / p.elapsed.as_secs_f64().max(1e-9)
             ));
         }
         s
@@ -465,10 +485,17 @@ impl Run<'_, '_> {
             .bss_data
             .as_deref_mut()
             .context("the generator's .bss is not memory-mapped")?;
+        // A flood phase cycles over this round's connections.
+        let total = o.count * ph.per_conn;
+        let (next, span) = if ph.per_conn > 1 {
+            (0, o.count)
+        } else {
+            (round * o.count, self.span)
+        };
         bss.phase = hs_phase {
-            next: round * o.count,
-            count: (round + 1) * o.count,
-            span: self.span,
+            next,
+            count: next + total,
+            span,
             client_addr: u32::from(o.client),
             ports_per_addr: self.ports_per_addr,
             client_port: o.sport,
@@ -489,13 +516,13 @@ impl Run<'_, '_> {
         let mut last_progress = start;
         let mut sent = 0u64;
         let mut socket: Option<PacketSocket> = None;
-        while sent < o.count {
+        while sent < total {
             let batch = match o.rate {
-                Rate::Max => (o.count - sent).min(65_536),
+                Rate::Max => (total - sent).min(65_536),
                 // Each live-frames run has a fixed cost of several ms (a
                 // page pool is set up and torn down), so pace in chunks of
                 // a tenth of a second rather than packet by packet.
-                Rate::Pps(r) => (o.count - sent).min((r / 10).clamp(1, 65_536)),
+                Rate::Pps(r) => (total - sent).min((r / 10).clamp(1, 65_536)),
             };
             if self.sender != Sender::Socket {
                 let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
@@ -531,7 +558,7 @@ impl Run<'_, '_> {
                     Some(s) => s,
                     None => socket.insert(PacketSocket::open(src.iface.index)?),
                 };
-                self.send_socket(sock, &eth, ph, round * o.count + sent, batch)?;
+                self.send_socket(sock, &eth, ph, next + sent, batch)?;
             }
             sent += batch;
             if let Rate::Pps(r) = o.rate {
@@ -545,8 +572,8 @@ impl Run<'_, '_> {
                 last_progress = Instant::now();
                 let rate = sent as f64 / start.elapsed().as_secs_f64();
                 eprint!(
-                    "\rhandshake: {:<8} {sent}/{} sent, {:.0} pkt/s   ",
-                    ph.name, o.count, rate
+                    "\rhandshake: {:<8} {sent}/{total} sent, {:.0} pkt/s   ",
+                    ph.name, rate
                 );
                 let _ = std::io::stderr().flush();
             }
@@ -591,6 +618,9 @@ pub fn run(o: &Options) -> Result<Report> {
     }
     if o.rounds == 0 {
         bail!("--rounds must be at least 1");
+    }
+    if o.flood > 0 && o.rounds > 1 {
+        bail!("--flood and --rounds do not go together");
     }
     let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
     let total = o.count.saturating_mul(o.rounds);

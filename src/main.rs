@@ -100,6 +100,10 @@ struct HandshakeArgs {
     /// How frames are sent: live XDP frames, or an AF_PACKET socket.
     #[arg(long, value_enum, default_value = "auto")]
     sender: Sender,
+    /// After the handshake, send this many plain ACKs per connection: the
+    /// established fast path, and a small-packet rate test.
+    #[arg(long, default_value_t = 0)]
+    flood: u64,
     /// Repeat everything this many times over further connections (churn);
     /// client tuples are reused once the assigned addresses run out.
     #[arg(long, default_value_t = 1)]
@@ -215,6 +219,7 @@ fn handshake(a: HandshakeArgs) -> anyhow::Result<()> {
         lifecycle: a.lifecycle,
         rounds: a.rounds,
         sender: a.sender,
+        flood: a.flood,
         quiet: a.quiet,
     })?;
     println!("{}", report.summary());

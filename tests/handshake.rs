@@ -207,3 +207,27 @@ fn the_af_packet_sender_establishes_the_same_connections() {
         .collect();
     assert_eq!(clients, want);
 }
+
+#[test]
+fn a_data_flood_after_the_handshake_crosses_on_the_established_path() {
+    let topo = seed_topology();
+    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let out = handshake(&topo, &["--count", "500", "--flood", "10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let data = stdout.lines().find(|l| l.contains(" DATA ")).unwrap();
+    assert!(
+        data.contains("sent       5000") && data.contains("delivered       5000"),
+        "{data}"
+    );
+    // The flood's ACKs belong to the 500 connections and open no others.
+    let (by_state, _) = table(&tracker);
+    assert_eq!(
+        by_state,
+        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 500)])
+    );
+}

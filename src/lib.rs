@@ -5,6 +5,7 @@
 //! tests.
 
 pub mod bpf;
+pub mod check;
 pub mod config;
 pub mod datapath;
 pub mod format;

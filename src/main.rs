@@ -30,6 +30,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Probe the kernel for what xdp-conntrack needs; exit 1 if something
+    /// required is missing.
+    Check {
+        /// Also check this interface's veth peer.
+        #[arg(short = '1', long = "iface1", value_name = "IFACE")]
+        iface1: Option<String>,
+        /// And this one's.
+        #[arg(short = '2', long = "iface2", value_name = "IFACE")]
+        iface2: Option<String>,
+        /// Look the interfaces up in this network namespace.
+        #[arg(long, value_name = "NAME")]
+        netns: Option<String>,
+    },
     /// Print the running tracker's counters, one `name value` per line.
     Stats {
         /// Directory holding the running tracker's pinned maps.
@@ -187,6 +200,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Dump { pin_path }) => run::dump(&pin_path).map(|_| ()),
         Some(Command::Stats { pin_path }) => run::stats(&pin_path),
+        Some(Command::Check {
+            iface1,
+            iface2,
+            netns,
+        }) => {
+            let ifaces: Vec<String> = iface1.into_iter().chain(iface2).collect();
+            match xdp_conntrack::check::run(&ifaces, netns.as_deref()) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
         Some(Command::Handshake(a)) => handshake(a),
         None => tracker(cli.run),
     };

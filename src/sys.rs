@@ -155,6 +155,7 @@ mod ethtool {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_GDRVINFO: u32 = 0x03;
     const ETHTOOL_GGRO: u32 = 0x2b;
+    const ETHTOOL_GTXCSUM: u32 = 0x16;
 
     #[repr(C)]
     struct DrvInfo {
@@ -225,6 +226,13 @@ mod ethtool {
             self.ioctl(iface, v.as_mut_ptr().cast())
                 .then_some(v[1] != 0)
         }
+
+        /// Whether transmit checksum offload is on.
+        pub fn tx_csum(&self, iface: &str) -> Option<bool> {
+            let mut v = [ETHTOOL_GTXCSUM, 0u32];
+            self.ioctl(iface, v.as_mut_ptr().cast())
+                .then_some(v[1] != 0)
+        }
     }
 }
 
@@ -239,6 +247,8 @@ pub struct PeerState {
     pub gro: bool,
     /// An XDP program is attached.
     pub xdp: bool,
+    /// Transmit checksum offload is on (TCP through XDP needs it off).
+    pub tx_csum: bool,
 }
 
 /// Minimal rtnetlink: where a link's peer lives.
@@ -337,17 +347,19 @@ mod rtnl {
     }
 }
 
-/// GRO and XDP state of `index` in the calling thread's namespace.
-fn link_state(index: u32) -> Option<(String, bool, bool)> {
+/// GRO, XDP and checksum state of `index` in the calling thread's namespace.
+fn link_state(index: u32) -> Option<(String, bool, bool, bool)> {
     let name = nix::net::if_::if_indextoname(index).ok()?;
     let name = name.to_string_lossy().into_owned();
-    let gro = ethtool::Ethtool::new()?.gro(&name).unwrap_or(false);
+    let eth = ethtool::Ethtool::new()?;
+    let gro = eth.gro(&name).unwrap_or(false);
+    let tx_csum = eth.tx_csum(&name).unwrap_or(false);
     let mut prog_id = 0u32;
     // SAFETY: prog_id is a valid out pointer for the call.
     let xdp = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query_id(index as i32, 0, &mut prog_id) }
         == 0
         && prog_id != 0;
-    Some((name, gro, xdp))
+    Some((name, gro, xdp, tx_csum))
 }
 
 /// Finds the other end of a veth, in this namespace or in a named one (or
@@ -361,12 +373,13 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
     // namespace (ifindexes repeat across namespaces).
     let (peer_index, nsid) = rtnl::link_peer(iface.index)?;
     let Some(nsid) = nsid else {
-        let (name, gro, xdp) = link_state(peer_index)?;
+        let (name, gro, xdp, tx_csum) = link_state(peer_index)?;
         return Some(PeerState {
             name,
             netns: String::new(),
             gro,
             xdp,
+            tx_csum,
         });
     };
     let mut candidates: Vec<(String, PathBuf)> = std::fs::read_dir("/run/netns")
@@ -384,7 +397,7 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
     })?;
     // A thread of its own, so that entering the namespace does not move
     // the tracker itself.
-    let (name, gro, xdp) = std::thread::spawn(move || {
+    let (name, gro, xdp, tx_csum) = std::thread::spawn(move || {
         setns(File::open(&path).ok()?, CloneFlags::CLONE_NEWNET).ok()?;
         link_state(peer_index)
     })
@@ -396,6 +409,7 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
         netns: ns,
         gro,
         xdp,
+        tx_csum,
     })
 }
 

@@ -242,3 +242,34 @@ fn help_exits_zero() {
     }
     assert!(out.stderr.is_empty(), "{out:?}");
 }
+
+#[test]
+fn check_reports_the_kernel_and_passes_here() {
+    let out = Command::new(binary())
+        .arg("check")
+        .output()
+        .expect("running xdp-conntrack check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("kernel "), "{text}");
+    for feature in [
+        "BTF",
+        "BPF_PROG_TYPE_XDP",
+        "bpf_link",
+        "DEVMAP",
+        "bpf_spin_lock",
+        "bpf_for_each_map_elem",
+        "bpf_timer",
+        "ring buffer",
+        "XDP frags",
+        "live frames",
+        "tracefs",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(feature))
+            .unwrap_or_else(|| panic!("no {feature} line in:\n{text}"));
+        // This machine's kernel (6.x) has all of them.
+        assert!(line.contains(" yes "), "{line}");
+    }
+}

@@ -823,3 +823,48 @@ fn jumbo_frames_cross_at_mtu_9000() {
     assert!(bytes >= 3 * 8042, "bytes_from_side1 {bytes}");
     assert!(dump_line(&tracker.pin_path, "icmp", "src=10.0.0.1 dst=10.0.0.2").is_some());
 }
+
+#[test]
+fn check_reports_each_veth_peer() {
+    let topo = Topology::up();
+    let out = topo.exec(
+        &topo.ns2(),
+        &["ethtool", "-K", "eth0", "gro", "off", "tx", "on"],
+    );
+    assert!(out.status.success());
+    let out = Command::new(binary())
+        .args([
+            "check",
+            "--netns",
+            &topo.fw(),
+            "-1",
+            &topo.veth(1),
+            "-2",
+            &topo.veth(2),
+        ])
+        .output()
+        .expect("xdp-conntrack check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = |side: u8| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("interface {} ", topo.veth(side))))
+            .unwrap_or_else(|| panic!("no line for veth{side}:\n{text}"))
+            .to_string()
+    };
+    let one = line(1);
+    assert!(
+        one.contains(&format!("eth0 in {}", topo.ns1()))
+            && one.contains("GRO on, XDP none, tx checksum off")
+            && !one.contains("->"),
+        "{one}"
+    );
+    let two = line(2);
+    assert!(
+        two.contains(&format!("eth0 in {}", topo.ns2()))
+            && two.contains("GRO off")
+            && two.contains("would be dropped")
+            && two.contains("tx off"),
+        "{two}"
+    );
+}

@@ -61,7 +61,8 @@ fn map_type(t: sys_::bpf_map_type) -> bool {
     unsafe { sys_::libbpf_probe_bpf_map_type(t, std::ptr::null()) == 1 }
 }
 
-fn xdp_helper(h: sys_::bpf_func_id) -> bool {
+/// Whether XDP programs may call helper `h` here.
+pub fn xdp_helper(h: sys_::bpf_func_id) -> bool {
     // SAFETY: as above; asks whether XDP programs may call helper `h`.
     unsafe { sys_::libbpf_probe_bpf_helper(sys_::BPF_PROG_TYPE_XDP, h, std::ptr::null()) == 1 }
 }
@@ -95,7 +96,7 @@ pub fn probe() -> Vec<Feature> {
             "bpf_link XDP attach",
             "5.9",
             at_least(v, (5, 9)),
-            Need::Required,
+            Need::Optional("netlink attach, detached on exit"),
             "version",
         ),
         f(
@@ -123,7 +124,7 @@ pub fn probe() -> Vec<Feature> {
             "bpf_for_each_map_elem (in-kernel sweep)",
             "5.13",
             xdp_helper(sys_::BPF_FUNC_for_each_map_elem),
-            Need::Required,
+            Need::Optional("userspace lists, ct_reap removes"),
             "probe",
         ),
         f(
@@ -151,7 +152,7 @@ pub fn probe() -> Vec<Feature> {
             "XDP frags (multi-buffer, bpf_xdp_get_buff_len)",
             "5.18",
             xdp_helper(sys_::BPF_FUNC_xdp_get_buff_len),
-            Need::Required,
+            Need::Optional("plain XDP: veth MTU up to about 3.5K"),
             "probe",
         ),
         f(
@@ -237,7 +238,7 @@ pub fn report(features: &[Feature], ifaces: &[Iface]) -> (String, bool) {
     }
     if !all {
         out.push_str(
-            "missing required features (marked NO above): xdp-conntrack needs Linux 5.18 or \
+            "missing required features (marked NO above): xdp-conntrack needs Linux 5.10 or \
              newer, built with CONFIG_DEBUG_INFO_BTF=y\n",
         );
     }

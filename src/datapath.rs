@@ -5,16 +5,69 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{
-    libbpf_sys, MapCore, MapFlags, MapHandle, OpenObject, ProgramInput, Xdp, XdpFlags,
+    libbpf_sys, AsRawLibbpf, MapCore, MapFlags, MapHandle, OpenObject, ProgramInput, Xdp, XdpFlags,
 };
 
 use crate::bpf::{ConntrackSkel, ConntrackSkelBuilder};
 use crate::config::{default_timeouts, TIMEOUT_SLOTS};
 use crate::sys::{self, Iface};
+
+/// Kernel features the datapath adapts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// XDP frags (5.18): attach as xdp.frags, so jumbo frames pass.
+    pub frags: bool,
+    /// bpf_for_each_map_elem (5.13): sweep in one kernel pass; otherwise
+    /// userspace lists candidates and `ct_reap` removes them one by one.
+    pub for_each: bool,
+    /// bpf_link XDP attach (5.9): the attachment dies with the process;
+    /// otherwise netlink, detached on exit.
+    pub link: bool,
+}
+
+impl Features {
+    /// What this kernel offers, less what `XDP_CONNTRACK_DISABLE` (a comma
+    /// separated list of `frags`, `for_each`, `link`) turns off, so that the
+    /// fallbacks can be exercised on a new kernel.
+    pub fn detect() -> Self {
+        static PROBED: OnceLock<Features> = OnceLock::new();
+        let probed = *PROBED.get_or_init(|| {
+            let (major, minor) = crate::check::kernel_version();
+            Features {
+                frags: crate::check::xdp_helper(libbpf_sys::BPF_FUNC_xdp_get_buff_len),
+                for_each: crate::check::xdp_helper(libbpf_sys::BPF_FUNC_for_each_map_elem),
+                link: (major, minor) >= (5, 9),
+            }
+        });
+        let off = std::env::var("XDP_CONNTRACK_DISABLE").unwrap_or_default();
+        let off: Vec<&str> = off.split(',').map(str::trim).collect();
+        Features {
+            frags: probed.frags && !off.contains(&"frags"),
+            for_each: probed.for_each && !off.contains(&"for_each"),
+            link: probed.link && !off.contains(&"link"),
+        }
+    }
+
+    /// The fallbacks in use, for a one-time note.
+    pub fn fallbacks(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.frags {
+            v.push("no XDP frags: jumbo frames may not pass (veth caps the MTU near 3.5K)");
+        }
+        if !self.for_each {
+            v.push("no bpf_for_each_map_elem: the sweep runs from userspace");
+        }
+        if !self.link {
+            v.push("no bpf_link for XDP: attached over netlink, detached on exit (not if killed)");
+        }
+        v
+    }
+}
 
 /// Everything the program is told before it is loaded.
 #[derive(Debug, Clone)]
@@ -33,6 +86,8 @@ pub struct Config {
     pub ifindex: [u32; 2],
     /// (destination, source) MACs for frames leaving side 1 / side 2.
     pub rewrite: [Option<([u8; 6], [u8; 6])>; 2],
+    /// What the kernel offers.
+    pub features: Features,
 }
 
 impl Default for Config {
@@ -45,6 +100,7 @@ impl Default for Config {
             track: true,
             ifindex: [0; 2],
             rewrite: [None; 2],
+            features: Features::detect(),
         }
     }
 }
@@ -65,6 +121,19 @@ pub fn load<'obj>(
         .ct_table
         .set_max_entries(cfg.max_entries)
         .context("sizing the connection table")?;
+    if !cfg.features.frags {
+        // SAFETY: the pointer is the open program's own libbpf object.
+        let flags = unsafe {
+            libbpf_sys::bpf_program__flags(open.progs.xdp_conntrack.as_libbpf_object().as_ptr())
+        };
+        open.progs
+            .xdp_conntrack
+            .set_flags(flags & !libbpf_sys::BPF_F_XDP_HAS_FRAGS);
+    }
+    // Only one of the two sweeps is loaded: the other would not verify on
+    // the kernels that need it.
+    open.progs.ct_sweep.set_autoload(cfg.features.for_each);
+    open.progs.ct_reap.set_autoload(!cfg.features.for_each);
     let rodata = open
         .maps
         .rodata_data
@@ -106,18 +175,42 @@ pub fn set_ports(skel: &ConntrackSkel<'_>, ifindex: [u32; 2]) -> Result<()> {
     Ok(())
 }
 
-/// Runs one garbage-collection pass (the `ct_sweep` program) over the table.
+/// Runs one garbage-collection pass over the table: the `ct_sweep`
+/// program where the kernel has bpf_for_each_map_elem, otherwise a batch
+/// lookup in userspace that hands each expired key to `ct_reap`.
 pub fn sweep(skel: &ConntrackSkel<'_>) -> Result<()> {
-    // XDP test runs need a frame; the sweep never looks at it.
-    let frame = [0u8; 64];
-    let input = ProgramInput {
-        data_in: Some(&frame),
-        ..Default::default()
-    };
-    skel.progs
-        .ct_sweep
-        .test_run(input)
-        .context("running the table sweep")?;
+    if skel.progs.ct_sweep.autoload() {
+        // XDP test runs need a frame; the sweep never looks at it.
+        let frame = [0u8; 64];
+        let input = ProgramInput {
+            data_in: Some(&frame),
+            ..Default::default()
+        };
+        skel.progs
+            .ct_sweep
+            .test_run(input)
+            .context("running the table sweep")?;
+        return Ok(());
+    }
+    let now = crate::table::monotonic_ns();
+    let mut expired = Vec::new();
+    crate::table::for_each(&skel.maps.ct_table, |k, e| {
+        if e.expires <= now {
+            expired.push(*k);
+        }
+    })?;
+    for key in &expired {
+        // SAFETY: ct_key is a plain C struct with explicit padding.
+        let data = unsafe { plain::as_bytes(key) };
+        let input = ProgramInput {
+            data_in: Some(data),
+            ..Default::default()
+        };
+        skel.progs
+            .ct_reap
+            .test_run(input)
+            .context("removing an expired entry")?;
+    }
     Ok(())
 }
 
@@ -130,13 +223,46 @@ pub enum XdpMode {
     Skb,
 }
 
-/// An XDP attachment through a bpf_link.  Dropping it (or the process
-/// dying, even by SIGKILL) detaches the program.
+/// An XDP attachment.  Through a bpf_link, dropping it (or the process
+/// dying, even by SIGKILL) detaches the program; through netlink (kernels
+/// before 5.9), dropping it detaches the program if it is still ours, in
+/// the calling thread's network namespace.
 #[derive(Debug)]
 pub struct XdpLink {
     /// The interface it is attached to.
     pub iface: String,
-    _fd: OwnedFd,
+    how: Attachment,
+}
+
+#[derive(Debug)]
+enum Attachment {
+    Link(#[allow(dead_code)] OwnedFd),
+    Netlink {
+        ifindex: i32,
+        flags: u32,
+        prog_id: u32,
+    },
+}
+
+impl Drop for XdpLink {
+    fn drop(&mut self) {
+        if let Attachment::Netlink {
+            ifindex,
+            flags,
+            prog_id,
+        } = self.how
+        {
+            let mut now = 0u32;
+            // SAFETY: plain libbpf calls with valid out pointers.
+            unsafe {
+                if libbpf_sys::bpf_xdp_query_id(ifindex, flags as i32, &mut now) == 0
+                    && now == prog_id
+                {
+                    libbpf_sys::bpf_xdp_detach(ifindex, flags, std::ptr::null());
+                }
+            }
+        }
+    }
 }
 
 /// Attaches the tracker to `iface`.  An XDP program already there is an
@@ -146,17 +272,20 @@ pub fn attach(
     iface: &Iface,
     mode: XdpMode,
     force: bool,
+    link: bool,
 ) -> Result<XdpLink> {
-    attach_prog(skel.progs.xdp_conntrack.as_fd(), iface, mode, force)
+    attach_prog(skel.progs.xdp_conntrack.as_fd(), iface, mode, force, link)
 }
 
 /// Attaches any XDP program to `iface` (of the calling thread's network
-/// namespace) through a bpf_link, with the checks of [`attach`].
+/// namespace), through a bpf_link if `link`, else over netlink, with the
+/// checks of [`attach`].
 pub fn attach_prog(
     prog: BorrowedFd<'_>,
     iface: &Iface,
     mode: XdpMode,
     force: bool,
+    link: bool,
 ) -> Result<XdpLink> {
     let ifindex = iface.index as i32;
     let xdp = Xdp::new(prog);
@@ -181,27 +310,54 @@ pub fn attach_prog(
         }
     }
 
+    let flags = match mode {
+        XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+        XdpMode::Skb => libbpf_sys::XDP_FLAGS_SKB_MODE,
+    };
+    let native_unsupported = |errno: i32| {
+        mode == XdpMode::Native && matches!(errno, libc_errno::EOPNOTSUPP | libc_errno::EINVAL)
+    };
+    if !link {
+        let nl_flags = flags | libbpf_sys::XDP_FLAGS_UPDATE_IF_NOEXIST;
+        if let Err(e) = xdp.attach(ifindex, XdpFlags::from_bits_retain(nl_flags)) {
+            return Err(anyhow::Error::new(e)).with_context(|| {
+                format!(
+                    "attaching XDP to '{}' over netlink{}",
+                    iface.name,
+                    if mode == XdpMode::Native {
+                        " (try --xdp-mode skb)"
+                    } else {
+                        ""
+                    }
+                )
+            });
+        }
+        let prog_id = xdp
+            .query_id(ifindex, XdpFlags::from_bits_retain(flags))
+            .unwrap_or(0);
+        return Ok(XdpLink {
+            iface: iface.name.clone(),
+            how: Attachment::Netlink {
+                ifindex,
+                flags,
+                prog_id,
+            },
+        });
+    }
+
     let opts = libbpf_sys::bpf_link_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as libbpf_sys::size_t,
-        flags: match mode {
-            XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
-            XdpMode::Skb => libbpf_sys::XDP_FLAGS_SKB_MODE,
-        },
+        flags,
         ..Default::default()
     };
     // SAFETY: the program fd is valid for the call and `opts` is a fully
     // initialised options struct with its size set.
     let fd = unsafe {
-        libbpf_sys::bpf_link_create(
-            prog.as_fd().as_raw_fd(),
-            ifindex,
-            libbpf_sys::BPF_XDP,
-            &opts,
-        )
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex, libbpf_sys::BPF_XDP, &opts)
     };
     if fd < 0 {
         let err = io::Error::from_raw_os_error(-fd);
-        if mode == XdpMode::Native && matches!(-fd, libc_errno::EOPNOTSUPP | libc_errno::EINVAL) {
+        if native_unsupported(-fd) {
             bail!(
                 "interface '{}' does not support native XDP ({err}); try --xdp-mode skb",
                 iface.name
@@ -213,7 +369,7 @@ pub fn attach_prog(
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(XdpLink {
         iface: iface.name.clone(),
-        _fd: fd,
+        how: Attachment::Link(fd),
     })
 }
 

@@ -666,18 +666,19 @@ pub fn run(o: &Options) -> Result<Report> {
 
     // Sinks on both namespace ends: they count what arrives and drop it, so
     // the namespaces' stacks never answer.
-    let mut sinks: Vec<XdpLink> = Vec::new();
+    let link = datapath::Features::detect().link;
+    let mut sinks: Vec<(&File, XdpLink)> = Vec::new();
     for (side, ns) in [(&server, &o.server_ns), (&client, &o.client_ns)] {
         enter(&side.ns)?;
-        sinks.push(
-            datapath::attach_prog(
-                skel.progs.hs_sink.as_fd(),
-                &side.iface,
-                XdpMode::Native,
-                false,
-            )
-            .with_context(|| format!("attaching the sink in namespace '{ns}'"))?,
-        );
+        let sink = datapath::attach_prog(
+            skel.progs.hs_sink.as_fd(),
+            &side.iface,
+            XdpMode::Native,
+            false,
+            link,
+        )
+        .with_context(|| format!("attaching the sink in namespace '{ns}'"))?;
+        sinks.push((&side.ns, sink));
     }
 
     let mut run = Run {
@@ -711,7 +712,11 @@ pub fn run(o: &Options) -> Result<Report> {
             eprint!("\rhandshake: round {}/{}   ", round + 1, o.rounds);
         }
     }
-    drop(sinks);
+    // Netlink attachments detach in their own namespace.
+    for (ns, sink) in sinks {
+        enter(ns)?;
+        drop(sink);
+    }
     Ok(Report {
         count: total,
         phases: reports,

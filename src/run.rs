@@ -85,6 +85,9 @@ pub fn tracker(o: &Options) -> Result<()> {
         libbpf_rs::set_print(None);
     }
 
+    for note in cfg.features.fallbacks() {
+        eprintln!("xdp-conntrack: note: {note}");
+    }
     let mut object = MaybeUninit::uninit();
     let mut skel = datapath::load(&mut object, &cfg)?;
     datapath::set_ports(&skel, cfg.ifindex)?;
@@ -99,7 +102,13 @@ pub fn tracker(o: &Options) -> Result<()> {
     let pins = Pins::create(&mut skel, &o.pin_path)?;
     let mut links = Vec::new();
     for iface in &ifaces {
-        links.push(datapath::attach(&skel, iface, o.mode, o.force)?);
+        links.push(datapath::attach(
+            &skel,
+            iface,
+            o.mode,
+            o.force,
+            cfg.features.link,
+        )?);
     }
     for iface in &ifaces {
         if let Some(warning) = sys::peer_warning(iface) {

@@ -868,3 +868,79 @@ fn check_reports_each_veth_peer() {
         "{two}"
     );
 }
+
+#[test]
+fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
+    let topo = Topology::up();
+    // Netlink attach, the userspace sweep and plain (non-frags) XDP, as on
+    // kernels before 5.9, 5.13 and 5.18.
+    let mut child = Command::new(binary())
+        .args([
+            "-1",
+            &topo.veth(1),
+            "-2",
+            &topo.veth(2),
+            "--netns",
+            &topo.fw(),
+            "-q",
+        ])
+        .args([
+            "--timeout",
+            "icmp=1",
+            "--sweep-interval",
+            "100",
+            "--pin-path",
+        ])
+        .arg(topo.pin_path())
+        .env("XDP_CONNTRACK_DISABLE", "frags,for_each,link")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning xdp-conntrack");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.recv_timeout(IO_TIMEOUT) {
+        let done = l.contains("forwarding");
+        lines.push(l);
+        if done {
+            break;
+        }
+    }
+    let notes = lines.iter().filter(|l| l.contains("note:")).count();
+    assert_eq!(notes, 3, "one note per fallback: {lines:?}");
+    assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
+
+    assert!(ping_all_answered(&topo, 2), "no traffic with the fallbacks");
+    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1 dst=10.0.0.2").is_some());
+    // icmp=1: the entry expires, and the userspace sweep removes it.
+    let swept = wait_for(Duration::from_secs(10), || {
+        let out = Command::new(binary())
+            .args(["stats", "--pin-path"])
+            .arg(topo.pin_path())
+            .output()
+            .expect("stats");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("swept ") && l != "swept 0")
+    });
+    assert!(swept, "the userspace sweep removed nothing");
+    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1").is_none());
+
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+    let status = child.wait().expect("waiting for xdp-conntrack");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !xdp_attached(&topo, 1) && !xdp_attached(&topo, 2),
+        "the netlink attachments must be gone"
+    );
+}

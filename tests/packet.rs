@@ -1092,6 +1092,33 @@ fn expired_entries_are_invisible_until_the_sweep_removes_them() {
 }
 
 #[test]
+fn without_for_each_the_userspace_sweep_removes_expired_entries() {
+    // As on kernels before 5.13: ct_sweep is not loaded, ct_reap is.
+    let mut cfg = config_with(&["syn_sent=1"]);
+    cfg.features.for_each = false;
+    let h = Harness::new(cfg);
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    t.fwd(
+        &f.c(SYN, 100, 0),
+        &["new_conns"],
+        v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c),
+    );
+    let g = Flow::new(1);
+    let u = Track::new(&h, g.udp_key());
+    let udp = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
+    u.fwd(&g.c_udp(b"x"), &["new_conns"], udp);
+
+    wait_expired(&h, &t.key, 1);
+    assert_eq!(h.raw_len(), 2);
+    let before = h.stats();
+    h.sweep();
+    assert_moved(&before, &h.stats(), &[("swept", 1)], "userspace sweep");
+    assert_eq!(h.raw_len(), 1);
+    assert_eq!(view(&h, &u.key), udp);
+}
+
+#[test]
 fn a_packet_meeting_an_expired_entry_finds_none() {
     let h = Harness::new(config_with(&["syn_sent=1", "udp=1"]));
     // UDP: after expiry the old responder speaks first, and becomes the

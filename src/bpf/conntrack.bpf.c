@@ -440,4 +440,34 @@ int ct_sweep(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/*
+ * The sweep for kernels without bpf_for_each_map_elem() (before 5.13):
+ * userspace lists candidates with a batch lookup and hands each key to this
+ * program as its packet data.  It checks the deadline again, under the
+ * program's own clock, so an entry refreshed in between survives, and it
+ * counts on the per-CPU counters, which userspace cannot update safely.
+ */
+SEC("xdp")
+int ct_reap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ct_key *key = data;
+	struct ct_stats *st;
+	struct ct_entry *e;
+	__u32 zero = 0;
+
+	if (key + 1 > data_end)
+		return XDP_ABORTED;
+	e = bpf_map_lookup_elem(&ct_table, key);
+	if (!e || READ_ONCE(e->expires) > ct_now())
+		return XDP_PASS;
+	if (bpf_map_delete_elem(&ct_table, key))
+		return XDP_PASS;
+	st = bpf_map_lookup_elem(&stats, &zero);
+	if (st)
+		st->swept++;
+	return XDP_DROP;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

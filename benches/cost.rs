@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
+use xdp_conntrack::bpf::slice_bytes;
 use xdp_conntrack::bpf::types::{ct_entry, ct_key};
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::datapath::{self, Config};
@@ -21,11 +22,6 @@ use xdp_conntrack::table::{key_for, monotonic_ns, IPPROTO_TCP};
 
 const ROUNDS: usize = 5;
 const REPEAT: u32 = 2_000_000;
-
-fn as_bytes<T: plain::Plain>(v: &[T]) -> &[u8] {
-    // SAFETY: Plain types have no invalid bit patterns or hidden padding.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
-}
 
 fn client(i: u32) -> Endpoint {
     Endpoint::new(
@@ -59,8 +55,8 @@ fn fill(skel: &ConntrackSkel<'_>, n: u32) {
     for (k, v) in keys.chunks(65536).zip(vals.chunks(65536)) {
         let map = &skel.maps.ct_table;
         map.update_batch(
-            as_bytes(k),
-            as_bytes(v),
+            slice_bytes(k),
+            slice_bytes(v),
             k.len() as u32,
             MapFlags::ANY,
             MapFlags::ANY,

@@ -8,16 +8,12 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapCore, MapFlags};
+use xdp_conntrack::bpf::slice_bytes;
 use xdp_conntrack::bpf::types::{ct_entry, ct_key};
 use xdp_conntrack::datapath::{self, Config};
 use xdp_conntrack::table::{self, monotonic_ns};
 
 const ROUNDS: usize = 5;
-
-fn as_bytes<T: plain::Plain>(v: &[T]) -> &[u8] {
-    // SAFETY: Plain types have no padding invariants; any byte view is fine.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
-}
 
 /// Fills the table with `n` entries, every other one already expired.
 fn fill(map: &impl MapCore, n: u32) {
@@ -43,8 +39,8 @@ fn fill(map: &impl MapCore, n: u32) {
     }
     for (k, v) in keys.chunks(65536).zip(vals.chunks(65536)) {
         map.update_batch(
-            as_bytes(k),
-            as_bytes(v),
+            slice_bytes(k),
+            slice_bytes(v),
             k.len() as u32,
             MapFlags::ANY,
             MapFlags::ANY,
@@ -64,7 +60,7 @@ fn userspace_sweep(map: &impl MapCore) -> usize {
     .expect("reading the table");
     for chunk in expired.chunks(8192) {
         map.delete_batch(
-            as_bytes(chunk),
+            slice_bytes(chunk),
             chunk.len() as u32,
             MapFlags::ANY,
             MapFlags::ANY,

@@ -679,9 +679,14 @@ fn second_tracker_on_the_same_interfaces_is_refused() {
     assert!(first.stop().success());
 }
 
-/// Starts the binary on the topology and returns the stderr lines it wrote
-/// before reporting that it forwards, then stops it.
-fn startup_messages(topo: &Topology, extra: &[&str]) -> (Vec<String>, ExitStatus) {
+/// Starts the binary on the topology with extra arguments and environment,
+/// and returns it with the stderr lines it wrote up to "forwarding" (or
+/// until it stopped writing).
+fn start_collecting(
+    topo: &Topology,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(binary())
         .args([
             "-1",
@@ -695,6 +700,7 @@ fn startup_messages(topo: &Topology, extra: &[&str]) -> (Vec<String>, ExitStatus
         .arg("--pin-path")
         .arg(topo.pin_path())
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -719,9 +725,20 @@ fn startup_messages(topo: &Topology, extra: &[&str]) -> (Vec<String>, ExitStatus
             break;
         }
     }
+    (child, lines)
+}
+
+/// SIGINT, then the exit status.
+fn interrupt(mut child: std::process::Child) -> ExitStatus {
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
-    let status = child.wait().expect("waiting for xdp-conntrack");
-    (lines, status)
+    child.wait().expect("waiting for xdp-conntrack")
+}
+
+/// Starts the binary on the topology and returns the stderr lines it wrote
+/// before reporting that it forwards, then stops it.
+fn startup_messages(topo: &Topology, extra: &[&str]) -> (Vec<String>, ExitStatus) {
+    let (child, lines) = start_collecting(topo, extra, &[]);
+    (lines, interrupt(child))
 }
 
 #[test]
@@ -874,48 +891,11 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
     let topo = Topology::up();
     // Netlink attach, the userspace sweep and plain (non-frags) XDP, as on
     // kernels before 5.9, 5.13 and 5.18.
-    let mut child = Command::new(binary())
-        .args([
-            "-1",
-            &topo.veth(1),
-            "-2",
-            &topo.veth(2),
-            "--netns",
-            &topo.fw(),
-            "-q",
-        ])
-        .args([
-            "--timeout",
-            "icmp=1",
-            "--sweep-interval",
-            "100",
-            "--pin-path",
-        ])
-        .arg(topo.pin_path())
-        .env("XDP_CONNTRACK_DISABLE", "frags,for_each,link")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning xdp-conntrack");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let mut lines = Vec::new();
-    while let Ok(l) = rx.recv_timeout(IO_TIMEOUT) {
-        let done = l.contains("forwarding");
-        lines.push(l);
-        if done {
-            break;
-        }
-    }
+    let (child, lines) = start_collecting(
+        &topo,
+        &["--timeout", "icmp=1", "--sweep-interval", "100"],
+        &[("XDP_CONNTRACK_DISABLE", "frags,for_each,link")],
+    );
     let notes = lines.iter().filter(|l| l.contains("note:")).count();
     assert_eq!(notes, 3, "one note per fallback: {lines:?}");
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
@@ -936,9 +916,7 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
     assert!(swept, "the userspace sweep removed nothing");
     assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1").is_none());
 
-    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
-    let status = child.wait().expect("waiting for xdp-conntrack");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(interrupt(child).code(), Some(0));
     assert!(
         !xdp_attached(&topo, 1) && !xdp_attached(&topo, 2),
         "the netlink attachments must be gone"

@@ -37,3 +37,10 @@ unsafe impl Plain for types::ct_key {}
 unsafe impl Plain for types::ct_entry {}
 // SAFETY: as above.
 unsafe impl Plain for types::ct_stats {}
+
+/// A slice of skeleton types as the bytes a batch map call takes.
+pub fn slice_bytes<T: Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: Plain types are plain old data with explicit padding, so
+    // every byte of the slice is initialised and may be read.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}

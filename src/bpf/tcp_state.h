@@ -145,6 +145,21 @@ static __always_inline int ct_tcp_in_window(struct ct_entry *e,
 }
 
 /*
+ * One lookup in tcp_conntracks[][][], bounds-checked right at the access:
+ * older verifiers (6.1) lose a bound when clang spills the clamped index
+ * and reloads it at another width, so the check and the load must sit
+ * together on one flat index.
+ */
+static __always_inline __u8 tcp_next(__u32 dir, __u32 index, __u32 old)
+{
+	__u32 i = (dir * 6 + index) * CT_TCP_MAX + old;
+
+	if (i >= sizeof(tcp_conntracks))
+		return CT_TCP_MAX;
+	return ((const __u8 *)tcp_conntracks)[i];
+}
+
+/*
  * Advance a TCP entry by one packet.  Mirrors nf_conntrack_tcp_packet().
  * Returns CT_FORWARD, CT_DROP_INVALID, CT_REOPEN or CT_KILL; *from gets
  * the state the packet found, for the debug log.
@@ -157,13 +172,8 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 	__u8 old = e->state, new;
 	__u64 to;
 
-	/* Bounds the verifier can see; parse.h never produces more. */
-	if (index > CT_IDX_NONE)
-		index = CT_IDX_NONE;
-	if (old >= CT_TCP_MAX)
-		old = CT_TCP_NONE;
 	dir &= 1;
-	new = tcp_conntracks[dir][index][old];
+	new = tcp_next(dir, index, old);
 	*from = old;
 
 	switch (new) {

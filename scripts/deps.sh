@@ -3,7 +3,8 @@
 #
 # Installs, with apt-get, what building, testing and the demo need, and
 # skips what is already there.  Safe to run again and again.
-# `deps.sh bench` also installs what `make bench` draws its chart with.
+# `deps.sh bench` also installs what `make bench` draws its chart with, and
+# `deps.sh kernels` what `make test-kernels` boots kernels with.
 set -euo pipefail
 
 pkgs=(
@@ -15,9 +16,10 @@ pkgs=(
 	iproute2 ethtool iperf3 iputils-ping conntrack nftables util-linux procps
 )
 
-if [ "${1-}" = bench ]; then
-	pkgs+=(python3 python3-matplotlib)
-fi
+case "${1-}" in
+bench) pkgs+=(python3 python3-matplotlib) ;;
+kernels) pkgs+=(python3 python3-venv qemu-system-x86 busybox-static kmod) ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -12,13 +12,12 @@
 use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 
-use libbpf_rs::{MapCore, MapFlags, ProgramInput};
-use xdp_conntrack::bpf::slice_bytes;
+use libbpf_rs::ProgramInput;
 use xdp_conntrack::bpf::types::{ct_entry, ct_key};
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::datapath::{self, Config};
 use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
-use xdp_conntrack::table::{key_for, monotonic_ns, IPPROTO_TCP};
+use xdp_conntrack::table::{self, key_for, monotonic_ns, IPPROTO_TCP};
 
 const ROUNDS: usize = 5;
 const REPEAT: u32 = 2_000_000;
@@ -52,17 +51,7 @@ fn fill(skel: &ConntrackSkel<'_>, n: u32) {
         })
         .collect();
     let vals = vec![entry; n as usize];
-    for (k, v) in keys.chunks(65536).zip(vals.chunks(65536)) {
-        let map = &skel.maps.ct_table;
-        map.update_batch(
-            slice_bytes(k),
-            slice_bytes(v),
-            k.len() as u32,
-            MapFlags::ANY,
-            MapFlags::ANY,
-        )
-        .expect("filling the table");
-    }
+    table::insert(&skel.maps.ct_table, &keys, &vals).expect("filling the table");
 }
 
 /// Loads the program; the small open object is leaked for the process.

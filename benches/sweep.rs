@@ -37,16 +37,7 @@ fn fill(map: &impl MapCore, n: u32) {
             ..Default::default()
         });
     }
-    for (k, v) in keys.chunks(65536).zip(vals.chunks(65536)) {
-        map.update_batch(
-            slice_bytes(k),
-            slice_bytes(v),
-            k.len() as u32,
-            MapFlags::ANY,
-            MapFlags::ANY,
-        )
-        .expect("filling the table");
-    }
+    table::insert(map, &keys, &vals).expect("filling the table");
 }
 
 fn userspace_sweep(map: &impl MapCore) -> usize {

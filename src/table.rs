@@ -148,6 +148,22 @@ mod libc_errno {
     pub const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
 }
 
+/// Writes entries into a connection table map, 64k per syscall: for
+/// benchmarks and tools that need a table of a given size.
+pub fn insert(map: &impl MapCore, keys: &[ct_key], entries: &[ct_entry]) -> Result<()> {
+    for (k, v) in keys.chunks(65536).zip(entries.chunks(65536)) {
+        map.update_batch(
+            crate::bpf::slice_bytes(k),
+            crate::bpf::slice_bytes(v),
+            k.len() as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .context("filling the connection table")?;
+    }
+    Ok(())
+}
+
 /// Reads every live entry of a connection table map.
 pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
     let now = monotonic_ns();

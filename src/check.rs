@@ -128,6 +128,13 @@ pub fn probe() -> Vec<Feature> {
             "probe",
         ),
         f(
+            "bpf_jiffies64 (inlined clock)",
+            "5.5",
+            xdp_helper(sys_::BPF_FUNC_jiffies64),
+            Need::Optional("a ktime helper call per packet"),
+            "probe",
+        ),
+        f(
             "bpf_ktime_get_coarse_ns (cheap clock)",
             "5.11",
             xdp_helper(sys_::BPF_FUNC_ktime_get_coarse_ns),

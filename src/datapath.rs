@@ -28,11 +28,14 @@ pub struct Features {
     /// bpf_link XDP attach (5.9): the attachment dies with the process;
     /// otherwise netlink, detached on exit.
     pub link: bool,
+    /// The calibrated jiffies clock (bpf_jiffies64, 5.5, inlined by the
+    /// verifier); otherwise the ktime helper, a call per packet.
+    pub jiffies: bool,
 }
 
 impl Features {
     /// What this kernel offers, less what `XDP_CONNTRACK_DISABLE` (a comma
-    /// separated list of `frags`, `for_each`, `link`) turns off, so that the
+    /// separated list of `frags`, `for_each`, `link`, `jiffies`) turns off, so that the
     /// fallbacks can be exercised on a new kernel.
     pub fn detect() -> Self {
         static PROBED: OnceLock<Features> = OnceLock::new();
@@ -42,6 +45,7 @@ impl Features {
                 frags: crate::check::xdp_helper(libbpf_sys::BPF_FUNC_xdp_get_buff_len),
                 for_each: crate::check::xdp_helper(libbpf_sys::BPF_FUNC_for_each_map_elem),
                 link: (major, minor) >= (5, 9),
+                jiffies: crate::check::xdp_helper(libbpf_sys::BPF_FUNC_jiffies64),
             }
         });
         let off = std::env::var("XDP_CONNTRACK_DISABLE").unwrap_or_default();
@@ -50,6 +54,7 @@ impl Features {
             frags: probed.frags && !off.contains(&"frags"),
             for_each: probed.for_each && !off.contains(&"for_each"),
             link: probed.link && !off.contains(&"link"),
+            jiffies: probed.jiffies && !off.contains(&"jiffies"),
         }
     }
 
@@ -64,6 +69,9 @@ impl Features {
         }
         if !self.link {
             v.push("no bpf_link for XDP: attached over netlink, detached on exit (not if killed)");
+        }
+        if !self.jiffies {
+            v.push("clock: a ktime helper call per packet instead of the calibrated jiffies");
         }
         v
     }
@@ -152,13 +160,82 @@ pub fn load<'obj>(
             c.src_mac[side] = *src;
         }
     }
-    open.load().map_err(|e| {
+    let mut skel = open.load().map_err(|e| {
         anyhow::Error::new(e).context(if cfg.log_level >= 5 {
             "loading the XDP program into the kernel failed (verifier log above)"
         } else {
             "loading the XDP program into the kernel failed (-l 5 shows the verifier log)"
         })
-    })
+    })?;
+    if cfg.track && cfg.features.jiffies {
+        calibrate_clock(&mut skel).context("calibrating the program's clock")?;
+    }
+    Ok(skel)
+}
+
+/// One consistent sample of (jiffies, ktime ns) from `ct_clock_probe`: a
+/// tick may fall between its two reads, so two samples in a row must agree.
+fn clock_sample(skel: &mut ConntrackSkel<'_>) -> Result<(u64, u64)> {
+    let frame = [0u8; 64];
+    let mut last = None;
+    for _ in 0..100 {
+        let input = ProgramInput {
+            data_in: Some(&frame),
+            ..Default::default()
+        };
+        skel.progs
+            .ct_clock_probe
+            .test_run(input)
+            .context("running ct_clock_probe")?;
+        let bss = skel
+            .maps
+            .bss_data
+            .as_deref()
+            .context("the program's .bss is not memory-mapped")?;
+        // SAFETY: the kernel wrote the mapping during the test run above;
+        // a volatile read keeps the compiler from reusing an older value.
+        let c = unsafe { std::ptr::read_volatile(&bss.ct_clock) };
+        let now = (c.probe_jiffies, c.probe_ns);
+        if last == Some(now) {
+            return Ok(now);
+        }
+        last = Some(now);
+    }
+    bail!("the two clocks never agreed on a sample")
+}
+
+/// Sets the program's jiffies clock (`struct ct_clock`) so that it reads
+/// CLOCK_MONOTONIC nanoseconds.  Both clocks advance at the tick, so two
+/// samples a few ticks apart give the tick's length exactly; it is rounded
+/// to the kernel's TICK_NSEC for the nearest HZ.
+fn calibrate_clock(skel: &mut ConntrackSkel<'_>) -> Result<()> {
+    let (j0, ns0) = clock_sample(skel)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let (j1, ns1) = loop {
+        // Poll until at least 20 ms (two ticks at HZ=100) have passed.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let s = clock_sample(skel)?;
+        if s.1 >= ns0 + 20_000_000 && s.0 > j0 {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("jiffies did not advance in a second");
+        }
+    };
+    let hz = ((j1 - j0) as f64 * 1e9 / (ns1 - ns0) as f64).round() as u64;
+    if hz == 0 {
+        bail!("implausible tick: {} jiffies in {} ns", j1 - j0, ns1 - ns0);
+    }
+    // TICK_NSEC, as include/linux/jiffies.h rounds it.
+    let tick_ns = (1_000_000_000 + hz / 2) / hz;
+    let bss = skel
+        .maps
+        .bss_data
+        .as_deref_mut()
+        .context("the program's .bss is not memory-mapped")?;
+    bss.ct_clock.offset_ns = ns1.wrapping_sub(j1.wrapping_mul(tick_ns));
+    bss.ct_clock.tick_ns = tick_ns;
+    Ok(())
 }
 
 /// Points devmap slot 0 at side 1 and slot 1 at side 2.

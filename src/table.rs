@@ -41,9 +41,10 @@ pub struct Conn {
     pub timeout: u64,
 }
 
-/// Nanoseconds on the program's clock: CLOCK_MONOTONIC_COARSE, the clock
-/// of bpf_ktime_get_coarse_ns().  (Where the kernel lacks that helper the
-/// program reads the fine clock, which runs at most a jiffy ahead.)
+/// Nanoseconds on the program's clock: CLOCK_MONOTONIC_COARSE, which the
+/// program's jiffies clock is calibrated to at load, to within a tick.
+/// (Without it the program reads bpf_ktime_get_coarse_ns(), or the fine
+/// clock on kernels before 5.11, which runs at most a jiffy ahead.)
 pub fn monotonic_ns() -> u64 {
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
         .expect("CLOCK_MONOTONIC_COARSE is always there");

@@ -890,14 +890,14 @@ fn check_reports_each_veth_peer() {
 fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
     let topo = Topology::up();
     // Netlink attach, the userspace sweep and plain (non-frags) XDP, as on
-    // kernels before 5.9, 5.13 and 5.18.
+    // kernels before 5.9, 5.13 and 5.18, and the ktime clock.
     let (child, lines) = start_collecting(
         &topo,
         &["--timeout", "icmp=1", "--sweep-interval", "100"],
-        &[("XDP_CONNTRACK_DISABLE", "frags,for_each,link")],
+        &[("XDP_CONNTRACK_DISABLE", "frags,for_each,link,jiffies")],
     );
     let notes = lines.iter().filter(|l| l.contains("note:")).count();
-    assert_eq!(notes, 3, "one note per fallback: {lines:?}");
+    assert_eq!(notes, 4, "one note per fallback: {lines:?}");
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
 
     assert!(ping_all_answered(&topo, 2), "no traffic with the fallbacks");

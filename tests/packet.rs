@@ -1547,3 +1547,46 @@ fn two_cpus_hammering_one_established_flow() {
     t.timeout("established");
     assert_eq!(h.raw_len(), 1);
 }
+
+/// The SYN's entry was created at the program's `now`: it must fall
+/// between CLOCK_MONOTONIC_COARSE before and after the run, within a tick
+/// either way, and the deadline must be that plus the SYN_SENT timeout.
+fn assert_clock_reads_monotonic(cfg: Config, calibrated: bool) {
+    let h = Harness::new(cfg);
+    let clock = h.skel.maps.bss_data.as_deref().expect(".bss").ct_clock;
+    assert_eq!(clock.tick_ns != 0, calibrated, "tick_ns {}", clock.tick_ns);
+    if calibrated {
+        // TICK_NSEC for some HZ between 24 and 1200.
+        assert!((833_333..=41_666_667).contains(&clock.tick_ns));
+    }
+    // One tick at HZ=100, the coarsest this needs to allow for.
+    const TICK: u64 = 10_000_000;
+    for i in 0..20 {
+        let f = Flow::new(i);
+        let before = monotonic_ns();
+        assert_eq!(h.run(&f.c(SYN, 100, 0)), XDP_REDIRECT);
+        let after = monotonic_ns();
+        let (_, e) = h.entry(&f.tcp_key()).expect("the SYN's entry");
+        assert!(
+            before <= e.created + TICK && e.created <= after + TICK,
+            "created {} outside [{before}, {after}] by more than a tick",
+            e.created
+        );
+        assert_eq!(e.expires, e.created + 120 * 1_000_000_000);
+        // Spread the samples over a few ticks.
+        let later = after + 2_000_000;
+        assert!(wait_for(Duration::from_secs(1), || monotonic_ns() > later));
+    }
+}
+
+#[test]
+fn the_calibrated_jiffies_clock_reads_clock_monotonic() {
+    assert_clock_reads_monotonic(Config::default(), true);
+}
+
+#[test]
+fn without_the_jiffies_clock_the_ktime_helper_reads_clock_monotonic() {
+    let mut cfg = Config::default();
+    cfg.features.jiffies = false;
+    assert_clock_reads_monotonic(cfg, false);
+}

@@ -120,20 +120,38 @@ static __always_inline const char *state_name(__u8 s)
 	return ct_state_names[s < CT_TCP_MAX + 2 ? s : CT_TCP_MAX];
 }
 
+/* Calibrated by the loader after load; see struct ct_clock. */
+struct ct_clock ct_clock;
+
 /*
- * Timeouts are whole seconds, so a jiffy of precision is plenty: the
- * coarse clock is a plain load where bpf_ktime_get_ns() reads the clock
- * source (about 25 ns per packet here).  Both are CLOCK_MONOTONIC, which
- * userspace compares deadlines with.  Kernels before 5.11 lack the coarse
- * helper; CO-RE resolves the check at load time and the verifier prunes
- * the branch that is not taken.
+ * The ktime clock.  Timeouts are whole seconds, so a jiffy of precision is
+ * plenty: the coarse clock is a plain load where bpf_ktime_get_ns() reads
+ * the clock source (about 25 ns per packet here).  Both are
+ * CLOCK_MONOTONIC, which userspace compares deadlines with.  Kernels
+ * before 5.11 lack the coarse helper; CO-RE resolves the check at load
+ * time and the verifier prunes the branch that is not taken.
  */
-static __always_inline __u64 ct_now(void)
+static __always_inline __u64 ct_ktime(void)
 {
 	if (bpf_core_enum_value_exists(enum bpf_func_id,
 				       BPF_FUNC_ktime_get_coarse_ns))
 		return bpf_ktime_get_coarse_ns();
 	return bpf_ktime_get_ns();
+}
+
+/*
+ * Now, in CLOCK_MONOTONIC nanoseconds to within a tick.  Jiffies and the
+ * coarse clock move together at each tick, so once calibrated the two
+ * agree; the jiffies form costs a load and a multiply instead of a helper
+ * call (about 14 ns per packet here).
+ */
+static __always_inline __u64 ct_now(void)
+{
+	__u64 tick = ct_clock.tick_ns;
+
+	if (likely(tick))
+		return bpf_jiffies64() * tick + ct_clock.offset_ns;
+	return ct_ktime();
 }
 
 static __always_inline void ct_refresh(struct ct_entry *e, __u64 now,
@@ -468,6 +486,19 @@ int ct_reap(struct xdp_md *ctx)
 	if (st)
 		st->swept++;
 	return XDP_DROP;
+}
+
+/*
+ * One sample of both clocks for the loader's calibration, run through
+ * BPF_PROG_TEST_RUN.  A tick may land between the two reads; the loader
+ * takes a sample only when two in a row agree.
+ */
+SEC("xdp")
+int ct_clock_probe(struct xdp_md *ctx)
+{
+	ct_clock.probe_jiffies = bpf_jiffies64();
+	ct_clock.probe_ns = ct_ktime();
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

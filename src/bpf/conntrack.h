@@ -126,6 +126,22 @@ struct ct_config {
 	__u8 pad[3];
 };
 
+/*
+ * The program's clock: jiffies, scaled to CLOCK_MONOTONIC nanoseconds.
+ * The verifier inlines bpf_jiffies64() into a plain load, where the
+ * ktime helpers are calls (three returns deep, and every return is costly
+ * under the SRSO and retpoline mitigations).  The loader calibrates the
+ * scale and the offset after load, from pairs that ct_clock_probe takes of
+ * both clocks, so that deadlines stay comparable with userspace's
+ * CLOCK_MONOTONIC_COARSE.
+ */
+struct ct_clock {
+	__u64 tick_ns;	     /* 0: not calibrated, use the ktime helper */
+	__u64 offset_ns;     /* mod 2^64: monotonic - jiffies * tick_ns */
+	__u64 probe_jiffies; /* written by ct_clock_probe */
+	__u64 probe_ns;	     /* the ktime helper, at the same moment */
+};
+
 /* Verdicts of the tracking helpers. */
 enum ct_verdict {
 	CT_FORWARD = 0,

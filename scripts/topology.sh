@@ -12,7 +12,9 @@
 #   topology.sh down PREFIX          remove all of it (idempotent)
 #
 # ADDR1/ADDR2 (default 10.0.0.1/24, 10.0.0.2/24) set the namespaces'
-# addresses, MTU (default 1500) every veth end's MTU.  Facts measured on veth that the recipe encodes:
+# addresses, MTU (default 1500) every veth end's MTU, QUEUES (default 1) the
+# most rx/tx queues each veth end may use (`ethtool -L` picks fewer).  Facts
+# measured on veth that the recipe encodes:
 #   - redirected XDP frames reach a namespace end only if it has GRO on or
 #     an XDP program of its own;
 #   - TCP needs checksum offload off (tx off) on the namespace ends, since
@@ -34,6 +36,7 @@ fw=
 ADDR1=${ADDR1:-10.0.0.1/24}
 ADDR2=${ADDR2:-10.0.0.2/24}
 MTU=${MTU:-1500}
+QUEUES=${QUEUES:-1}
 
 up() {
 	local host=(ip)
@@ -46,8 +49,10 @@ up() {
 	for i in 1 2; do
 		addr=ADDR$i
 		ip netns add "${p}ns$i"
-		"${host[@]}" link add "${p}veth$i" mtu "$MTU" type veth \
-			peer name eth0 mtu "$MTU" netns "${p}ns$i"
+		"${host[@]}" link add "${p}veth$i" mtu "$MTU" \
+			numtxqueues "$QUEUES" numrxqueues "$QUEUES" type veth \
+			peer name eth0 mtu "$MTU" netns "${p}ns$i" \
+			numtxqueues "$QUEUES" numrxqueues "$QUEUES"
 		ip -n "${p}ns$i" link set lo up
 		ip -n "${p}ns$i" addr add "${!addr}" dev eth0
 		ip netns exec "${p}ns$i" ethtool -K eth0 gro on tx off >/dev/null

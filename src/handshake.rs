@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
-use nix::sched::{setns, CloneFlags};
+use nix::sched::{sched_getaffinity, sched_setaffinity, setns, CloneFlags, CpuSet};
+use nix::unistd::Pid;
 
 use crate::bpf::hs::types::{hs_kind, hs_phase};
 use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
@@ -31,6 +32,10 @@ use crate::sys::{self, Iface};
 const LIVE_FRAMES: u32 = 1 << 1;
 /// A phase has stopped arriving when its sink count holds still this long.
 const STALL: Duration = Duration::from_secs(1);
+/// Frames per live-frames run at `--rate max`.  Each run sets up and tears
+/// down a page pool, which waits for an RCU grace period (milliseconds, the
+/// CPUs idle meanwhile), so runs must be long for the path to stay busy.
+const MAX_RUN: u64 = 1 << 22;
 
 /// What happens to each connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,6 +129,8 @@ pub struct Options {
     pub sender: Sender,
     /// After the handshake, this many plain ACKs per connection (0: none).
     pub flood: u64,
+    /// Flood threads, one per CPU, each with its own generator instance.
+    pub threads: usize,
     /// Repeat the whole lifecycle this many times over the next connection
     /// indexes (churn); client tuples are reused once they run out.
     pub rounds: u64,
@@ -358,6 +365,67 @@ struct Run<'a, 'obj> {
     ports_per_addr: u32,
     span: u64,
     sender: Sender,
+    /// The CPUs of the flood threads (empty: the calling thread sends).
+    cpus: Vec<usize>,
+}
+
+/// The first `n` CPUs this process may run on, when `n` > 1.
+fn flood_cpus(n: usize) -> Result<Vec<usize>> {
+    if n == 1 {
+        return Ok(Vec::new());
+    }
+    let set = sched_getaffinity(Pid::from_raw(0)).context("reading the CPU affinity")?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .take(n)
+        .collect();
+    if cpus.len() < n {
+        bail!(
+            "--threads {n}: only {} CPUs are available to this process",
+            cpus.len()
+        );
+    }
+    Ok(cpus)
+}
+
+/// Sends `total` frames of `frame` through `skel`'s hs_gen as live frames,
+/// in runs of at most 64k, paced at `rate`.
+fn send_live(
+    skel: &HandshakeSkel<'_>,
+    ctx: &[u32; 6],
+    frame: &[u8],
+    total: u64,
+    rate: Rate,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let batch = match rate {
+            Rate::Max => (total - sent).min(MAX_RUN),
+            Rate::Pps(r) => (total - sent).min((r / 10).clamp(1, 65_536)),
+        };
+        let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let input = ProgramInput {
+            context_in: Some(&mut ctx_bytes),
+            data_in: Some(frame),
+            repeat: batch as u32,
+            flags: LIVE_FRAMES,
+            ..Default::default()
+        };
+        skel.progs
+            .hs_gen
+            .test_run(input)
+            .context("sending live XDP frames")?;
+        sent += batch;
+        if let Rate::Pps(r) = rate {
+            let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                // Pacing the stream, not waiting for an event.
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An AF_PACKET socket bound to one interface, bypassing the qdisc.
@@ -436,6 +504,76 @@ impl Run<'_, '_> {
         Endpoint::new(addr, port)
     }
 
+    /// Sends a flood phase from one thread per CPU in `self.cpus`.  Each
+    /// thread loads its own generator, so that none shares the phase's
+    /// counter with another, pins itself, enters the sender's namespace
+    /// (setns is per thread) and sends its share of the connections.
+    fn flood_threads(
+        &self,
+        src: &Side,
+        phase: &hs_phase,
+        ctx: &[u32; 6],
+        frame: &[u8],
+        ph: &Phase,
+    ) -> Result<()> {
+        let n = self.cpus.len() as u64;
+        let rate = match self.o.rate {
+            Rate::Max => Rate::Max,
+            Rate::Pps(r) => Rate::Pps((r / n).max(1)),
+        };
+        let count = self.o.count;
+        std::thread::scope(|s| {
+            let workers: Vec<_> = self
+                .cpus
+                .iter()
+                .enumerate()
+                .map(|(t, &cpu)| {
+                    let t = t as u64;
+                    // Thread t's connections: its slice of the round, each
+                    // ph.per_conn times (the first takes the remainder).
+                    let conns = count / n + if t == 0 { count % n } else { 0 };
+                    let first = t * (count / n) + if t > 0 { count % n } else { 0 };
+                    s.spawn(move || -> Result<()> {
+                        let mut set = CpuSet::new();
+                        set.set(cpu).context("CPU number")?;
+                        sched_setaffinity(Pid::from_raw(0), &set)
+                            .with_context(|| format!("pinning a flood thread to CPU {cpu}"))?;
+                        enter(&src.ns)?;
+                        let mut object = MaybeUninit::<OpenObject>::uninit();
+                        let mut skel = HandshakeSkelBuilder::default()
+                            .open(&mut object)
+                            .context("opening the generator's BPF object")?
+                            .load()
+                            .context("loading the generator's BPF programs")?;
+                        let bss = skel
+                            .maps
+                            .bss_data
+                            .as_deref_mut()
+                            .context("the generator's .bss is not memory-mapped")?;
+                        // This thread cycles over connections
+                        // first..first + conns.
+                        bss.phase = hs_phase {
+                            next: 0,
+                            count: conns * ph.per_conn,
+                            span: conns,
+                            base: first,
+                            ..*phase
+                        };
+                        send_live(&skel, ctx, frame, conns * ph.per_conn, rate)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| bail!("a flood thread panicked"))
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
+        Ok(())
+    }
+
     /// Sends connections `first..first + n` of a phase from userspace.
     fn send_socket(
         &self,
@@ -492,7 +630,7 @@ impl Run<'_, '_> {
         } else {
             (round * o.count, self.span)
         };
-        bss.phase = hs_phase {
+        let bss_phase = hs_phase {
             next,
             count: next + total,
             span,
@@ -503,6 +641,7 @@ impl Run<'_, '_> {
             client_is_src: u8::from(ph.client_is_src),
             ..Default::default()
         };
+        bss.phase = bss_phase;
 
         // A progress line only for people watching a terminal.
         let progress = !o.quiet && std::io::stderr().is_terminal();
@@ -516,9 +655,13 @@ impl Run<'_, '_> {
         let mut last_progress = start;
         let mut sent = 0u64;
         let mut socket: Option<PacketSocket> = None;
+        if ph.per_conn > 1 && !self.cpus.is_empty() {
+            self.flood_threads(src, &bss_phase, &ctx, &frame, ph)?;
+            sent = total;
+        }
         while sent < total {
             let batch = match o.rate {
-                Rate::Max => (total - sent).min(65_536),
+                Rate::Max => (total - sent).min(MAX_RUN),
                 // Each live-frames run has a fixed cost of several ms (a
                 // page pool is set up and torn down), so pace in chunks of
                 // a tenth of a second rather than packet by packet.
@@ -622,6 +765,13 @@ pub fn run(o: &Options) -> Result<Report> {
     if o.flood > 0 && o.rounds > 1 {
         bail!("--flood and --rounds do not go together");
     }
+    if o.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let cpus = flood_cpus(o.threads)?;
+    if o.threads > 1 && (o.flood == 0 || o.sender == Sender::Socket) {
+        bail!("--threads takes --flood and live frames (not --sender socket)");
+    }
     let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
     let total = o.count.saturating_mul(o.rounds);
     let ports_per_addr = ports.min(total) as u32;
@@ -689,6 +839,7 @@ pub fn run(o: &Options) -> Result<Report> {
         ports_per_addr,
         span,
         sender: o.sender,
+        cpus,
     };
     let start = Instant::now();
     let phases = phases(o);

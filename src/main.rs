@@ -117,6 +117,11 @@ struct HandshakeArgs {
     /// established fast path, and a small-packet rate test.
     #[arg(long, default_value_t = 0)]
     flood: u64,
+    /// Send the flood from this many threads, each pinned to its own CPU
+    /// with its own generator (live frames only): with as many veth queues,
+    /// each CPU carries its own share of the path.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Repeat everything this many times over further connections (churn);
     /// client tuples are reused once the assigned addresses run out.
     #[arg(long, default_value_t = 1)]
@@ -245,6 +250,7 @@ fn handshake(a: HandshakeArgs) -> anyhow::Result<()> {
         rounds: a.rounds,
         sender: a.sender,
         flood: a.flood,
+        threads: a.threads,
         quiet: a.quiet,
     })?;
     println!("{}", report.summary());

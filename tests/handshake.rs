@@ -231,3 +231,97 @@ fn a_data_flood_after_the_handshake_crosses_on_the_established_path() {
         BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 500)])
     );
 }
+
+/// Packets the sink in ns2 took on each rx queue of its eth0.
+fn xdp_packets_by_queue(topo: &Topology) -> Vec<u64> {
+    let out = topo.exec(&topo.ns2(), &["ethtool", "-S", "eth0"]);
+    let stats = String::from_utf8_lossy(&out.stdout);
+    let mut v = Vec::new();
+    for q in 0.. {
+        let name = format!("rx_queue_{q}_xdp_packets:");
+        let Some(n) = stats
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name.as_str()))
+        else {
+            break;
+        };
+        v.push(n.trim().parse().expect("a packet count"));
+    }
+    v
+}
+
+#[test]
+fn a_flood_from_two_threads_spreads_over_two_queues() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let topo = Topology::up_env(&[
+        ("ADDR1", &format!("{CLIENT}/24")),
+        ("ADDR2", &format!("{SERVER}/24")),
+        ("QUEUES", "2"),
+    ]);
+    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    // An odd count: the first thread takes the remainder.
+    let out = handshake(
+        &topo,
+        &["--count", "501", "--flood", "10", "--threads", "2"],
+    );
+    if cpus < 2 {
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("CPUs are available"));
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let data = stdout.lines().find(|l| l.contains(" DATA ")).unwrap();
+    assert!(
+        data.contains("sent       5010") && data.contains("delivered       5010"),
+        "{data}"
+    );
+    // Each thread flooded its own share of the 501 connections: an ACK for
+    // any other tuple would have opened a new (picked-up) entry.
+    let (by_state, clients) = table(&tracker);
+    assert_eq!(
+        by_state,
+        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 501)])
+    );
+    assert_eq!(clients.len(), 501);
+    // Both of the sink's queues carried traffic: 6012 client packets in
+    // all, of which thread 0's 251 x 10 and thread 1's 250 x 10 flood.
+    let by_queue = xdp_packets_by_queue(&topo);
+    assert_eq!(by_queue.len(), 2, "{by_queue:?}");
+    assert_eq!(
+        by_queue.iter().sum::<u64>(),
+        501 + 501 + 5010,
+        "{by_queue:?}"
+    );
+    assert!(by_queue.iter().all(|&n| n >= 2500), "{by_queue:?}");
+}
+
+#[test]
+fn threads_need_a_flood_of_live_frames() {
+    let topo = seed_topology();
+    for extra in [
+        &["--count", "5", "--threads", "2"][..],
+        &[
+            "--count",
+            "5",
+            "--flood",
+            "2",
+            "--threads",
+            "2",
+            "--sender",
+            "socket",
+        ],
+        &["--count", "5", "--flood", "2", "--threads", "0"],
+        &["--count", "5", "--flood", "2", "--threads", "100000"],
+    ] {
+        let out = handshake(&topo, extra);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+        assert!(err.contains("--threads"), "{extra:?}: {err}");
+    }
+}

@@ -79,6 +79,7 @@ int hs_gen(struct xdp_md *ctx)
 	/* Churn runs reuse the client tuples round after round. */
 	if (phase.span)
 		i %= phase.span;
+	i += phase.base;
 	per = phase.ports_per_addr ? phase.ports_per_addr : 1;
 	addr = phase.client_addr + (__u32)(i / per);
 	port = phase.client_port + (__u16)(i % per) * phase.port_step;

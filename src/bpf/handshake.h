@@ -25,6 +25,7 @@ struct hs_phase {
 	__u64 next;	      /* index of the next connection */
 	__u64 count;	      /* stop before this index */
 	__u64 span;	      /* client (address, port) pairs; indexes wrap */
+	__u64 base;	      /* added after the wrap: a flood thread's share */
 	__u32 client_addr;    /* first client address, host order */
 	__u32 ports_per_addr; /* connections per client address */
 	__u16 client_port;    /* first client port, host order */

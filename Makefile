@@ -9,7 +9,7 @@ export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
 CARGO_FLAGS := --release --target $(TARGET) --locked
 
 .DEFAULT_GOAL := build
-.PHONY: help deps build install test lint demo bench scale churn bench-sweep bench-setup bench-cost test-kernels vmlinux clean
+.PHONY: help deps build install test lint demo bench scale churn bench-sweep bench-setup bench-cost profile test-kernels vmlinux clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -60,6 +60,10 @@ bench-setup: deps ## connection setup rate of the program alone (BPF_PROG_TEST_R
 
 bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat)
 	cargo bench --target $(TARGET) --locked --bench cost
+
+profile: deps ## where an established packet's time goes: perf over BPF_PROG_TEST_RUN, by kernel symbol
+	scripts/deps.sh bench
+	scripts/profile.sh
 
 test-kernels: build ## run the tests inside other kernels under QEMU (virtme-ng); default Debian 12's 6.1
 	scripts/deps.sh kernels

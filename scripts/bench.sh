@@ -12,8 +12,11 @@
 # and spread; the bridge rows with default offloads and with `tx off` on the
 # namespace ends (which the XDP rows need); TCP again at MTU 9000; and
 # 64-byte frames (plain ACKs of 1000 established connections) from the
-# live-frames generator into XDP_DROP sinks, in Mpps with loss.  Then the
-# program's own cost per packet (benches/cost.rs).  Writes
+# live-frames generator into XDP_DROP sinks, in Mpps with loss, on one
+# queue and then on two (`ethtool -L rx 2 tx 2` on every veth end, two
+# generator threads on the two CPUs), beside the scaling of two plain
+# CPU-bound loops on the same CPUs for reference.  Then the program's own
+# cost per packet (benches/cost.rs).  Writes
 # docs/BENCHMARKS.md's bench section and docs/bench.png.
 #
 # Usage: bench.sh BIN [SECONDS] [REPS]
@@ -98,20 +101,66 @@ jumbo() { # label: TCP, one stream, at MTU 9000
 	mtu 1500
 }
 
-small() { # label: 64-byte frames, generator -> path -> sink
-	local r
+small() { # label [threads]: 64-byte frames, generator -> path -> sink
+	local r threads=${2:-1} test="64-byte frames"
+	[ "$threads" -gt 1 ] && test="64-byte frames, $threads queues"
 	for ((r = 0; r < REPS; r++)); do
 		"$BIN" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" -q \
 			--client 10.0.0.1 --server 10.0.0.2 --sport $((20000 + 1000 * r)) \
-			--count 1000 --flood 3000 --rate max >"$OUT/small.txt"
-		awk -v path="$1" '$2 == "DATA" {
-			printf "%s\t64-byte frames\t%.3f\t%.2f\n", path, $6 / $8 / 1e6, ($4 - $6) * 100 / $4
+			--count 1000 --flood $((3000 * threads)) --rate max \
+			--threads "$threads" >"$OUT/small.txt"
+		awk -v path="$1" -v test="$test" '$2 == "DATA" {
+			printf "%s\t%s\t%.3f\t%.2f\n", path, test, $6 / $8 / 1e6, ($4 - $6) * 100 / $4
 		}' "$OUT/small.txt" >>"$RES"
 	done
 }
+# Rx/tx queues on all four veth ends.  Only while no XDP program is
+# attached to them: veth refuses XDP on a peer with more tx queues than it
+# has rx queues, and a queue added under a program does not carry XDP.
+channels() {
+	local i
+	for i in 1 2; do
+		ip netns exec "$FW" ethtool -L "${P}veth$i" rx "$1" tx "$1"
+		ip netns exec "${P}ns$i" ethtool -L eth0 rx "$1" tx "$1"
+	done
+}
+small2() { # label [tracker args]: two queues, two generator threads
+	local label=$1 xdp=
+	shift
+	case "$label" in "(c)"* | "(d)"*) xdp=1 ;; esac
+	[ -z "$xdp" ] || stop_tracker
+	channels 2
+	[ -z "$xdp" ] || start_tracker "$BIN" "$P" "$OUT/tracker.log" "$@"
+	small "$label" 2
+	[ -z "$xdp" ] || stop_tracker
+	channels 1
+}
+# Two CPU-bound loops on the two CPUs against one: what the machine itself
+# gives a second core (vCPUs share their host), median of 5.
+cpu_scaling() {
+	/usr/bin/python3 - <<'EOF' >>"$RES"
+import os, time
+from multiprocessing import Pool
+
+def spin(cpu):
+    os.sched_setaffinity(0, {cpu})
+    t, x = time.perf_counter(), 0
+    for i in range(10_000_000):
+        x += i
+    return time.perf_counter() - t
+
+cpus = sorted(os.sched_getaffinity(0))[:2]
+for _ in range(5):
+    with Pool(2) as pool:
+        one = pool.map(spin, cpus[:1])[0]
+        two = max(pool.map(spin, cpus))
+    print(f"(reference) two CPU-bound loops\tscaling\t{2 * one / two:.3f}\t0")
+EOF
+}
 
 echo "== topology $P" >&2
-scripts/topology.sh up "$P" --fw
+QUEUES=2 scripts/topology.sh up "$P" --fw
+channels 1
 ip netns exec "${P}ns2" iperf3 -s -D
 for _ in $(seq 100); do
 	ip netns exec "${P}ns2" ss -ltn | grep -q :5201 && break
@@ -127,6 +176,7 @@ offloads off
 run_path "(a) bridge, tx off"
 jumbo "(a) bridge, tx off"
 small "(a) bridge, tx off"
+small2 "(a) bridge, tx off"
 echo "== (b) bridge + nf_conntrack" >&2
 conntrack_on "$P"
 offloads on
@@ -135,24 +185,28 @@ offloads off
 run_path "(b) bridge + nf_conntrack, tx off"
 jumbo "(b) bridge + nf_conntrack, tx off"
 small "(b) bridge + nf_conntrack, tx off"
+small2 "(b) bridge + nf_conntrack, tx off"
 bridge_down
 echo "== (c) xdp-conntrack --no-track" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log" --no-track
 run_path "(c) xdp-conntrack --no-track"
 jumbo "(c) xdp-conntrack --no-track"
 small "(c) xdp-conntrack --no-track"
-stop_tracker
+small2 "(c) xdp-conntrack --no-track" --no-track
 echo "== (d) xdp-conntrack" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log"
 run_path "(d) xdp-conntrack"
 jumbo "(d) xdp-conntrack"
 small "(d) xdp-conntrack"
-stop_tracker
+small2 "(d) xdp-conntrack"
+cpu_scaling
 
 echo "== per-packet cost (BPF_PROG_TEST_RUN)" >&2
 cargo bench --target x86_64-unknown-linux-gnu --locked --bench cost 2>/dev/null |
 	grep '^|' >"$OUT/cost.md"
+echo "== profile of the established path (perf)" >&2
+scripts/profile.sh 10 | grep '^|' >"$OUT/profile.md"
 
-/usr/bin/python3 scripts/bench_report.py "$RES" "$OUT/cost.md" "$SECS" "$REPS" \
+/usr/bin/python3 scripts/bench_report.py "$RES" "$OUT/cost.md" "$OUT/profile.md" "$SECS" "$REPS" \
 	docs/BENCHMARKS.md docs/bench.png
 echo "== wrote docs/BENCHMARKS.md and docs/bench.png" >&2

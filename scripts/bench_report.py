@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Turns `make bench` measurements into docs/BENCHMARKS.md's bench section
-and a chart.  Usage: bench_report.py RESULTS.tsv COST.md SECS REPS MD PNG"""
+and a chart.  Usage: bench_report.py RESULTS.tsv COST.md PROFILE.md SECS REPS MD PNG"""
 
 import datetime
 import os
@@ -10,10 +10,11 @@ import statistics
 import sys
 from collections import OrderedDict
 
-res_path, cost_path, secs, reps, md_path, png_path = sys.argv[1:7]
-TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G", "TCP MTU 9000", "64-byte frames"]
-UNIT = {t: "Gbit/s" for t in TESTS}
-UNIT["64-byte frames"] = "Mpps"
+res_path, cost_path, profile_path, secs, reps, md_path, png_path = sys.argv[1:8]
+SMALL = ["64-byte frames", "64-byte frames, 2 queues"]
+TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G", "TCP MTU 9000"] + SMALL
+UNIT = {t: "Mpps" if t in SMALL else "Gbit/s" for t in TESTS}
+REF = "(reference) two CPU-bound loops"
 
 runs = OrderedDict()  # path -> test -> [(value, extra)]
 for line in open(res_path):
@@ -41,6 +42,7 @@ head = "| path | " + " | ".join(
 lines.append(head)
 lines.append("|---|" + "---:|---:|" * len(TESTS))
 medians = {}
+ref = [v for v, _ in runs.pop(REF, {}).get("scaling", [])]
 for path in runs:
     row = [path]
     for t in TESTS:
@@ -55,6 +57,11 @@ def ratio(a, b, t):
     return f"{x / y:.2f}x" if x and y else "n/a"
 
 
+def scale(p):
+    x, y = medians.get((p, SMALL[1])), medians.get((p, SMALL[0]))
+    return f"{x / y:.2f}x" if x and y else "n/a"
+
+
 C = "(c) xdp-conntrack --no-track"
 D = "(d) xdp-conntrack"
 B = "(b) bridge + nf_conntrack, tx off"
@@ -65,9 +72,21 @@ ratios = [
     f"TCP 4 streams {ratio(D, B, 'TCP 4 streams')}, TCP MTU 9000 {ratio(D, B, 'TCP MTU 9000')}, "
     f"64-byte Mpps {ratio(D, B, '64-byte frames')}",
     f"- (d) / (c) in 64-byte Mpps: {ratio(D, C, '64-byte frames')}",
+    "- two queues on two CPUs / one queue, 64-byte Mpps: "
+    + ", ".join(
+        f"{p.split(' ')[0]} {scale(p)}" for p in runs if medians.get((p, SMALL[1]))
+    ),
+    "- for reference, two CPU-bound loops on the two vCPUs against one: "
+    + (
+        f"{statistics.median(ref):.2f}x [{min(ref):.2f}-{max(ref):.2f}] (median of {len(ref)}),"
+        " the second core the machine itself gives"
+        if ref
+        else "n/a"
+    ),
 ]
 
 cost = open(cost_path).read().strip()
+profile = open(profile_path).read().strip()
 today = datetime.date.today().isoformat()
 section = f"""<!-- bench:start -->
 ## `make bench`: the forwarding paths side by side
@@ -92,6 +111,20 @@ Ratios in this run:
 BPF_PROG_TEST_RUN with `repeat` (`make bench-cost`, part of `make bench`):
 
 {cost}
+
+### Where an established packet's time goes
+
+`make profile` (part of `make bench`): perf samples the same
+BPF_PROG_TEST_RUN loop, the established ACK at 1k entries against
+forwarding only, and splits each packet's time by kernel symbol. Both
+columns carry the test harness's own loop (bpf_test_run and friends, about
+half of the forwarding-only time); the difference column is tracking's
+cost. Under this CPU's SRSO "safe RET" and retpoline mitigations every
+function return is expensive, and perf charges a return's stall to the
+instruction after the call, in the caller: the program's own line includes
+the returns from the helpers it calls.
+
+{profile}
 <!-- bench:end -->"""
 
 try:
@@ -111,19 +144,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 GBIT = [t for t in TESTS if UNIT[t] == "Gbit/s"]
-fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [5, 1.4]})
+fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [5, 2]})
 paths = list(runs)
 width = 0.8 / len(paths)
 for i, path in enumerate(paths):
     ys = [medians.get((path, t)) or 0 for t in GBIT]
     xs = [j + i * width for j in range(len(GBIT))]
     ax.bar(xs, ys, width, label=path)
-    ax2.bar([i * width], [medians.get((path, "64-byte frames")) or 0], width)
+    ax2.bar(
+        [j + i * width for j in range(len(SMALL))],
+        [medians.get((path, t)) or 0 for t in SMALL],
+        width,
+    )
 ax.set_xticks([j + 0.4 - width / 2 for j in range(len(GBIT))])
 ax.set_xticklabels(GBIT)
 ax.set_ylabel("Gbit/s (median)")
-ax2.set_xticks([0.4 - width / 2])
-ax2.set_xticklabels(["64-byte frames"])
+ax2.set_xticks([j + 0.4 - width / 2 for j in range(len(SMALL))])
+ax2.set_xticklabels(["64 B, 1 queue", "64 B, 2 queues"])
 ax2.set_ylabel("Mpps (median)")
 ax2.grid(axis="y", alpha=0.3)
 fig.suptitle(f"xdp-conntrack vs Linux bridge and nf_conntrack, ns1 -> ns2 over veth ({today})")

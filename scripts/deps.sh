@@ -17,7 +17,7 @@ pkgs=(
 )
 
 case "${1-}" in
-bench) pkgs+=(python3 python3-matplotlib) ;;
+bench) pkgs+=(python3 python3-matplotlib linux-perf) ;;
 kernels) pkgs+=(python3 python3-venv qemu-system-x86 busybox-static kmod) ;;
 esac
 

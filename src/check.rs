@@ -163,6 +163,13 @@ pub fn probe() -> Vec<Feature> {
             "probe",
         ),
         f(
+            "multi-buffer XDP redirect (NDO_XMIT_SG, veth)",
+            "6.3",
+            at_least(v, (6, 3)),
+            Need::Optional("frames over one buffer (MTU 3506 on veth) are dropped"),
+            "version",
+        ),
+        f(
             "BPF_PROG_TEST_RUN live frames (handshake generator)",
             "5.18",
             at_least(v, (5, 18)),
@@ -240,6 +247,10 @@ pub fn report(features: &[Feature], ifaces: &[Iface]) -> (String, bool) {
                 )
             }
             None => "not a veth, or its peer is in an unnamed namespace".to_string(),
+        };
+        let line = match sys::multibuf_warning(iface) {
+            Some(w) => format!("{line}; {w}"),
+            None => line,
         };
         out.push_str(&format!("interface {:<42} {line}\n", iface.name));
     }

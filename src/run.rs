@@ -114,6 +114,11 @@ pub fn tracker(o: &Options) -> Result<()> {
         if let Some(warning) = sys::peer_warning(iface) {
             eprintln!("xdp-conntrack: warning: {warning}");
         }
+        if cfg.features.frags {
+            if let Some(warning) = sys::multibuf_warning(iface) {
+                eprintln!("xdp-conntrack: warning: {warning}");
+            }
+        }
     }
     info(
         o.log_level,

@@ -227,6 +227,28 @@ mod ethtool {
                 .then_some(v[1] != 0)
         }
 
+        /// The interface's MTU.
+        pub fn mtu(&self, iface: &str) -> Option<u32> {
+            const SIOCGIFMTU: libc::c_ulong = 0x8921;
+            let name = CString::new(iface).ok()?;
+            let bytes = name.as_bytes_with_nul();
+            if bytes.len() > libc::IFNAMSIZ {
+                return None;
+            }
+            // SAFETY: ifreq is plain old data; zero is a valid value.
+            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+                *d = *s as libc::c_char;
+            }
+            // SAFETY: the fd is a socket and ifr names the interface;
+            // the kernel writes the MTU into the union.
+            if unsafe { libc::ioctl(self.0.as_raw_fd(), SIOCGIFMTU as _, &mut ifr) } != 0 {
+                return None;
+            }
+            // SAFETY: SIOCGIFMTU filled ifru_mtu.
+            Some(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+        }
+
         /// Whether transmit checksum offload is on.
         pub fn tx_csum(&self, iface: &str) -> Option<bool> {
             let mut v = [ETHTOOL_GTXCSUM, 0u32];
@@ -411,6 +433,53 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
         xdp,
         tx_csum,
     })
+}
+
+/// NETDEV_XDP_ACT_NDO_XMIT_SG, include/uapi/linux/netdev.h (Linux 6.3).
+const NETDEV_XDP_ACT_NDO_XMIT_SG: u64 = 64;
+
+/// The largest MTU whose frames fit one XDP buffer on veth: a 4K page less
+/// the XDP headroom (256) and struct skb_shared_info (320), less the
+/// Ethernet header.  Larger frames are multi-buffer (XDP frags).
+pub const SINGLE_BUFFER_MTU: u32 = 4096 - 256 - 320 - 14;
+
+/// Whether multi-buffer XDP frames may be redirected into `iface`, from
+/// its XDP feature flags.  `None` where the kernel reports none: before
+/// Linux 6.3, which cannot redirect multi-buffer frames at all.
+pub fn xdp_xmit_sg(iface: &Iface) -> Option<bool> {
+    let mut opts = libbpf_rs::libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: opts is sized for this libbpf and a valid out pointer.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query(iface.index as i32, 0, &mut opts) };
+    (rc == 0 && opts.feature_flags != 0)
+        .then_some(opts.feature_flags & NETDEV_XDP_ACT_NDO_XMIT_SG != 0)
+}
+
+/// A warning when frames redirected into `iface` may be too large for it:
+/// its MTU is above one buffer, and the kernel cannot redirect frames of
+/// several buffers into it.
+pub fn multibuf_warning(iface: &Iface) -> Option<String> {
+    let mtu = ethtool::Ethtool::new()?.mtu(&iface.name)?;
+    if mtu <= SINGLE_BUFFER_MTU {
+        return None;
+    }
+    match xdp_xmit_sg(iface) {
+        Some(true) => None,
+        Some(false) => Some(format!(
+            "{} (MTU {mtu}) does not take multi-buffer XDP frames from a redirect: frames \
+             over {SINGLE_BUFFER_MTU} bytes sent into it will be dropped (for a veth, turn GRO \
+             on or attach XDP on its peer)",
+            iface.name
+        )),
+        None => Some(format!(
+            "this kernel cannot redirect multi-buffer XDP frames (Linux 6.3 can): frames over \
+             {SINGLE_BUFFER_MTU} bytes sent into {} (MTU {mtu}) will be dropped; keep the MTU at \
+             {SINGLE_BUFFER_MTU} or below",
+            iface.name
+        )),
+    }
 }
 
 /// A warning when `iface` is a veth whose peer would drop redirected

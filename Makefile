@@ -65,9 +65,9 @@ profile: deps ## where an established packet's time goes: perf over BPF_PROG_TES
 	scripts/deps.sh bench
 	scripts/profile.sh
 
-test-kernels: build ## run the tests inside other kernels under QEMU (virtme-ng); default Debian 12's 6.1
+test-kernels: build ## the tests inside other kernels under QEMU: KERNELS="stable backports" (6.1, 6.12); SMOKE=1 for the smoke test only
 	scripts/deps.sh kernels
-	scripts/test-kernels.sh $(KERNELS)
+	scripts/test-kernels.sh $(if $(SMOKE),--smoke) $(KERNELS)
 
 vmlinux: deps ## regenerate vmlinux/x86_64/vmlinux.h from this kernel's BTF
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/x86_64/vmlinux.h

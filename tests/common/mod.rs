@@ -3,8 +3,10 @@
 //! even when a test fails.
 #![allow(dead_code)]
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{OpenObject, ProgramInput};
+use nix::sched::{setns, CloneFlags};
 use xdp_conntrack::bpf::types::ct_entry;
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::datapath::{self, Config};
@@ -336,4 +339,99 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Namespaced sockets and the tracker's view, for the end-to-end tests
+
+/// The namespaces' addresses in the default topology.
+pub const ADDR1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const ADDR2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// Socket timeouts: long enough for a slow machine, short enough that a
+/// broken forwarder fails the test instead of hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `f` on a thread that has entered the named network namespace and
+/// returns its result.  Sockets keep the namespace they were created in, so
+/// the caller may go on using what `f` returns from any thread.
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let path = Path::new("/run/netns").join(ns);
+            let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path:?}: {e}"));
+            setns(file, CloneFlags::CLONE_NEWNET).expect("entering the namespace");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// A TCP listener on 10.0.0.2 in ns2, on a port the kernel picks.
+pub fn tcp_listener(topo: &Topology) -> TcpListener {
+    in_ns(&topo.ns2(), || {
+        TcpListener::bind((ADDR2, 0)).expect("binding a listener in ns2")
+    })
+}
+
+/// A TCP connection from ns1 to `to`.
+pub fn tcp_connect(
+    topo: &Topology,
+    to: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    in_ns(&topo.ns1(), move || {
+        let s = TcpStream::connect_timeout(&to, timeout)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(s)
+    })
+}
+
+/// Accepts one connection and arms its timeouts.
+pub fn tcp_accept(listener: &TcpListener) -> TcpStream {
+    let (s, _) = listener.accept().expect("accept");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// The `dump` line whose original tuple is `tuple`, e.g.
+/// `src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2`.
+pub fn dump_line(pin_path: &Path, proto: &str, tuple: &str) -> Option<String> {
+    let (lines, footer) = dump(pin_path);
+    assert!(
+        footer.contains(&format!("{} flow entries have been shown", lines.len())),
+        "the footer does not count the {} lines: {footer:?}",
+        lines.len()
+    );
+    lines
+        .into_iter()
+        .find(|l| l.starts_with(&format!("{proto} ")) && l.contains(&format!("{tuple} ")))
+}
+
+/// The original tuple of an L4 flow from `from` to `to`.
+pub fn tuple(from: SocketAddr, to: SocketAddr) -> String {
+    format!(
+        "src={} dst={} sport={} dport={}",
+        from.ip(),
+        to.ip(),
+        from.port(),
+        to.port()
+    )
+}
+
+/// The output of `ip -n FW link show VETH`.
+pub fn link_show(topo: &Topology, side: u8) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &topo.fw(), "link", "show", &topo.veth(side)])
+        .output()
+        .expect("ip link show");
+    assert!(out.status.success(), "ip link show {}", topo.veth(side));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether an XDP program is attached to a veth's host end.
+pub fn xdp_attached(topo: &Topology, side: u8) -> bool {
+    link_show(topo, side).contains("xdp")
 }

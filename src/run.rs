@@ -155,6 +155,7 @@ pub fn tracker(o: &Options) -> Result<()> {
             next_sweep = now + o.sweep_every;
         }
         if now >= next_line {
+            datapath::recalibrate_clock(&mut skel)?;
             let totals = Totals::read(&skel.maps.stats)?;
             if !o.quiet && o.log_level > 0 {
                 let secs = last.elapsed().as_secs_f64();

@@ -213,6 +213,13 @@ fn a_data_flood_after_the_handshake_crosses_on_the_established_path() {
     let topo = seed_topology();
     let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
     let out = handshake(&topo, &["--count", "500", "--flood", "10"]);
+    assert_flooded(&out, &tracker, 500, 10);
+}
+
+/// The flood of `per_conn` ACKs for each of `conns` connections all
+/// arrived, and belongs to those connections: an ACK of any other tuple
+/// would have opened a new (picked-up) entry.
+fn assert_flooded(out: &Output, tracker: &Tracker, conns: usize, per_conn: usize) -> Clients {
     assert!(
         out.status.success(),
         "{}",
@@ -220,16 +227,18 @@ fn a_data_flood_after_the_handshake_crosses_on_the_established_path() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let data = stdout.lines().find(|l| l.contains(" DATA ")).unwrap();
+    let n = conns * per_conn;
     assert!(
-        data.contains("sent       5000") && data.contains("delivered       5000"),
+        data.contains(&format!("sent {n:>10}")) && data.contains(&format!("delivered {n:>10}")),
         "{data}"
     );
-    // The flood's ACKs belong to the 500 connections and open no others.
-    let (by_state, _) = table(&tracker);
+    let (by_state, clients) = table(tracker);
     assert_eq!(
         by_state,
-        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 500)])
+        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), conns)])
     );
+    assert_eq!(clients.len(), conns);
+    clients
 }
 
 /// Packets the sink in ns2 took on each rx queue of its eth0.
@@ -269,32 +278,15 @@ fn a_flood_from_two_threads_spreads_over_two_queues() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("CPUs are available"));
         return;
     }
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let data = stdout.lines().find(|l| l.contains(" DATA ")).unwrap();
-    assert!(
-        data.contains("sent       5010") && data.contains("delivered       5010"),
-        "{data}"
-    );
-    // Each thread flooded its own share of the 501 connections: an ACK for
-    // any other tuple would have opened a new (picked-up) entry.
-    let (by_state, clients) = table(&tracker);
-    assert_eq!(
-        by_state,
-        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 501)])
-    );
-    assert_eq!(clients.len(), 501);
-    // Both of the sink's queues carried traffic: 6012 client packets in
-    // all, of which thread 0's 251 x 10 and thread 1's 250 x 10 flood.
+    // Each thread flooded its own share of the 501 connections.
+    assert_flooded(&out, &tracker, 501, 10);
+    // Both of the sink's queues carried their thread's flood (251 x 10 and
+    // 250 x 10); the SYNs and ACKs, and whatever ns2 itself sent, are on
+    // top of that.
     let by_queue = xdp_packets_by_queue(&topo);
     assert_eq!(by_queue.len(), 2, "{by_queue:?}");
-    assert_eq!(
-        by_queue.iter().sum::<u64>(),
-        501 + 501 + 5010,
+    assert!(
+        by_queue.iter().sum::<u64>() >= 501 + 501 + 5010,
         "{by_queue:?}"
     );
     assert!(by_queue.iter().all(|&n| n >= 2500), "{by_queue:?}");

@@ -1590,3 +1590,43 @@ fn without_the_jiffies_clock_the_ktime_helper_reads_clock_monotonic() {
     cfg.features.jiffies = false;
     assert_clock_reads_monotonic(cfg, false);
 }
+
+#[test]
+fn recalibration_brings_a_drifted_clock_back_to_clock_monotonic() {
+    let mut h = Harness::new(Config::default());
+    // Five seconds of drift, far more than a day's worth here.
+    let bss = h.skel.maps.bss_data.as_deref_mut().expect(".bss");
+    bss.ct_clock.offset_ns = bss.ct_clock.offset_ns.wrapping_add(5_000_000_000);
+    let f = Flow::new(0);
+    let before = monotonic_ns();
+    assert_eq!(h.run(&f.c(SYN, 100, 0)), XDP_REDIRECT);
+    let (_, e) = h.entry(&f.tcp_key()).expect("the SYN's entry");
+    assert!(
+        e.created >= before + 4_900_000_000,
+        "the drift did not show"
+    );
+
+    xdp_conntrack::datapath::recalibrate_clock(&mut h.skel).expect("recalibrating");
+    let g = Flow::new(1);
+    let before = monotonic_ns();
+    assert_eq!(h.run(&g.c(SYN, 100, 0)), XDP_REDIRECT);
+    let after = monotonic_ns();
+    let (_, e) = h.entry(&g.tcp_key()).expect("the SYN's entry");
+    // Never behind userspace's clock.  Ahead by up to two ticks for a few
+    // microseconds at a tick: the kernel advances jiffies before its coarse
+    // clock, and userspace reads the coarse clock's vDSO copy, updated
+    // after that.
+    let tick = h
+        .skel
+        .maps
+        .bss_data
+        .as_deref()
+        .expect(".bss")
+        .ct_clock
+        .tick_ns;
+    assert!(
+        before <= e.created && e.created <= after + 2 * tick,
+        "created {} outside [{before}, {after} + 2 x {tick}]",
+        e.created
+    );
+}

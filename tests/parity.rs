@@ -1074,30 +1074,6 @@ impl KernelCt {
         )
     }
 
-    /// Which UDP rule this kernel follows: one request and one reply, then
-    /// a look at the entry.
-    fn udp_assure_rule(&self) -> UdpAssure {
-        self.flush();
-        let eth = Ether {
-            dst: K_MAC,
-            src: I_MAC,
-        };
-        assert_eq!(self.inject(&udp(&eth, CLIENT, SERVER, b"q")), Verdict::Pass);
-        assert_eq!(self.inject(&udp(&eth, SERVER, CLIENT, b"r")), Verdict::Pass);
-        let snap = self.snapshot();
-        self.flush();
-        match snap.0.as_slice() {
-            [e] if e.proto == "udp" && !e.unreplied => {
-                if e.assured {
-                    UdpAssure::OnFirstReply
-                } else {
-                    UdpAssure::AfterTwoSeconds
-                }
-            }
-            _ => panic!("one replied UDP entry expected, the kernel shows {snap}"),
-        }
-    }
-
     /// Empties K's table.
     fn flush(&self) {
         self.exec(&["conntrack", "-F"]);
@@ -1168,72 +1144,10 @@ struct Row {
     ours: (Verdict, Snapshot),
 }
 
-/// When the kernel under test sets UDP [ASSURED].  Kernels since about
-/// 6.2 (6.12 and 6.18 here) wait until a replied flow is still active after
-/// 2 s, as xdp-conntrack does; older ones (6.1 here) assure on the first
-/// reply.  Asked of the kernel itself, not read off its version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UdpAssure {
-    AfterTwoSeconds,
-    OnFirstReply,
-}
-
-impl Entry {
-    /// The entry with the one known difference taken out: on a kernel that
-    /// assures UDP on the first reply, a UDP entry's [ASSURED] is not
-    /// compared (the rest of it still is).
-    fn under(&self, rule: UdpAssure) -> Self {
-        let mut e = self.clone();
-        if rule == UdpAssure::OnFirstReply && e.proto == "udp" {
-            e.assured = false;
-        }
-        e
-    }
-}
-
-impl Snapshot {
-    fn under(&self, rule: UdpAssure) -> Self {
-        Snapshot::new(self.0.iter().map(|e| e.under(rule)).collect())
-    }
-}
-
 impl Row {
-    fn agrees(&self, rule: UdpAssure) -> bool {
-        Verdict::agrees(self.kernel.0, self.ours.0)
-            && self.kernel.1.under(rule) == self.ours.1.under(rule)
+    fn agrees(&self) -> bool {
+        Verdict::agrees(self.kernel.0, self.ours.0) && self.kernel.1 == self.ours.1
     }
-
-    /// On a first-reply kernel, every UDP entry it shows must be assured
-    /// exactly when replied: the rule holds throughout, so masking the bit
-    /// hides nothing else.
-    fn kernel_follows(&self, rule: UdpAssure) -> bool {
-        rule == UdpAssure::AfterTwoSeconds
-            || self
-                .kernel
-                .1
-                 .0
-                .iter()
-                .filter(|e| e.proto == "udp")
-                .all(|e| e.assured != e.unreplied)
-    }
-}
-
-/// A `kernel_ends` expectation with UDP [ASSURED] taken out under `rule`.
-fn ends_under(snapshot: &str, rule: UdpAssure) -> String {
-    if rule == UdpAssure::AfterTwoSeconds {
-        return snapshot.to_string();
-    }
-    snapshot
-        .split(" + ")
-        .map(|e| {
-            if e.starts_with("udp ") {
-                e.replace(" ASSURED", "")
-            } else {
-                e.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" + ")
 }
 
 fn run_seq(k: &KernelCt, seq: &Seq) -> Vec<Row> {
@@ -1266,7 +1180,7 @@ fn run_seq(k: &KernelCt, seq: &Seq) -> Vec<Row> {
     rows
 }
 
-fn render(seq: &Seq, rows: &[Row], rule: UdpAssure) -> String {
+fn render(seq: &Seq, rows: &[Row]) -> String {
     let cells: Vec<[String; 3]> = rows
         .iter()
         .map(|r| {
@@ -1291,7 +1205,7 @@ fn render(seq: &Seq, rows: &[Row], rule: UdpAssure) -> String {
         seq.name, "packet", "kernel", "ours"
     );
     for (n, (c, r)) in cells.iter().zip(rows).enumerate() {
-        let mark = if r.agrees(rule) { "" } else { "  <-- differs" };
+        let mark = if r.agrees() { "" } else { "  <-- differs" };
         out += &format!(
             "{:>2}  {:<w0$} | {:<w1$} | {:<w2$}{mark}\n",
             n + 1,
@@ -1309,25 +1223,18 @@ fn check_parity(seqs: &[Seq]) {
     require_root();
     pin_to_one_cpu();
     let k = KernelCt::new();
-    let rule = k.udp_assure_rule();
-    eprintln!("this kernel sets UDP [ASSURED]: {rule:?}");
     let mut differ = Vec::new();
     let mut kernel_surprises = Vec::new();
     for seq in seqs {
         let rows = run_seq(&k, seq);
-        let table = render(seq, &rows, rule);
+        let table = render(seq, &rows);
         eprintln!("{table}");
-        if !rows.iter().all(|r| r.agrees(rule)) {
+        if !rows.iter().all(Row::agrees) {
             differ.push(table.clone());
         }
-        if !rows.iter().all(|r| r.kernel_follows(rule)) {
-            kernel_surprises.push(format!("{}: UDP [ASSURED] not as {rule:?}", seq.name));
-        }
         if let Some(want) = seq.kernel_ends {
-            let got = rows
-                .last()
-                .map(|r| ends_under(&r.kernel.1.to_string(), rule));
-            if got.as_deref() != Some(ends_under(want, rule).as_str()) {
+            let got = rows.last().map(|r| r.kernel.1.to_string());
+            if got.as_deref() != Some(want) {
                 kernel_surprises.push(format!(
                     "{}: the kernel ends with {got:?}, the sequence assumes {want:?}",
                     seq.name

@@ -173,29 +173,47 @@ pub fn load<'obj>(
     Ok(skel)
 }
 
+/// Runs `ct_clock_probe` once and returns the program's clock state.
+fn clock_probe(skel: &ConntrackSkel<'_>) -> Result<crate::bpf::types::ct_clock> {
+    let frame = [0u8; 64];
+    let input = ProgramInput {
+        data_in: Some(&frame),
+        ..Default::default()
+    };
+    skel.progs
+        .ct_clock_probe
+        .test_run(input)
+        .context("running ct_clock_probe")?;
+    let bss = skel
+        .maps
+        .bss_data
+        .as_deref()
+        .context("the program's .bss is not memory-mapped")?;
+    // SAFETY: the kernel wrote the mapping during the test run above; a
+    // volatile read keeps the compiler from reusing an older value.
+    Ok(unsafe { std::ptr::read_volatile(&bss.ct_clock) })
+}
+
+/// Now on the program's own clock, the one its deadlines are set and
+/// checked by: what "expired" means to it, exactly.
+pub fn program_now(skel: &ConntrackSkel<'_>) -> Result<u64> {
+    let c = clock_probe(skel)?;
+    Ok(if c.tick_ns != 0 {
+        c.probe_jiffies
+            .wrapping_mul(c.tick_ns)
+            .wrapping_add(c.offset_ns)
+    } else {
+        c.probe_ns
+    })
+}
+
 /// One consistent sample of (jiffies, ktime ns) from `ct_clock_probe`: a
 /// tick may fall between the kernel's updates of the two clocks, so two
 /// samples 50 us apart must agree.
-fn clock_sample(skel: &mut ConntrackSkel<'_>) -> Result<(u64, u64)> {
-    let frame = [0u8; 64];
+fn clock_sample(skel: &ConntrackSkel<'_>) -> Result<(u64, u64)> {
     let mut last = None;
     for _ in 0..100 {
-        let input = ProgramInput {
-            data_in: Some(&frame),
-            ..Default::default()
-        };
-        skel.progs
-            .ct_clock_probe
-            .test_run(input)
-            .context("running ct_clock_probe")?;
-        let bss = skel
-            .maps
-            .bss_data
-            .as_deref()
-            .context("the program's .bss is not memory-mapped")?;
-        // SAFETY: the kernel wrote the mapping during the test run above;
-        // a volatile read keeps the compiler from reusing an older value.
-        let c = unsafe { std::ptr::read_volatile(&bss.ct_clock) };
+        let c = clock_probe(skel)?;
         let now = (c.probe_jiffies, c.probe_ns);
         if last == Some(now) {
             return Ok(now);
@@ -316,7 +334,7 @@ pub fn sweep(skel: &ConntrackSkel<'_>) -> Result<()> {
             .context("running the table sweep")?;
         return Ok(());
     }
-    let now = crate::table::monotonic_ns();
+    let now = program_now(skel)?;
     let mut expired = Vec::new();
     crate::table::for_each(&skel.maps.ct_table, |k, e| {
         if e.expires <= now {

@@ -167,7 +167,11 @@ pub fn insert(map: &impl MapCore, keys: &[ct_key], entries: &[ct_entry]) -> Resu
 
 /// Reads every live entry of a connection table map.
 pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
-    let now = monotonic_ns();
+    read_at(map, monotonic_ns())
+}
+
+/// Reads every entry of a connection table map that is live at `now`.
+pub fn read_at(map: &impl MapCore, now: u64) -> Result<Vec<Conn>> {
     let mut out = Vec::new();
     for_each(map, |k, e| {
         if let Some(c) = Conn::decode(k, e, now) {
@@ -199,6 +203,11 @@ pub fn icmp_key(requester: Ipv4Addr, responder: Ipv4Addr, id: u16) -> ct_key {
 
 /// Looks one connection up by key; `None` if absent or expired.
 pub fn lookup(map: &impl MapCore, key: &ct_key) -> Result<Option<(Conn, ct_entry)>> {
+    lookup_at(map, key, monotonic_ns())
+}
+
+/// Looks one connection up by key; `None` if absent or expired at `now`.
+pub fn lookup_at(map: &impl MapCore, key: &ct_key, now: u64) -> Result<Option<(Conn, ct_entry)>> {
     // SAFETY: ct_key is a plain C struct; viewing it as bytes is sound.
     let kb = unsafe { plain::as_bytes(key) };
     let Some(v) = map
@@ -209,5 +218,5 @@ pub fn lookup(map: &impl MapCore, key: &ct_key) -> Result<Option<(Conn, ct_entry
     };
     let mut e = ct_entry::default();
     plain::copy_from_bytes(&mut e, &v).map_err(|_| anyhow::anyhow!("entry has the wrong size"))?;
-    Ok(Conn::decode(key, &e, monotonic_ns()).map(|c| (c, e)))
+    Ok(Conn::decode(key, &e, now).map(|c| (c, e)))
 }

@@ -567,7 +567,7 @@ fn syn_retransmit_does_not_renew_the_timeout() {
     t.fwd(&f.c(SYN, 100, 0), &["new_conns"], ss);
     let (_, first) = h.entry(&t.key).expect("the SYN's entry");
     // Let the clock move so that a renewal would show in `expires`.
-    let moved_on = || monotonic_ns() > first.created + 20_000_000;
+    let moved_on = || h.now() > first.created + 20_000_000;
     assert!(wait_for(Duration::from_secs(1), moved_on));
     t.fwd(&f.c(SYN, 100, 0), &[], ss);
     let (_, again) = h.entry(&t.key).expect("the SYN's entry");
@@ -989,7 +989,7 @@ fn udp_is_assured_only_when_seen_both_ways_for_more_than_two_seconds() {
 
     // The semantics under test is the entry's age: wait on the clock.
     let (_, e) = h.entry(&t.key).expect("the UDP entry");
-    let old_enough = || monotonic_ns() > e.created + 2_100_000_000;
+    let old_enough = || h.now() > e.created + 2_100_000_000;
     assert!(wait_for(Duration::from_secs(5), old_enough));
     t.fwd(&f.c_udp(b"still here"), &[], assured);
     t.timeout("udp_stream");

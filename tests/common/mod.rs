@@ -102,12 +102,17 @@ impl Harness {
 
     /// The live entry under `key`, if any.
     pub fn entry(&self, key: &xdp_conntrack::bpf::types::ct_key) -> Option<(Conn, ct_entry)> {
-        table::lookup(&self.skel.maps.ct_table, key).expect("lookup")
+        table::lookup_at(&self.skel.maps.ct_table, key, self.now()).expect("lookup")
     }
 
     /// Every live connection.
     pub fn conns(&self) -> Vec<Conn> {
-        table::read(&self.skel.maps.ct_table).expect("reading the table")
+        table::read_at(&self.skel.maps.ct_table, self.now()).expect("reading the table")
+    }
+
+    /// Now on the program's clock: entries are live or expired by it.
+    pub fn now(&self) -> u64 {
+        datapath::program_now(&self.skel).expect("reading the program's clock")
     }
 
     /// Number of keys in the map, live or expired.

@@ -146,8 +146,10 @@ for k in "${kernels[@]}"; do
 	kernel=$(ls "$dir"/boot/vmlinuz-*)
 	echo "== $k: $pkg, booting $(basename "$kernel") (software emulation)"
 	log=$CACHE/kernels/$pkg.log
+	# The checkout is handed in at its own path: a guest sees the host's
+	# root, but not what lives under its /tmp or /var/tmp.
 	vng --run "$kernel" --disable-kvm --memory 4G --cpus 2 --verbose \
-		--rwdir=/lib/modules="$dir/lib/modules" \
+		--rwdir=/lib/modules="$dir/lib/modules" --rwdir="$ROOT=$ROOT" \
 		--exec "$CACHE/guest.sh $ROOT $tests" >"$log" 2>&1 || true
 	grep '^guest:' "$log" || { echo "no result from the guest; see $log"; status=1; }
 	grep -q '^guest: .* rc=0' "$log" || status=1

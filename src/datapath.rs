@@ -173,17 +173,22 @@ pub fn load<'obj>(
     Ok(skel)
 }
 
-/// Runs `ct_clock_probe` once and returns the program's clock state.
-fn clock_probe(skel: &ConntrackSkel<'_>) -> Result<crate::bpf::types::ct_clock> {
+/// Runs one of the object's housekeeping programs once through
+/// BPF_PROG_TEST_RUN.  XDP test runs need a frame; these never look at it.
+fn run_once(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> Result<()> {
     let frame = [0u8; 64];
     let input = ProgramInput {
         data_in: Some(&frame),
         ..Default::default()
     };
-    skel.progs
-        .ct_clock_probe
-        .test_run(input)
-        .context("running ct_clock_probe")?;
+    prog.test_run(input)
+        .with_context(|| format!("running {what}"))?;
+    Ok(())
+}
+
+/// Runs `ct_clock_probe` once and returns the program's clock state.
+fn clock_probe(skel: &ConntrackSkel<'_>) -> Result<crate::bpf::types::ct_clock> {
+    run_once(&skel.progs.ct_clock_probe, "ct_clock_probe")?;
     let bss = skel
         .maps
         .bss_data
@@ -322,17 +327,7 @@ pub fn set_ports(skel: &ConntrackSkel<'_>, ifindex: [u32; 2]) -> Result<()> {
 /// lookup in userspace that hands each expired key to `ct_reap`.
 pub fn sweep(skel: &ConntrackSkel<'_>) -> Result<()> {
     if skel.progs.ct_sweep.autoload() {
-        // XDP test runs need a frame; the sweep never looks at it.
-        let frame = [0u8; 64];
-        let input = ProgramInput {
-            data_in: Some(&frame),
-            ..Default::default()
-        };
-        skel.progs
-            .ct_sweep
-            .test_run(input)
-            .context("running the table sweep")?;
-        return Ok(());
+        return run_once(&skel.progs.ct_sweep, "the table sweep");
     }
     let now = program_now(skel)?;
     let mut expired = Vec::new();

@@ -63,17 +63,30 @@ fn table(tracker: &Tracker) -> (ByState, Clients) {
     (by_state, clients)
 }
 
-#[test]
-fn every_seed_handshake_reaches_established_assured() {
-    let topo = seed_topology();
-    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
-    let out = handshake(&topo, &["--count", &N.to_string()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// The generator succeeded, and the tracker holds exactly `n` connections,
+/// every one ESTABLISHED [ASSURED] and replied; returns their clients.
+fn assert_established(out: &Output, tracker: &Tracker, n: usize) -> Clients {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let (by_state, clients) = table(tracker);
+    assert_eq!(
+        by_state,
+        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), n)])
+    );
+    assert_eq!(clients.len(), n);
+    clients
+}
+
+#[test]
+fn every_seed_handshake_reaches_established_assured() {
+    let topo = seed_topology();
+    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let out = handshake(&topo, &["--count", &N.to_string()]);
+    let clients = assert_established(&out, &tracker, N);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     for phase in ["SYN ", "SYN-ACK", "ACK "] {
         let line = stdout
             .lines()
@@ -82,9 +95,6 @@ fn every_seed_handshake_reaches_established_assured() {
         assert!(line.contains(&format!("delivered {N:>10}")), "{line}");
     }
 
-    let (by_state, clients) = table(&tracker);
-    let want = BTreeMap::from([(("ESTABLISHED".to_string(), true, false), N)]);
-    assert_eq!(by_state, want);
     // One connection per client port, stepping from the seed's 23420.
     let want: BTreeSet<_> = (0..N as u16)
         .map(|i| (CLIENT.to_string(), 23420 + i))
@@ -153,17 +163,7 @@ fn client_ports_run_over_into_the_next_address() {
     let tracker = Tracker::start(&topo, &["-q"]);
     // Ports 65000..=65535 fit 536 connections; the rest use 10.1.1.101.
     let out = handshake(&topo, &["--count", "1000", "--sport", "65000"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let (by_state, clients) = table(&tracker);
-    assert_eq!(
-        by_state,
-        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 1000)])
-    );
+    let clients = assert_established(&out, &tracker, 1000);
     let first: BTreeSet<_> = (65000..=65535u16)
         .map(|p| (CLIENT.to_string(), p))
         .collect();
@@ -192,16 +192,7 @@ fn the_af_packet_sender_establishes_the_same_connections() {
     let topo = seed_topology();
     let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
     let out = handshake(&topo, &["--count", "1000", "--sender", "socket"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (by_state, clients) = table(&tracker);
-    assert_eq!(
-        by_state,
-        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), 1000)])
-    );
+    let clients = assert_established(&out, &tracker, 1000);
     let want: BTreeSet<_> = (0..1000u16)
         .map(|i| (CLIENT.to_string(), 23420 + i))
         .collect();
@@ -220,11 +211,7 @@ fn a_data_flood_after_the_handshake_crosses_on_the_established_path() {
 /// arrived, and belongs to those connections: an ACK of any other tuple
 /// would have opened a new (picked-up) entry.
 fn assert_flooded(out: &Output, tracker: &Tracker, conns: usize, per_conn: usize) -> Clients {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let clients = assert_established(out, tracker, conns);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let data = stdout.lines().find(|l| l.contains(" DATA ")).unwrap();
     let n = conns * per_conn;
@@ -232,12 +219,6 @@ fn assert_flooded(out: &Output, tracker: &Tracker, conns: usize, per_conn: usize
         data.contains(&format!("sent {n:>10}")) && data.contains(&format!("delivered {n:>10}")),
         "{data}"
     );
-    let (by_state, clients) = table(tracker);
-    assert_eq!(
-        by_state,
-        BTreeMap::from([(("ESTABLISHED".to_string(), true, false), conns)])
-    );
-    assert_eq!(clients.len(), conns);
     clients
 }
 

@@ -9,15 +9,17 @@
 //! distinct frame per run, so it is measured one run per frame, with the
 //! harness's fixed cost taken out (the same single runs, tracking off).
 
-use std::mem::MaybeUninit;
+mod common;
+
 use std::net::Ipv4Addr;
 
-use libbpf_rs::ProgramInput;
-use xdp_conntrack::bpf::types::{ct_entry, ct_key};
+use common::{config, established, load, median, run as per_packet, XDP_DROP, XDP_REDIRECT};
+use xdp_conntrack::bpf::types::ct_key;
 use xdp_conntrack::bpf::ConntrackSkel;
-use xdp_conntrack::datapath::{self, Config};
+use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
-use xdp_conntrack::table::{self, key_for, monotonic_ns, IPPROTO_TCP};
+use xdp_conntrack::proto::IPPROTO_TCP;
+use xdp_conntrack::table::{key_for, monotonic_ns};
 
 const ROUNDS: usize = 5;
 const REPEAT: u32 = 2_000_000;
@@ -29,52 +31,21 @@ fn client(i: u32) -> Endpoint {
     )
 }
 
-const SERVER: Endpoint = Endpoint {
-    addr: Ipv4Addr::new(10, 2, 2, 100),
-    port: 8080,
-};
+fn server() -> Endpoint {
+    Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080)
+}
 
 /// Fills the table with `n` established, assured connections.
 fn fill(skel: &ConntrackSkel<'_>, n: u32) {
     let expires = monotonic_ns() + 3_600_000_000_000;
-    let entry = ct_entry {
-        state: 3,  // ESTABLISHED
-        status: 3, // SEEN_REPLY | ASSURED
-        last_index: 3,
-        expires,
-        ..Default::default()
-    };
+    let s = server();
     let keys: Vec<ct_key> = (0..n)
         .map(|i| {
             let c = client(i);
-            key_for(IPPROTO_TCP, (c.addr, c.port), (SERVER.addr, SERVER.port))
+            key_for(IPPROTO_TCP, (c.addr, c.port), (s.addr, s.port)).expect("an IPv4 key")
         })
         .collect();
-    let vals = vec![entry; n as usize];
-    table::insert(&skel.maps.ct_table, &keys, &vals).expect("filling the table");
-}
-
-/// Loads the program; the small open object is leaked for the process.
-fn load(cfg: &Config) -> ConntrackSkel<'static> {
-    let object = Box::leak(Box::new(MaybeUninit::uninit()));
-    let skel = datapath::load(object, cfg).expect("loading (run as root)");
-    datapath::set_ports(&skel, [1, 1]).expect("devmap");
-    skel
-}
-
-fn per_packet(skel: &ConntrackSkel<'_>, frame: &[u8], repeat: u32) -> (f64, u32) {
-    let input = ProgramInput {
-        data_in: Some(frame),
-        repeat,
-        ..Default::default()
-    };
-    let out = skel.progs.xdp_conntrack.test_run(input).expect("test run");
-    (out.duration.as_nanos() as f64, out.return_value)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    common::fill(&skel.maps.ct_table, &keys, |_| established(expires));
 }
 
 /// `--profile SECS [--no-track]`: only the established ACK at 1k entries
@@ -84,7 +55,7 @@ fn profile(ack: &[u8], secs: u64, track: bool) {
     let skel = load(&Config {
         max_entries: 65_536,
         track,
-        ..Config::default()
+        ..config()
     });
     if track {
         fill(&skel, 1_000);
@@ -93,7 +64,7 @@ fn profile(ack: &[u8], secs: u64, track: bool) {
     let mut runs = Vec::new();
     while std::time::Instant::now() < until {
         let (ns, act) = per_packet(&skel, ack, REPEAT);
-        assert_eq!(act, 4, "the ACK must be forwarded");
+        assert_eq!(act, XDP_REDIRECT, "the ACK must be forwarded");
         runs.push(ns);
     }
     let what = if track {
@@ -112,15 +83,15 @@ fn profile(ack: &[u8], secs: u64, track: bool) {
 fn main() {
     let eth = Ether::default();
     let flow = client(0);
-    let ack = tcp(&eth, flow, SERVER, ACK | PSH, 1000, 2000, &[0u8; 6]);
+    let ack = tcp(&eth, flow, server(), ACK | PSH, 1000, 2000, &[0u8; 6]);
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         let secs = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10);
         return profile(&ack, secs, !args.iter().any(|a| a == "--no-track"));
     }
-    let invalid = tcp(&eth, flow, SERVER, SYN | FIN, 1000, 0, b"");
+    let invalid = tcp(&eth, flow, server(), SYN | FIN, 1000, 0, b"");
     let news: Vec<Vec<u8>> = (0..50_000)
-        .map(|i| tcp(&eth, client(2_000_000 + i), SERVER, SYN, 100, 0, b""))
+        .map(|i| tcp(&eth, client(2_000_000 + i), server(), SYN, 100, 0, b""))
         .collect();
 
     let mut rows: Vec<(String, Vec<f64>)> = vec![
@@ -134,10 +105,10 @@ fn main() {
     for _ in 0..ROUNDS {
         let fwd = load(&Config {
             track: false,
-            ..Config::default()
+            ..config()
         });
         let (fwd_ns, act) = per_packet(&fwd, &ack, REPEAT);
-        assert_eq!(act, 4);
+        assert_eq!(act, XDP_REDIRECT);
         rows[0].1.push(fwd_ns);
         // The harness's fixed cost of a single run, for the new-connection row.
         let base: f64 =
@@ -147,15 +118,15 @@ fn main() {
         for (row, n) in [(1usize, 1_000u32), (2, 65_536), (3, 1_048_576)] {
             let skel = load(&Config {
                 max_entries: n + 65_536,
-                ..Config::default()
+                ..config()
             });
             fill(&skel, n);
             let (ns, act) = per_packet(&skel, &ack, REPEAT);
-            assert_eq!(act, 4, "the established ACK must be forwarded");
+            assert_eq!(act, XDP_REDIRECT, "the established ACK must be forwarded");
             rows[row].1.push(ns);
             if n == 1_000 {
                 let (ns, act) = per_packet(&skel, &invalid, REPEAT);
-                assert_eq!(act, 1, "SYN|FIN must be dropped");
+                assert_eq!(act, XDP_DROP, "SYN|FIN must be dropped");
                 rows[4].1.push(ns);
                 // One run per distinct SYN; what it adds over the same
                 // single runs without tracking, on top of forwarding.

@@ -7,21 +7,19 @@
 //! and the difference is what tracking costs per packet.  Run as root:
 //! `make bench-setup`.
 
-use std::mem::MaybeUninit;
+mod common;
+
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use common::{config, load, median, XDP_REDIRECT};
 use libbpf_rs::ProgramInput;
-use xdp_conntrack::datapath::{self, Config};
+use xdp_conntrack::bpf::types::ct_counter;
+use xdp_conntrack::counters::Totals;
+use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
-use xdp_conntrack::stats::Totals;
 
 const ROUNDS: usize = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() {
     let n: u32 = 100_000;
@@ -49,13 +47,10 @@ fn main() {
     let mut base_ns = Vec::new();
     for _ in 0..ROUNDS {
         // The baseline: the same single runs with tracking off.
-        let mut object = MaybeUninit::uninit();
-        let cfg = Config {
+        let skel = load(&Config {
             track: false,
-            ..Config::default()
-        };
-        let skel = datapath::load(&mut object, &cfg).expect("loading (run as root)");
-        datapath::set_ports(&skel, [1, 1]).expect("devmap");
+            ..config()
+        });
         let mut base = Duration::ZERO;
         for f in phases.iter().flatten() {
             let input = ProgramInput {
@@ -72,13 +67,10 @@ fn main() {
         base_ns.push(base.as_nanos() as f64 / f64::from(3 * n));
         drop(skel);
 
-        let mut object = MaybeUninit::uninit();
-        let cfg = Config {
+        let skel = load(&Config {
             max_entries: n + n / 8,
-            ..Config::default()
-        };
-        let skel = datapath::load(&mut object, &cfg).expect("loading (run as root)");
-        datapath::set_ports(&skel, [1, 1]).expect("devmap");
+            ..config()
+        });
         let mut in_prog = Duration::ZERO;
         let start = Instant::now();
         for frames in &phases {
@@ -88,13 +80,16 @@ fn main() {
                     ..Default::default()
                 };
                 let out = skel.progs.xdp_conntrack.test_run(input).expect("test run");
-                assert_eq!(out.return_value, 4, "every handshake packet is forwarded");
+                assert_eq!(
+                    out.return_value, XDP_REDIRECT,
+                    "every handshake packet is forwarded"
+                );
                 in_prog += out.duration;
             }
         }
         let wall = start.elapsed();
         let t = Totals::read(&skel.maps.stats).expect("counters");
-        assert_eq!(t.s.new_conns, u64::from(n));
+        assert_eq!(t.get(ct_counter::CT_C_NEW), u64::from(n));
         prog_rates.push(f64::from(n) / in_prog.as_secs_f64());
         wall_rates.push(f64::from(n) / wall.as_secs_f64());
         ns_per_pkt.push(in_prog.as_nanos() as f64 / f64::from(3 * n));

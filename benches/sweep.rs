@@ -4,40 +4,34 @@
 //! table.  Half of the entries are expired each round.  Run as root:
 //! `make bench-sweep`.
 
-use std::mem::MaybeUninit;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Instant;
+
+use common::{config, established, load, median};
 use libbpf_rs::{MapCore, MapFlags};
 use xdp_conntrack::bpf::slice_bytes;
-use xdp_conntrack::bpf::types::{ct_entry, ct_key};
-use xdp_conntrack::datapath::{self, Config};
+use xdp_conntrack::bpf::types::ct_key;
+use xdp_conntrack::loader::{self, Config};
+use xdp_conntrack::proto::IPPROTO_TCP;
 use xdp_conntrack::table::{self, monotonic_ns};
 
 const ROUNDS: usize = 5;
 
 /// Fills the table with `n` entries, every other one already expired.
 fn fill(map: &impl MapCore, n: u32) {
-    let now = monotonic_ns();
-    let mut keys = Vec::with_capacity(n as usize);
-    let mut vals = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        keys.push(ct_key {
+    let live = monotonic_ns() + 3_600_000_000_000;
+    let keys: Vec<ct_key> = (0..n)
+        .map(|i| ct_key {
             addr: [0x0a01_0164u32.to_be(), (0x0a02_0000u32 + (i >> 16)).to_be()],
             port: [(i as u16).to_be(), 8080u16.to_be()],
-            proto: 6,
+            proto: IPPROTO_TCP,
             ..Default::default()
-        });
-        vals.push(ct_entry {
-            state: 3,
-            expires: if i % 2 == 0 {
-                1
-            } else {
-                now + 3_600_000_000_000
-            },
-            ..Default::default()
-        });
-    }
-    table::insert(map, &keys, &vals).expect("filling the table");
+        })
+        .collect();
+    common::fill(map, &keys, |i| {
+        established(if i % 2 == 0 { 1 } else { live })
+    });
 }
 
 fn userspace_sweep(map: &impl MapCore) -> usize {
@@ -61,29 +55,22 @@ fn userspace_sweep(map: &impl MapCore) -> usize {
     expired.len()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() {
     println!(
         "| entries | expired | in-kernel sweep (median) | userspace batch sweep (median) | ratio |"
     );
     println!("|---:|---:|---:|---:|---:|");
     for n in [65_536u32, 1_048_576] {
-        let mut object = MaybeUninit::uninit();
-        let cfg = Config {
+        let skel = load(&Config {
             max_entries: n,
-            ..Config::default()
-        };
-        let skel = datapath::load(&mut object, &cfg).expect("loading (run as root)");
+            ..config()
+        });
         let map = &skel.maps.ct_table;
         let (mut kt, mut ut) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             fill(map, n);
             let t = Instant::now();
-            datapath::sweep(&skel).expect("sweep");
+            loader::sweep(&skel).expect("sweep");
             kt.push(t.elapsed());
             assert_eq!(
                 map.keys().count(),

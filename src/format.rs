@@ -2,23 +2,16 @@
 
 use std::fmt::Write;
 
-use crate::config::tcp_state_name;
-use crate::stats::Totals;
-use crate::table::{Conn, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
-
-/// ICMP echo request and reply types.
-const ICMP_ECHO: u8 = 8;
-const ICMP_ECHOREPLY: u8 = 0;
+use crate::counters::Totals;
+use crate::proto::{
+    proto_name, tcp_state_name, ICMP_ECHO, ICMP_ECHOREPLY, IPPROTO_TCP, IPPROTO_UDP,
+};
+use crate::table::Conn;
 
 /// One connection in the format of conntrack-tools' `conntrack -L`.
 pub fn conntrack_line(c: &Conn) -> String {
-    let (name, l4) = match c.proto {
-        IPPROTO_TCP => ("tcp", true),
-        IPPROTO_UDP => ("udp", true),
-        IPPROTO_ICMP => ("icmp", false),
-        _ => ("unknown", false),
-    };
-    let mut s = format!("{name:<8} {} {} ", c.proto, c.timeout);
+    let l4 = matches!(c.proto, IPPROTO_TCP | IPPROTO_UDP);
+    let mut s = format!("{:<8} {} {} ", proto_name(c.proto), c.proto, c.timeout);
     if c.proto == IPPROTO_TCP {
         let _ = write!(s, "{} ", tcp_state_name(c.state));
     }
@@ -65,6 +58,7 @@ pub fn si(v: f64) -> String {
 
 /// The once-a-second line: rates over `secs`, then the table and the drops.
 pub fn live_line(now: &Totals, prev: &Totals, secs: f64) -> String {
+    use crate::bpf::types::ct_counter as c;
     let pkts = now.packets().saturating_sub(prev.packets()) as f64 / secs;
     let bytes = now.bytes().saturating_sub(prev.bytes()) as f64 / secs;
     format!(
@@ -73,40 +67,27 @@ pub fn live_line(now: &Totals, prev: &Totals, secs: f64) -> String {
         si(pkts),
         si(bytes * 8.0),
         now.active(),
-        now.s.new_conns,
+        now.get(c::CT_C_NEW),
         now.drops(),
-        now.s.invalid,
-        now.s.table_full,
-        now.s.strict_drops,
-        now.s.malformed,
-        now.s.redirect_err,
+        now.get(c::CT_C_INVALID),
+        now.get(c::CT_C_TABLE_FULL),
+        now.get(c::CT_C_STRICT_DROPS),
+        now.get(c::CT_C_MALFORMED),
+        now.get(c::CT_C_REDIRECT_ERR),
     )
 }
 
-/// Every counter as `name value` lines, for scripts.
+/// Every counter as `name value` lines, for scripts: the sums first
+/// (packets, bytes, active, drops), then each counter in slot order.
 pub fn counters(t: &Totals) -> String {
-    let s = &t.s;
-    let rows = [
-        ("packets", t.packets()),
-        ("bytes", t.bytes()),
-        ("packets_from_side1", s.rx_packets[0]),
-        ("packets_from_side2", s.rx_packets[1]),
-        ("bytes_from_side1", s.rx_bytes[0]),
-        ("bytes_from_side2", s.rx_bytes[1]),
-        ("active", t.active()),
-        ("new", s.new_conns),
-        ("drops", t.drops()),
-        ("invalid", s.invalid),
-        ("table_full", s.table_full),
-        ("strict_drops", s.strict_drops),
-        ("malformed", s.malformed),
-        ("redirect_err", s.redirect_err),
-        ("untracked", s.untracked),
-        ("expired", s.expired),
-        ("swept", s.swept),
-        ("closed", s.closed),
+    let sums = [
+        ("packets".to_string(), t.packets()),
+        ("bytes".to_string(), t.bytes()),
+        ("active".to_string(), t.active()),
+        ("drops".to_string(), t.drops()),
     ];
-    rows.iter()
+    sums.into_iter()
+        .chain(t.named())
         .map(|(n, v)| format!("{n} {v}"))
         .collect::<Vec<_>>()
         .join("\n")
@@ -117,11 +98,13 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
+    use crate::proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
     fn conn(proto: u8, state: u8, seen_reply: bool, assured: bool) -> Conn {
         Conn {
             proto,
-            src: Ipv4Addr::new(10, 1, 1, 100),
-            dst: Ipv4Addr::new(10, 2, 2, 100),
+            src: Ipv4Addr::new(10, 1, 1, 100).into(),
+            dst: Ipv4Addr::new(10, 2, 2, 100).into(),
             sport: 23420,
             dport: 8080,
             state,

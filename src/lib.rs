@@ -2,17 +2,17 @@
 //!
 //! The XDP program (`src/bpf/conntrack.bpf.c`) forwards and tracks; this
 //! crate loads it, shows what it does, and is shared by the binary and the
-//! tests.
+//! tests.  docs/ARCHITECTURE.md maps the rooms below.
 
 pub mod bpf;
-pub mod check;
-pub mod config;
-pub mod datapath;
+pub mod cmd;
+pub mod counters;
 pub mod format;
-pub mod handshake;
+pub mod gen;
+pub mod loader;
 pub mod packet;
-pub mod run;
-pub mod stats;
+pub mod proto;
+pub mod settings;
 pub mod sys;
 pub mod table;
 pub mod trace;

@@ -1,44 +1,35 @@
-//! Building Ethernet/IPv4 frames with correct checksums: for the tests, and
-//! for anything that injects traffic.
+//! Building Ethernet frames with IPv4 or IPv6 inside and correct checksums
+//! (with etherparse): for the tests, and for the generator's templates.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-/// TCP flag bits.
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-    /// URG.
-    pub const URG: u8 = 0x20;
-}
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header,
+    PacketBuilder, PacketBuilderStep, TcpHeader,
+};
 
-/// IPv4 protocol numbers.
-pub const PROTO_ICMP: u8 = 1;
-/// TCP.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
+pub use crate::proto::tcp_flags;
+use crate::proto::IPPROTO_ICMP;
+
+/// IPv6's ICMP (ICMPv6, RFC 4443).
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// One end of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
-    /// IPv4 address.
-    pub addr: Ipv4Addr,
-    /// Port (TCP/UDP).
+    /// IPv4 or IPv6 address.
+    pub addr: IpAddr,
+    /// Port (TCP/UDP), or the echo id.
     pub port: u16,
 }
 
 impl Endpoint {
     /// An address and a port.
-    pub fn new(addr: Ipv4Addr, port: u16) -> Self {
-        Self { addr, port }
+    pub fn new(addr: impl Into<IpAddr>, port: u16) -> Self {
+        Self {
+            addr: addr.into(),
+            port,
+        }
     }
 }
 
@@ -60,8 +51,11 @@ impl Default for Ether {
     }
 }
 
+/// The TCP window every built segment advertises.
+pub const TCP_WINDOW: u16 = 64240;
+
 /// The Internet checksum (RFC 1071) of `data`, folded, with `sum` as a
-/// starting partial sum.
+/// starting partial sum: for tests that edit a header and fix it up.
 pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
@@ -76,69 +70,74 @@ pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
-    let mut sum = 0u32;
-    for a in [src.octets(), dst.octets()] {
-        sum += u32::from(u16::from_be_bytes([a[0], a[1]]));
-        sum += u32::from(u16::from_be_bytes([a[2], a[3]]));
+/// The IP header for `src` -> `dst` (the builder fills in lengths, the
+/// protocol and the IPv4 checksum): TTL / hop limit 64, IPv4 with DF.
+fn ip_headers(src: IpAddr, dst: IpAddr) -> IpHeaders {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = Ipv4Header::new(0, 64, IpNumber(0), s.octets(), d.octets())
+                .expect("a zero payload length always fits");
+            h.dont_fragment = true;
+            IpHeaders::Ipv4(h, Ipv4Extensions::default())
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => IpHeaders::Ipv6(
+            Ipv6Header {
+                traffic_class: 0,
+                flow_label: Ipv6FlowLabel::ZERO,
+                payload_length: 0,
+                next_header: IpNumber(0),
+                hop_limit: 64,
+                source: s.octets(),
+                destination: d.octets(),
+            },
+            Ipv6Extensions::default(),
+        ),
+        _ => panic!("a frame from {src} to {dst} mixes address families"),
     }
-    sum + u32::from(proto) + len as u32
 }
 
-/// Wraps an L4 segment (checksum field already zero) into IPv4 and
-/// Ethernet, filling in the IPv4 and L4 checksums.
-pub fn ipv4_frame(
-    eth: &Ether,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    mut l4: Vec<u8>,
-) -> Vec<u8> {
-    let csum_at = match proto {
-        PROTO_TCP => Some(16),
-        PROTO_UDP => Some(6),
-        PROTO_ICMP => Some(2),
-        _ => None,
-    };
-    if let Some(at) = csum_at {
-        let pseudo = if proto == PROTO_ICMP {
-            0
-        } else {
-            pseudo_header_sum(src, dst, proto, l4.len())
-        };
-        let mut c = checksum(&l4, pseudo);
-        if proto == PROTO_UDP && c == 0 {
-            c = 0xffff;
-        }
-        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    }
+fn ip_builder(eth: &Ether, src: IpAddr, dst: IpAddr) -> PacketBuilderStep<IpHeaders> {
+    PacketBuilder::ethernet2(eth.src, eth.dst).ip(ip_headers(src, dst))
+}
 
-    let tot = 20 + l4.len();
-    let mut ip = vec![0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(tot as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = proto;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let c = checksum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-
-    let mut f = Vec::with_capacity(14 + tot);
-    f.extend_from_slice(&eth.dst);
-    f.extend_from_slice(&eth.src);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
-    // Pad to the Ethernet minimum, as a NIC would.
+/// Pads to the Ethernet minimum, as a NIC would.
+fn pad(mut f: Vec<u8>) -> Vec<u8> {
     if f.len() < 60 {
         f.resize(60, 0);
     }
     f
 }
 
-/// A TCP segment with `flags`, `seq`, `ack` and `payload`.
+/// Wraps a transport segment into IP and Ethernet.  ICMP and ICMPv6 get
+/// their checksum filled in (`l4` holds the 8-byte header, then the
+/// body); other protocols go as they are.
+pub fn ip_frame(
+    eth: &Ether,
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
+    proto: u8,
+    l4: Vec<u8>,
+) -> Vec<u8> {
+    let b = ip_builder(eth, src.into(), dst.into());
+    let mut f = Vec::new();
+    let icmp = |l4: &[u8]| (l4[0], l4[1], [l4[4], l4[5], l4[6], l4[7]]);
+    let res = match proto {
+        IPPROTO_ICMP if l4.len() >= 8 => {
+            let (t, c, rest) = icmp(&l4);
+            b.icmpv4_raw(t, c, rest).write(&mut f, &l4[8..])
+        }
+        IPPROTO_ICMPV6 if l4.len() >= 8 => {
+            let (t, c, rest) = icmp(&l4);
+            b.icmpv6_raw(t, c, rest).write(&mut f, &l4[8..])
+        }
+        _ => b.write(&mut f, IpNumber(proto), &l4),
+    };
+    res.expect("writing into a Vec");
+    pad(f)
+}
+
+/// A TCP segment with `flags` (`tcp_flags`), `seq`, `ack` and `payload`.
+/// The ack number is written whether or not ACK is set.
 pub fn tcp(
     eth: &Ether,
     src: Endpoint,
@@ -148,66 +147,147 @@ pub fn tcp(
     ack: u32,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&src.port.to_be_bytes());
-    t[2..4].copy_from_slice(&dst.port.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    t.extend_from_slice(payload);
-    ipv4_frame(eth, src.addr, dst.addr, PROTO_TCP, t)
+    use tcp_flags::*;
+    let mut th = TcpHeader::new(src.port, dst.port, seq, TCP_WINDOW);
+    th.acknowledgment_number = ack;
+    th.fin = flags & FIN != 0;
+    th.syn = flags & SYN != 0;
+    th.rst = flags & RST != 0;
+    th.psh = flags & PSH != 0;
+    th.ack = flags & ACK != 0;
+    th.urg = flags & URG != 0;
+    th.ece = flags & ECE != 0;
+    th.cwr = flags & CWR != 0;
+    let mut f = Vec::new();
+    ip_builder(eth, src.addr, dst.addr)
+        .tcp_header(th)
+        .write(&mut f, payload)
+        .expect("writing into a Vec");
+    pad(f)
 }
 
 /// A UDP datagram.
 pub fn udp(eth: &Ether, src: Endpoint, dst: Endpoint, payload: &[u8]) -> Vec<u8> {
-    let len = 8 + payload.len();
-    let mut u = vec![0u8; 8];
-    u[0..2].copy_from_slice(&src.port.to_be_bytes());
-    u[2..4].copy_from_slice(&dst.port.to_be_bytes());
-    u[4..6].copy_from_slice(&(len as u16).to_be_bytes());
-    u.extend_from_slice(payload);
-    ipv4_frame(eth, src.addr, dst.addr, PROTO_UDP, u)
+    let mut f = Vec::new();
+    ip_builder(eth, src.addr, dst.addr)
+        .udp(src.port, dst.port)
+        .write(&mut f, payload)
+        .expect("writing into a Vec");
+    pad(f)
 }
 
-/// An ICMP echo request (`icmp_type` 8) or reply (0).
+/// An echo request or reply: ICMP type 8 / 0 between IPv4 addresses,
+/// ICMPv6 type 128 / 129 between IPv6 ones (`icmp_type` as given).
 pub fn icmp_echo(
     eth: &Ether,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
     icmp_type: u8,
     id: u16,
     seq: u16,
 ) -> Vec<u8> {
-    let mut i = vec![0u8; 8];
-    i[0] = icmp_type;
-    i[4..6].copy_from_slice(&id.to_be_bytes());
-    i[6..8].copy_from_slice(&seq.to_be_bytes());
-    i.extend_from_slice(b"xdp-conntrack-ping");
-    ipv4_frame(eth, src, dst, PROTO_ICMP, i)
+    let (src, dst) = (src.into(), dst.into());
+    let mut l4 = vec![icmp_type, 0, 0, 0];
+    l4.extend_from_slice(&id.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(b"xdp-conntrack-ping");
+    let proto = if src.is_ipv4() {
+        IPPROTO_ICMP
+    } else {
+        IPPROTO_ICMPV6
+    };
+    ip_frame(eth, src, dst, proto, l4)
+}
+
+/// The offset of the transport header in an untagged frame built here
+/// without IP options or extension headers.
+pub fn l4_offset(frame: &[u8]) -> usize {
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x86dd => 14 + 40,
+        _ => 14 + usize::from(frame[14] & 0x0f) * 4,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use tcp_flags::*;
+
+    /// The pseudo-header sum of RFC 793 / RFC 8200.
+    fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
+        let words = |a: IpAddr| -> Vec<u8> {
+            match a {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            }
+        };
+        let mut bytes = words(src);
+        bytes.extend(words(dst));
+        let sum: u32 = bytes
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        sum + u32::from(proto) + len as u32
+    }
 
     #[test]
-    fn checksums_verify_to_zero() {
-        let a = Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420);
-        let b = Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080);
-        let f = tcp(&Ether::default(), a, b, tcp_flags::SYN, 100, 0, b"");
-        // IPv4 header sums to 0 with its checksum in place.
-        assert_eq!(checksum(&f[14..34], 0), 0);
-        let seg = &f[34..54];
-        let pseudo = pseudo_header_sum(a.addr, b.addr, PROTO_TCP, seg.len());
-        assert_eq!(checksum(seg, pseudo), 0);
-        assert_eq!(f.len(), 60);
-        let u = udp(&Ether::default(), a, b, b"hello");
-        let useg = &u[34..34 + 13];
-        assert_eq!(
-            checksum(useg, pseudo_header_sum(a.addr, b.addr, PROTO_UDP, 13)),
-            0
-        );
+    fn checksums_verify_to_zero_for_both_families() {
+        let v4 = (Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 2, 2, 100));
+        let v6: (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        for (s, d) in [
+            (IpAddr::from(v4.0), IpAddr::from(v4.1)),
+            (v6.0.into(), v6.1.into()),
+        ] {
+            let a = Endpoint::new(s, 23420);
+            let b = Endpoint::new(d, 8080);
+            let f = tcp(&Ether::default(), a, b, SYN | ECE | CWR, 100, 7, b"hi");
+            let at = l4_offset(&f);
+            if s.is_ipv4() {
+                assert_eq!(checksum(&f[14..34], 0), 0, "IPv4 header");
+                assert_eq!(f[14 + 6], 0x40, "DF");
+            }
+            let seg = &f[at..at + 22];
+            assert_eq!(checksum(seg, pseudo(s, d, 6, 22)), 0);
+            assert_eq!(seg[13], SYN | ECE | CWR);
+            assert_eq!(&seg[8..12], &7u32.to_be_bytes(), "ack without ACK");
+
+            let u = udp(&Ether::default(), a, b, b"hello");
+            let at = l4_offset(&u);
+            assert_eq!(checksum(&u[at..at + 13], pseudo(s, d, 17, 13)), 0);
+
+            let e = icmp_echo(
+                &Ether::default(),
+                s,
+                d,
+                if s.is_ipv4() { 8 } else { 128 },
+                7,
+                1,
+            );
+            let p = SlicedPacket::from_ethernet(&e).unwrap();
+            assert!(matches!(
+                (p.net, p.transport),
+                (Some(NetSlice::Ipv4(_)), Some(TransportSlice::Icmpv4(_)))
+                    | (Some(NetSlice::Ipv6(_)), Some(TransportSlice::Icmpv6(_)))
+            ));
+            let at = l4_offset(&e);
+            let len = e.len().min(at + 26) - at;
+            let ps = if s.is_ipv4() {
+                0
+            } else {
+                pseudo(s, d, IPPROTO_ICMPV6, len)
+            };
+            assert_eq!(checksum(&e[at..at + len], ps), 0, "ICMP of {s}");
+        }
+    }
+
+    #[test]
+    fn short_frames_are_padded_to_the_ethernet_minimum() {
+        let a = Endpoint::new(Ipv4Addr::new(10, 0, 0, 1), 1);
+        let b = Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 2);
+        assert_eq!(tcp(&Ether::default(), a, b, ACK, 1, 1, b"").len(), 60);
+        assert_eq!(udp(&Ether::default(), a, b, b"").len(), 60);
     }
 }

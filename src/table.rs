@@ -1,22 +1,16 @@
 //! Reading the connection table into a Rust view: tuples in the original
 //! direction, state, flags and the time left.
 
-use std::net::Ipv4Addr;
-
-use anyhow::{Context, Result};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
+use anyhow::{bail, Context, Result};
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags};
+use nix::errno::Errno;
 use nix::time::{clock_gettime, ClockId};
 
 use crate::bpf::types::{ct_entry, ct_key, ct_status};
-
-/// IANA protocol numbers the tracker knows.
-pub const IPPROTO_ICMP: u8 = 1;
-/// TCP.
-pub const IPPROTO_TCP: u8 = 6;
-/// UDP.
-pub const IPPROTO_UDP: u8 = 17;
+use crate::proto::IPPROTO_ICMP;
 
 /// One connection, as `conntrack -L` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +18,9 @@ pub struct Conn {
     /// IP protocol number.
     pub proto: u8,
     /// Source of the original direction (who opened it).
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     /// Destination of the original direction.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// TCP/UDP source port of the original direction; the echo id for ICMP.
     pub sport: u16,
     /// TCP/UDP destination port of the original direction.
@@ -69,8 +63,8 @@ impl Conn {
         };
         Some(Self {
             proto: key.proto,
-            src: Ipv4Addr::from(u32::from_be(key.addr[o])),
-            dst: Ipv4Addr::from(u32::from_be(key.addr[r])),
+            src: Ipv4Addr::from(u32::from_be(key.addr[o])).into(),
+            dst: Ipv4Addr::from(u32::from_be(key.addr[r])).into(),
             sport,
             dport,
             state: e.state,
@@ -121,9 +115,9 @@ pub fn for_each(map: &impl MapCore, mut f: impl FnMut(&ct_key, &ct_entry)) -> Re
                 &opts,
             )
         };
-        let done = ret == -libc_errno::ENOENT;
+        let done = ret == -(Errno::ENOENT as i32);
         if ret < 0 && !done {
-            if ret == -libc_errno::ENOSPC && batch < 1 << 20 {
+            if ret == -(Errno::ENOSPC as i32) && batch < 1 << 20 {
                 // One bucket holds more entries than the batch: grow it.
                 batch *= 2;
                 keys.resize(batch as usize, ct_key::default());
@@ -142,11 +136,6 @@ pub fn for_each(map: &impl MapCore, mut f: impl FnMut(&ct_key, &ct_entry)) -> Re
         token = out;
         first = false;
     }
-}
-
-mod libc_errno {
-    pub const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
-    pub const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
 }
 
 /// Writes entries into a connection table map, 64k per syscall: for
@@ -182,22 +171,34 @@ pub fn read_at(map: &impl MapCore, now: u64) -> Result<Vec<Conn>> {
 }
 
 /// The table key of a TCP or UDP flow, whichever way `src` -> `dst` goes:
-/// the lower (address, port) pair takes slot 0, as in the program.
-pub fn key_for(proto: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> ct_key {
-    let (s, d) = (u32::from(src.0), u32::from(dst.0));
+/// the lower (address, port) pair takes slot 0, as in the program
+/// (`ct_key_set()` in parse.h).  The table holds IPv4 flows only.
+pub fn key_for(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<ct_key> {
+    let (IpAddr::V4(sa), IpAddr::V4(da)) = (src.0, dst.0) else {
+        bail!(
+            "the table has no key for IPv6 flows ({} -> {})",
+            src.0,
+            dst.0
+        );
+    };
+    let (s, d) = (u32::from(sa), u32::from(da));
     let swap = s > d || (s == d && src.1 > dst.1);
-    let (lo, hi) = if swap { (dst, src) } else { (src, dst) };
-    ct_key {
-        addr: [u32::from(lo.0).to_be(), u32::from(hi.0).to_be()],
-        port: [lo.1.to_be(), hi.1.to_be()],
+    let ((lo, lo_port), (hi, hi_port)) = if swap {
+        ((d, dst.1), (s, src.1))
+    } else {
+        ((s, src.1), (d, dst.1))
+    };
+    Ok(ct_key {
+        addr: [lo.to_be(), hi.to_be()],
+        port: [lo_port.to_be(), hi_port.to_be()],
         proto,
         ..Default::default()
-    }
+    })
 }
 
 /// The table key of an ICMP echo exchange: the id sits in the requester's
 /// port slot.
-pub fn icmp_key(requester: Ipv4Addr, responder: Ipv4Addr, id: u16) -> ct_key {
+pub fn icmp_key(requester: IpAddr, responder: IpAddr, id: u16) -> Result<ct_key> {
     key_for(IPPROTO_ICMP, (requester, id), (responder, 0))
 }
 

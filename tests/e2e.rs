@@ -756,7 +756,7 @@ fn jumbo_frames_cross_at_mtu_9000_or_the_kernel_limit_is_reported() {
         .collect();
     // Frames that fit one XDP buffer cross on every kernel.
     assert_eq!(pings_answered(&topo, 3000), 3);
-    if xdp_conntrack::check::kernel_version() >= (6, 3) {
+    if xdp_conntrack::loader::features::kernel_version() >= (6, 3) {
         assert!(warned.is_empty(), "{lines:?}");
         // 8000 bytes of payload: each frame is a multi-buffer XDP frame
         // on veth, which only an xdp.frags program may see, and only a

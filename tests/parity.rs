@@ -25,7 +25,7 @@ mod common;
 use std::fmt;
 use std::fs::File;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -35,9 +35,9 @@ use nix::libc;
 use nix::sched::{sched_getaffinity, sched_setaffinity, setns, CloneFlags, CpuSet};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
-use xdp_conntrack::config::tcp_state_name;
 use xdp_conntrack::packet::{icmp_echo, tcp, tcp_flags::*, udp, Endpoint, Ether};
-use xdp_conntrack::table::{Conn, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_TCP};
+use xdp_conntrack::table::Conn;
 
 /// MAC of the veth end in K (frames are addressed to it) and in I.
 const K_MAC: [u8; 6] = [0x02, 0x6b, 0, 0, 0, 0x01];
@@ -45,17 +45,13 @@ const I_MAC: [u8; 6] = [0x02, 0x69, 0, 0, 0, 0x01];
 
 /// The two ends of every flow; both addresses live in K.
 const CLIENT: Endpoint = Endpoint {
-    addr: Ipv4Addr::new(10, 1, 1, 100),
+    addr: IpAddr::V4(Ipv4Addr::new(10, 1, 1, 100)),
     port: 23420,
 };
 const SERVER: Endpoint = Endpoint {
-    addr: Ipv4Addr::new(10, 2, 2, 100),
+    addr: IpAddr::V4(Ipv4Addr::new(10, 2, 2, 100)),
     port: 8080,
 };
-
-/// TCP flag bits `packet::tcp_flags` does not name.
-const ECE: u8 = 0x40;
-const CWR: u8 = 0x80;
 
 /// How long the kernel may take to process one injected frame.
 const KERNEL_WAIT: Duration = Duration::from_secs(2);
@@ -628,17 +624,8 @@ impl fmt::Display for Entry {
     }
 }
 
-fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        IPPROTO_TCP => "tcp",
-        IPPROTO_UDP => "udp",
-        IPPROTO_ICMP => "icmp",
-        _ => "other",
-    }
-}
-
 /// "C" / "S" for the test's endpoints (by address alone for ICMP).
-fn label(addr: Ipv4Addr, port: Option<u16>) -> String {
+fn label(addr: IpAddr, port: Option<u16>) -> String {
     for (name, e) in [("C", CLIENT), ("S", SERVER)] {
         if addr == e.addr && port.is_none_or(|p| p == e.port) {
             return name.into();
@@ -650,7 +637,7 @@ fn label(addr: Ipv4Addr, port: Option<u16>) -> String {
     }
 }
 
-fn orig(proto: &str, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> String {
+fn orig(proto: &str, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> String {
     if proto == "icmp" {
         format!("{}>{} id={sport}", label(src, None), label(dst, None))
     } else {
@@ -691,7 +678,7 @@ impl Entry {
                 .find_map(|w| w.strip_prefix(key))
                 .unwrap_or_else(|| panic!("no {key} in conntrack line: {line}"))
         };
-        let addr = |key: &str| -> Ipv4Addr {
+        let addr = |key: &str| -> IpAddr {
             first(key)
                 .parse()
                 .unwrap_or_else(|_| panic!("bad {key} in: {line}"))

@@ -13,6 +13,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "conntrack.h"
+#include "parse.h"
 
 #ifndef likely
 #define likely(x) __builtin_expect(!!(x), 1)
@@ -32,27 +33,8 @@
 #define CT_UDP_STREAM_AFTER (2 * NSEC_PER_SEC)
 #define EEXIST		    17
 
-/* Defaults are the project's: the seed report's, then the kernel's. */
-/* clang-format off */
-const volatile struct ct_config ct_cfg = {
-	.timeout = {
-		[CT_TCP_SYN_SENT] = 120,
-		[CT_TCP_SYN_RECV] = 60,
-		[CT_TCP_ESTABLISHED] = 432000,
-		[CT_TCP_FIN_WAIT] = 120,
-		[CT_TCP_CLOSE_WAIT] = 60,
-		[CT_TCP_LAST_ACK] = 120,
-		[CT_TCP_TIME_WAIT] = 120,
-		[CT_TCP_CLOSE] = 10,
-		[CT_TCP_SYN_SENT2] = 120,
-		[CT_TO_UNACK] = 300,
-		[CT_TO_UDP] = 300,
-		[CT_TO_UDP_STREAM] = 600,
-		[CT_TO_ICMP] = 30,
-	},
-	.track = 1,
-};
-/* clang-format on */
+/* Written whole by the loader before load (defaults: src/settings.rs). */
+const volatile struct ct_config ct_cfg = {};
 
 /*
  * Never read by the program: it anchors the shared enums in the object's
@@ -66,9 +48,11 @@ const volatile struct {
 	enum ct_seen seen;
 	enum ct_dir dir;
 	enum ct_verdict verdict;
+	enum ct_update update;
+	enum ct_counter counter;
+	enum ct_tcp_index index;
 } ct_enums;
 
-#include "parse.h"
 #include "tcp_state.h"
 
 /* A plain (preallocated) hash: when it is full, new connections are
@@ -105,11 +89,12 @@ struct {
 			bpf_printk(fmt, ##__VA_ARGS__);                        \
 	})
 
+#define CT_TCP_NAME(name) #name,
 static const char ct_state_names[CT_TCP_MAX + 2][12] = {
-	"NONE",	    "SYN_SENT",	  "SYN_RECV", "ESTABLISHED",
-	"FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
-	"CLOSE",    "SYN_SENT2",  "INVALID",  "IGNORE",
+	CT_TCP_STATES(CT_TCP_NAME) "INVALID",
+	"IGNORE",
 };
+#undef CT_TCP_NAME
 
 static const char ct_verdict_names[CT_UNTRACKED + 1][10] = {
 	"forward", "invalid", "full", "strict", "malformed", "untracked",
@@ -118,6 +103,39 @@ static const char ct_verdict_names[CT_UNTRACKED + 1][10] = {
 static __always_inline const char *state_name(__u8 s)
 {
 	return ct_state_names[s < CT_TCP_MAX + 2 ? s : CT_TCP_MAX];
+}
+
+/* Counts one event on this CPU. */
+static __always_inline void ct_count(struct ct_stats *st, enum ct_counter c)
+{
+	if (c < CT_C_MAX)
+		st->n[c]++;
+}
+
+/**
+ * ct_verdict_counter() - the counter a verdict moves
+ * @v: the verdict
+ *
+ * Return: the counter, or CT_C_MAX for a tracked, forwarded packet, whose
+ * count the redirect keeps.
+ */
+static __always_inline enum ct_counter ct_verdict_counter(enum ct_verdict v)
+{
+	switch (v) {
+	case CT_FORWARD:
+		return CT_C_MAX;
+	case CT_UNTRACKED:
+		return CT_C_UNTRACKED;
+	case CT_DROP_FULL:
+		return CT_C_TABLE_FULL;
+	case CT_DROP_STRICT:
+		return CT_C_STRICT_DROPS;
+	case CT_DROP_MALFORMED:
+		return CT_C_MALFORMED;
+	case CT_DROP_INVALID:
+	default:
+		return CT_C_INVALID;
+	}
 }
 
 /* Calibrated by the loader after load; see struct ct_clock. */
@@ -154,6 +172,12 @@ static __always_inline __u64 ct_now(void)
 	return ct_ktime();
 }
 
+/**
+ * ct_refresh() - push an entry's deadline out, without the lock
+ * @e: the entry
+ * @now: the program's clock
+ * @slot: the timeout slot that applies
+ */
 static __always_inline void ct_refresh(struct ct_entry *e, __u64 now,
 				       __u32 slot)
 {
@@ -167,6 +191,11 @@ static __always_inline void ct_refresh(struct ct_entry *e, __u64 now,
 		WRITE_ONCE(e->expires, expires);
 }
 
+/**
+ * ct_udp_packet() - a UDP packet of a tracked flow, as nf_conntrack_udp_packet()
+ * @e: the entry, locked
+ * @now: the program's clock
+ */
 static __always_inline void ct_udp_packet(struct ct_entry *e, __u64 now)
 {
 	if (e->status & CT_S_SEEN_REPLY) {
@@ -174,7 +203,7 @@ static __always_inline void ct_udp_packet(struct ct_entry *e, __u64 now)
 		bool stream = false;
 
 		/* Still active two seconds after the first packet and seen
-		 * both ways: a stream, not a probe (nf_conntrack_udp_packet).
+		 * both ways: a stream, not a probe.
 		 */
 		if (now > e->created + CT_UDP_STREAM_AFTER) {
 			slot = CT_TO_UDP_STREAM;
@@ -188,13 +217,20 @@ static __always_inline void ct_udp_packet(struct ct_entry *e, __u64 now)
 	}
 }
 
-/* A packet of a connection that has an entry. */
-static __always_inline int ct_existing(struct ct_entry *e,
-				       const struct ct_pkt *p, __u64 now)
+/**
+ * ct_existing() - a packet of a connection that has a live entry
+ * @e: the entry, in the map
+ * @p: the packet
+ * @now: the program's clock
+ *
+ * Return: what the packet does to the entry.
+ */
+static __always_inline enum ct_update
+ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 {
 	__u32 dir = p->src_slot != e->orig;
+	enum ct_update upd;
 	__u8 from = 0, to;
-	int ret = CT_FORWARD;
 
 	switch (p->key.proto) {
 	case IPPROTO_TCP:
@@ -208,30 +244,30 @@ static __always_inline int ct_existing(struct ct_entry *e,
 			   (e->status & CT_S_ASSURED) &&
 			   e->last_index == CT_IDX_ACK)) {
 			ct_refresh(e, now, CT_TCP_ESTABLISHED);
-			return CT_FORWARD;
+			return CT_UPD_ACCEPT;
 		}
 		bpf_spin_lock(&e->lock);
-		ret = ct_tcp_packet(e, p, dir, now, &from);
-		if (ret != CT_DROP_INVALID && ret != CT_REOPEN &&
+		upd = ct_tcp_packet(e, p, dir, now, &from);
+		if ((upd == CT_UPD_ACCEPT || upd == CT_UPD_KILL) &&
 		    dir == CT_DIR_REPLY)
 			e->status |= CT_S_SEEN_REPLY;
 		to = e->state;
 		bpf_spin_unlock(&e->lock);
 		ct_log("xct: tcp %s -> %s dir=%u", state_name(from),
-		       state_name(ret == CT_DROP_INVALID ? CT_TCP_MAX : to),
+		       state_name(upd == CT_UPD_INVALID ? CT_TCP_MAX : to),
 		       dir);
-		return ret;
+		return upd;
 	case IPPROTO_UDP:
 		if (likely(e->status & CT_S_ASSURED)) {
 			ct_refresh(e, now, CT_TO_UDP_STREAM);
-			return CT_FORWARD;
+			return CT_UPD_ACCEPT;
 		}
 		bpf_spin_lock(&e->lock);
 		ct_udp_packet(e, now);
 		if (dir == CT_DIR_REPLY)
 			e->status |= CT_S_SEEN_REPLY;
 		bpf_spin_unlock(&e->lock);
-		return CT_FORWARD;
+		return CT_UPD_ACCEPT;
 	default: /* ICMP echo */
 		if (dir == CT_DIR_REPLY && !(e->status & CT_S_SEEN_REPLY)) {
 			bpf_spin_lock(&e->lock);
@@ -239,18 +275,26 @@ static __always_inline int ct_existing(struct ct_entry *e,
 			bpf_spin_unlock(&e->lock);
 		}
 		ct_refresh(e, now, CT_TO_ICMP);
-		return CT_FORWARD;
+		return CT_UPD_ACCEPT;
 	}
 }
 
-/* A packet with no (live) entry: may it open a connection? */
-static __always_inline int ct_create(const struct ct_pkt *p, __u64 now,
-				     struct ct_stats *st)
+/**
+ * ct_create() - a packet with no live entry: may it open a connection?
+ * @p: the packet
+ * @now: the program's clock
+ * @st: this CPU's counters
+ *
+ * Return: the packet's verdict.
+ */
+static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
+						 __u64 now, struct ct_stats *st)
 {
 	struct ct_entry n = {};
+	enum ct_update upd;
 	struct ct_entry *e;
 	__u8 from = 0;
-	int ret, err;
+	int err;
 
 	n.orig = p->src_slot;
 	n.created = now;
@@ -273,9 +317,9 @@ static __always_inline int ct_create(const struct ct_pkt *p, __u64 now,
 			 */
 			return CT_DROP_INVALID;
 		}
-		ret = ct_tcp_packet(&n, p, CT_DIR_ORIGINAL, now, &from);
-		if (ret != CT_FORWARD)
-			return ret;
+		if (ct_tcp_packet(&n, p, CT_DIR_ORIGINAL, now, &from) !=
+		    CT_UPD_ACCEPT)
+			return CT_DROP_INVALID;
 		ct_log("xct: tcp NONE -> %s new", state_name(n.state));
 		break;
 	case IPPROTO_UDP:
@@ -292,7 +336,7 @@ static __always_inline int ct_create(const struct ct_pkt *p, __u64 now,
 
 	err = bpf_map_update_elem(&ct_table, &p->key, &n, BPF_NOEXIST);
 	if (likely(!err)) {
-		st->new_conns++;
+		ct_count(st, CT_C_NEW);
 		return CT_FORWARD;
 	}
 	if (err == -EEXIST) {
@@ -300,33 +344,44 @@ static __always_inline int ct_create(const struct ct_pkt *p, __u64 now,
 		e = bpf_map_lookup_elem(&ct_table, &p->key);
 		if (!e)
 			return CT_FORWARD;
-		ret = ct_existing(e, p, now);
-		return ret == CT_DROP_INVALID ? ret : CT_FORWARD;
+		upd = ct_existing(e, p, now);
+		return upd == CT_UPD_INVALID ? CT_DROP_INVALID : CT_FORWARD;
 	}
 	/* -E2BIG: the table is full.  Refuse the newcomer. */
 	return CT_DROP_FULL;
 }
 
-static __always_inline int ct_track(const struct ct_pkt *p, struct ct_stats *st)
+/**
+ * ct_track() - look a parsed packet up, and create, advance or remove its
+ * connection
+ * @p: the packet
+ * @st: this CPU's counters
+ *
+ * Return: the packet's verdict.
+ */
+static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
+						struct ct_stats *st)
 {
 	__u64 now = ct_now();
+	enum ct_update upd;
 	struct ct_entry *e;
-	int ret;
 
 	e = bpf_map_lookup_elem(&ct_table, &p->key);
 	if (likely(e)) {
 		if (likely(READ_ONCE(e->expires) > now)) {
-			ret = ct_existing(e, p, now);
-			if (likely(ret != CT_REOPEN && ret != CT_KILL))
-				return ret;
+			upd = ct_existing(e, p, now);
+			if (likely(upd == CT_UPD_ACCEPT))
+				return CT_FORWARD;
+			if (upd == CT_UPD_INVALID)
+				return CT_DROP_INVALID;
 			/* Only the CPU whose delete succeeds counts it. */
 			if (!bpf_map_delete_elem(&ct_table, &p->key))
-				st->closed++;
-			if (ret == CT_KILL)
+				ct_count(st, CT_C_CLOSED);
+			if (upd == CT_UPD_KILL)
 				return CT_FORWARD;
 		} else if (!bpf_map_delete_elem(&ct_table, &p->key)) {
 			/* An expired entry is as good as absent. */
-			st->expired++;
+			ct_count(st, CT_C_EXPIRED);
 		}
 	}
 	return ct_create(p, now, st);
@@ -345,6 +400,15 @@ static __always_inline __u32 ct_frame_len(struct xdp_md *ctx)
 	return ctx->data_end - ctx->data;
 }
 
+/**
+ * ct_redirect() - send a frame out of the other side, and count it
+ * @ctx: the frame
+ * @in: the side it came in on (0 or 1)
+ * @len: its whole length
+ * @st: this CPU's counters
+ *
+ * Return: the XDP action.
+ */
 static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in, __u32 len,
 				       struct ct_stats *st)
 {
@@ -363,10 +427,11 @@ static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in, __u32 len,
 	/* The low bits of flags are the action if the slot is empty. */
 	act = bpf_redirect_map(&tx_ports, out, XDP_DROP);
 	if (likely(act == XDP_REDIRECT)) {
-		st->rx_packets[in]++;
-		st->rx_bytes[in] += len;
+		/* in is 0 or 1: side 2's counters follow side 1's. */
+		st->n[CT_C_PACKETS_FROM_SIDE1 + (in & 1)]++;
+		st->n[CT_C_BYTES_FROM_SIDE1 + (in & 1)] += len;
 	} else {
-		st->redirect_err++;
+		ct_count(st, CT_C_REDIRECT_ERR);
 	}
 	ct_log("xct: redirect side%u -> side%u act=%d", in + 1, out + 1, act);
 	return act;
@@ -379,10 +444,10 @@ int xdp_conntrack(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 len = ct_frame_len(ctx);
 	__u32 in = ctx->ingress_ifindex == ct_cfg.ifindex[1];
+	enum ct_verdict verdict;
 	struct ct_pkt pkt = {};
 	struct ct_stats *st;
 	__u32 zero = 0;
-	int verdict;
 
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (unlikely(!st))
@@ -393,30 +458,12 @@ int xdp_conntrack(struct xdp_md *ctx)
 	verdict = ct_parse(data, data_end, len, &pkt);
 	if (verdict == CT_FORWARD) {
 		ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u flags=0x%x",
-		       pkt.key.proto, &pkt.saddr, bpf_ntohs(pkt.sport),
-		       &pkt.daddr, bpf_ntohs(pkt.dport), pkt.flags);
+		       pkt.key.proto, &pkt.saddr.v4, bpf_ntohs(pkt.sport),
+		       &pkt.daddr.v4, bpf_ntohs(pkt.dport), pkt.flags);
 		verdict = ct_track(&pkt, st);
 	}
 
-	switch (verdict) {
-	case CT_FORWARD:
-		break;
-	case CT_UNTRACKED:
-		st->untracked++;
-		break;
-	case CT_DROP_FULL:
-		st->table_full++;
-		break;
-	case CT_DROP_STRICT:
-		st->strict_drops++;
-		break;
-	case CT_DROP_MALFORMED:
-		st->malformed++;
-		break;
-	default:
-		st->invalid++;
-		break;
-	}
+	ct_count(st, ct_verdict_counter(verdict));
 	if (verdict != CT_FORWARD && verdict != CT_UNTRACKED) {
 		ct_log("xct: verdict %s, drop",
 		       ct_verdict_names[verdict <= CT_UNTRACKED ? verdict : 1]);
@@ -454,7 +501,7 @@ int ct_sweep(struct xdp_md *ctx)
 	bpf_for_each_map_elem(&ct_table, sweep_cb, &c, 0);
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (st)
-		st->swept += c.removed;
+		st->n[CT_C_SWEPT] += c.removed;
 	return XDP_PASS;
 }
 
@@ -484,7 +531,7 @@ int ct_reap(struct xdp_md *ctx)
 		return XDP_PASS;
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (st)
-		st->swept++;
+		ct_count(st, CT_C_SWEPT);
 	return XDP_DROP;
 }
 

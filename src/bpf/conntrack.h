@@ -4,7 +4,9 @@
  *
  * Rust never copies these by hand: libbpf-cargo emits them into the
  * skeleton's `types` module from the object's BTF, so both sides always
- * agree on layout.  Keep every field fixed-width and keep padding explicit.
+ * agree on layout, and build.rs reads the enumerators' names from the same
+ * BTF, so that a state or a counter is named in this file only.  Keep every
+ * field fixed-width and keep padding explicit.
  */
 #ifndef __CONNTRACK_H
 #define __CONNTRACK_H
@@ -12,32 +14,43 @@
 /*
  * TCP states, in the order of the kernel's enum tcp_conntrack so that the
  * transition table in tcp_state.h reads like nf_conntrack_proto_tcp.c.
+ * The list makes both the enum and the names the trace prints; Rust takes
+ * the names from the enum (`conntrack -L` prints the same ones).
  */
+#define CT_TCP_STATES(X)                                                       \
+	X(NONE)                                                                \
+	X(SYN_SENT)                                                            \
+	X(SYN_RECV)                                                            \
+	X(ESTABLISHED)                                                         \
+	X(FIN_WAIT)                                                            \
+	X(CLOSE_WAIT)                                                          \
+	X(LAST_ACK)                                                            \
+	X(TIME_WAIT)                                                           \
+	X(CLOSE)                                                               \
+	X(SYN_SENT2)
+
+/* clang-format off */
+#define CT_TCP_ENUM(name) CT_TCP_##name,
 enum ct_tcp_state {
-	CT_TCP_NONE = 0,
-	CT_TCP_SYN_SENT = 1,
-	CT_TCP_SYN_RECV = 2,
-	CT_TCP_ESTABLISHED = 3,
-	CT_TCP_FIN_WAIT = 4,
-	CT_TCP_CLOSE_WAIT = 5,
-	CT_TCP_LAST_ACK = 6,
-	CT_TCP_TIME_WAIT = 7,
-	CT_TCP_CLOSE = 8,
-	CT_TCP_SYN_SENT2 = 9,
-	CT_TCP_MAX = 10,    /* "sIV": the packet is INVALID */
-	CT_TCP_IGNORE = 11, /* "sIG": accept, but do not change state */
+	CT_TCP_STATES(CT_TCP_ENUM)
+	CT_TCP_MAX,	/* "sIV": the packet is INVALID */
+	CT_TCP_IGNORE,	/* "sIG": accept, but do not change state */
 };
+#undef CT_TCP_ENUM
+/* clang-format on */
 
 /*
- * Timeout slots.  Slots 1..9 are the TCP states above; the rest are the
- * kernel's extra TCP timer and the other protocols.
+ * Timeout slots of struct ct_config.  Slots below CT_TCP_MAX are the TCP
+ * states above; the rest are the kernel's extra TCP timer and the other
+ * protocols.  Their defaults live with the loader (src/settings.rs), which
+ * writes every slot before load.
  */
 enum ct_timeout {
-	CT_TO_UNACK = 10,      /* picked-up TCP that has seen no reply yet */
-	CT_TO_UDP = 11,	       /* UDP, unreplied or younger than 2 s */
-	CT_TO_UDP_STREAM = 12, /* UDP seen both ways for more than 2 s */
-	CT_TO_ICMP = 13,
-	CT_TO_MAX = 14,
+	CT_TO_UNACK = CT_TCP_MAX, /* picked-up TCP that has seen no reply */
+	CT_TO_UDP,		  /* UDP, unreplied or younger than 2 s */
+	CT_TO_UDP_STREAM,	  /* UDP seen both ways for more than 2 s */
+	CT_TO_ICMP,
+	CT_TO_MAX,
 };
 
 /* struct ct_entry.status bits, named after the kernel's IPS_* bits. */
@@ -74,6 +87,10 @@ struct ct_key {
 	__u8 pad[3];
 };
 
+/*
+ * The times are the program's clock (struct ct_clock below): CLOCK_MONOTONIC
+ * nanoseconds to within a tick.
+ */
 struct ct_entry {
 	struct bpf_spin_lock lock;
 	__u8 state;	 /* enum ct_tcp_state; 0 for UDP and ICMP */
@@ -85,33 +102,45 @@ struct ct_entry {
 	__u8 icmp_type;	 /* ICMP: the original direction's type */
 	__u32 td_end[2]; /* TCP handshake: highest seq+len per direction */
 	__u32 last_end;	 /* TCP: seq+len of the last ignored packet */
-	__u64 expires;	 /* bpf_ktime_get_ns() deadline */
-	__u64 created;	 /* bpf_ktime_get_ns() at creation */
+	__u64 expires;	 /* deadline */
+	__u64 created;
 };
 
 /* Interface slots of the devmap and of the per-side counters. */
 #define CT_SIDES 2
 
-/* Per-CPU counters; userspace sums them over CPUs. */
+/*
+ * Per-CPU counters, one slot each in struct ct_stats; userspace sums them
+ * over CPUs.  Rust names each one from its enumerator (less CT_C_, in
+ * lower case), and its table of them (src/counters.rs) must have exactly
+ * CT_C_MAX rows.  The per-side counters of side 2 follow those of side 1.
+ */
+enum ct_counter {
+	CT_C_PACKETS_FROM_SIDE1, /* forwarded, by ingress side */
+	CT_C_PACKETS_FROM_SIDE2,
+	CT_C_BYTES_FROM_SIDE1,
+	CT_C_BYTES_FROM_SIDE2,
+	CT_C_NEW,	   /* connections created */
+	CT_C_INVALID,	   /* dropped by the state machine */
+	CT_C_TABLE_FULL,   /* new connection dropped: no room */
+	CT_C_STRICT_DROPS, /* mid-stream packet dropped by --strict */
+	CT_C_MALFORMED,	   /* dropped: truncated or bad L2/L3 header */
+	CT_C_REDIRECT_ERR, /* devmap slot missing */
+	CT_C_UNTRACKED,	   /* forwarded without tracking */
+	CT_C_EXPIRED,	   /* expired entry replaced by a packet */
+	CT_C_SWEPT,	   /* expired entry removed by the sweep */
+	CT_C_CLOSED,	   /* entry removed by the state machine */
+	CT_C_MAX,
+};
+
 struct ct_stats {
-	__u64 rx_packets[CT_SIDES]; /* forwarded, by ingress side */
-	__u64 rx_bytes[CT_SIDES];
-	__u64 new_conns;
-	__u64 invalid;	    /* dropped by the state machine */
-	__u64 table_full;   /* new connection dropped: no room */
-	__u64 strict_drops; /* mid-stream packet dropped by --strict */
-	__u64 malformed;    /* dropped: truncated or bad L2/L3 header */
-	__u64 redirect_err; /* devmap slot missing */
-	__u64 untracked;    /* forwarded without tracking */
-	__u64 expired;	    /* expired entry replaced by a packet */
-	__u64 swept;	    /* expired entry removed by the sweep */
-	__u64 closed;	    /* entry removed by the state machine */
+	__u64 n[CT_C_MAX];
 };
 
 /*
  * Settings, fixed before load through the object's .rodata.  The verifier
  * sees them as constants, so disabled branches (log level, MAC rewrite)
- * are pruned and cost nothing.
+ * are pruned and cost nothing.  The loader writes every field.
  */
 struct ct_config {
 	__u32 timeout
@@ -142,14 +171,22 @@ struct ct_clock {
 	__u64 probe_ns;	     /* the ktime helper, at the same moment */
 };
 
-/* Verdicts of the tracking helpers. */
+/* What happens to a frame: the result of the tracking helpers. */
 enum ct_verdict {
-	CT_FORWARD = 0,
-	CT_DROP_INVALID = 1,
-	CT_DROP_FULL = 2,
-	CT_DROP_STRICT = 3,
-	CT_DROP_MALFORMED = 4,
-	CT_UNTRACKED = 5,
+	CT_FORWARD = 0,	       /* tracked, and accepted */
+	CT_DROP_INVALID = 1,   /* nf_conntrack would call it INVALID */
+	CT_DROP_FULL = 2,      /* a new connection, and no room for it */
+	CT_DROP_STRICT = 3,    /* mid-stream TCP under --strict */
+	CT_DROP_MALFORMED = 4, /* broken L2/L3 header */
+	CT_UNTRACKED = 5,      /* not tracked: forwarded as it is */
+};
+
+/* What a packet did to a connection's entry (ct_tcp_packet and friends). */
+enum ct_update {
+	CT_UPD_ACCEPT = 0,  /* the entry took the packet */
+	CT_UPD_INVALID = 1, /* the packet is INVALID; the entry is as it was */
+	CT_UPD_REOPEN = 2,  /* delete the entry, then handle the packet anew */
+	CT_UPD_KILL = 3,    /* forward the packet, then delete the entry */
 };
 
 #endif /* __CONNTRACK_H */

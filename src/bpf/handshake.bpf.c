@@ -19,8 +19,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "handshake.h"
-
-#define ETH_P_IP 0x0800
+#include "proto.h"
 
 struct hs_phase phase;
 
@@ -121,14 +120,14 @@ int hs_sink(struct xdp_md *ctx)
 	    iph->protocol == IPPROTO_TCP && iph->ihl == 5) {
 		th = (void *)(iph + 1);
 		if ((void *)(th + 1) <= data_end) {
-			f = ((__u8 *)th)[13];
-			if (f & 0x04)
+			f = tcp_flag_byte(th);
+			if (f & TH_RST)
 				kind = HS_RST;
-			else if (f & 0x02)
-				kind = (f & 0x10) ? HS_SYNACK : HS_SYN;
-			else if (f & 0x01)
+			else if (f & TH_SYN)
+				kind = (f & TH_ACK) ? HS_SYNACK : HS_SYN;
+			else if (f & TH_FIN)
 				kind = HS_FIN;
-			else if (f & 0x10)
+			else if (f & TH_ACK)
 				kind = HS_ACK;
 		}
 	}

@@ -4,8 +4,17 @@
  *
  * A cursor walks the frame; every header is bounds-checked against
  * data_end before it is read, in the form the verifier understands
- * (hdr + 1 > data_end).  The parser decides what happens to frames it
- * cannot track:
+ * (hdr + 1 > data_end).  Parsing runs in three stages, and only the middle
+ * one knows the address family:
+ *   1. parse_ethhdr(): Ethernet and up to two VLAN tags (802.1Q / 802.1ad);
+ *   2. parse_ipv4(): the network header, into the family-free struct
+ *      ct_l3 (where the transport header is, how long it is, which
+ *      protocol) and the packet's addresses in struct ct_pkt;
+ *   3. parse_l4(): TCP, UDP and ICMP on top of struct ct_l3, ending in
+ *      ct_key_set(), the one place that lays out the table's key.
+ * A new family is a new stage 2 and a case in ct_key_set().
+ *
+ * The parser decides what happens to frames it cannot track:
  *   - shorter than an Ethernet header, a truncated VLAN tag or IPv4
  *     header, IHL < 5, version != 4, or tot_len beyond the frame:
  *     CT_DROP_MALFORMED (the kernel's ip_rcv() drops these too);
@@ -15,29 +24,14 @@
  *   - non-IPv4 ethertypes (ARP, IPv6, ...), IPv4 fragments (no L4
  *     header to key on, and XDP cannot reassemble), ICMP other than echo,
  *     and other IP protocols: CT_UNTRACKED, forwarded as they are.
- * Up to two VLAN tags (802.1Q / 802.1ad) are skipped and the inner IPv4
- * packet is tracked.
  */
 #ifndef __PARSE_H
 #define __PARSE_H
 
-#define ETH_P_IP       0x0800
-#define ETH_P_8021Q    0x8100
-#define ETH_P_8021AD   0x88A8
-#define IP_MF	       0x2000
-#define IP_OFFSET      0x1FFF
-#define ICMP_ECHOREPLY 0
-#define ICMP_ECHO      8
-#define VLAN_MAX_DEPTH 2
+#include "proto.h"
 
-#define TH_FIN 0x01
-#define TH_SYN 0x02
-#define TH_RST 0x04
-#define TH_PSH 0x08
-#define TH_ACK 0x10
-#define TH_URG 0x20
-#define TH_ECE 0x40
-#define TH_CWR 0x80
+#define VLAN_MAX_DEPTH 2
+#define AF_INET	       2
 
 /* TCP flag classes: the row index of tcp_conntracks[][][]. */
 enum ct_tcp_index {
@@ -49,20 +43,34 @@ enum ct_tcp_index {
 	CT_IDX_NONE = 5,
 };
 
-/* What the tracker needs from one packet, all in host byte order. */
+/* An address of either family, as it is on the wire. */
+union ct_addr {
+	__be32 v4;
+	__be32 v6[4];
+};
+
+/* What the tracker needs from one packet; numbers in host byte order. */
 struct ct_pkt {
 	struct ct_key key;
-	__u32 seq;
-	__u32 ack;
-	__u32 end;    /* seq + payload + SYN + FIN, as segment_seq_plus_len() */
-	__be32 saddr; /* the packet's own tuple, for the debug log */
-	__be32 daddr;
+	union ct_addr saddr; /* the packet's own tuple, as it travels */
+	union ct_addr daddr;
 	__be16 sport;
 	__be16 dport;
+	__u32 seq;
+	__u32 ack;
+	__u32 end; /* seq + payload + SYN + FIN, as segment_seq_plus_len() */
+	__u8 family;
 	__u8 src_slot; /* key slot of the sender */
 	__u8 flags;    /* TCP flag byte */
 	__u8 index;    /* enum ct_tcp_index */
 	__u8 icmp_type;
+};
+
+/* The network layer of a packet, as the transport parsers need it. */
+struct ct_l3 {
+	void *l4;    /* the transport header */
+	__u32 l4len; /* transport header and payload, from the IP header */
+	__u8 proto;  /* IPPROTO_* */
 };
 
 struct hdr_cursor {
@@ -103,7 +111,14 @@ static __always_inline __u8 tcp_index(__u8 flags)
 	return CT_IDX_NONE;
 }
 
-/* Returns the ethertype (network order) after any VLAN tags, or -1. */
+/**
+ * parse_ethhdr() - step over Ethernet and up to two VLAN tags
+ * @nh: the cursor, left on the network header
+ * @data_end: end of the frame's first buffer
+ *
+ * Return: the ethertype after the tags (network order), or -1 when the
+ * frame ends inside them.
+ */
 static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end)
 {
 	struct ethhdr *eth = nh->pos;
@@ -130,117 +145,24 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end)
 	return proto;
 }
 
-/*
- * Store the tuple so that both directions produce the same key: the
- * (address, port) pair that compares lower in host order takes slot 0.
+/**
+ * parse_ipv4() - the IPv4 header, checked as ip_rcv() checks it
+ * @nh: the cursor, on the IPv4 header
+ * @data: start of the frame
+ * @data_end: end of the frame's first buffer
+ * @frame_len: the whole frame's length, fragments included
+ * @p: gets the family and the addresses
+ * @l3: gets where the transport header is, its length and protocol
+ *
+ * Return: CT_FORWARD to go on, CT_DROP_MALFORMED or CT_UNTRACKED.
  */
-static __always_inline void ct_key_set(struct ct_pkt *p, __be32 saddr,
-				       __be32 daddr, __be16 sport, __be16 dport)
+static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data,
+				      void *data_end, __u32 frame_len,
+				      struct ct_pkt *p, struct ct_l3 *l3)
 {
-	__u32 s = bpf_ntohl(saddr), d = bpf_ntohl(daddr);
-
-	p->saddr = saddr;
-	p->daddr = daddr;
-	p->sport = sport;
-	p->dport = dport;
-	/* Constant indices only: clang turns a variable index into a stack
-	 * array into pointer arithmetic the verifier refuses.
-	 */
-	if (s > d || (s == d && bpf_ntohs(sport) > bpf_ntohs(dport))) {
-		p->src_slot = 1;
-		p->key.addr[0] = daddr;
-		p->key.addr[1] = saddr;
-		p->key.port[0] = dport;
-		p->key.port[1] = sport;
-	} else {
-		p->src_slot = 0;
-		p->key.addr[0] = saddr;
-		p->key.addr[1] = daddr;
-		p->key.port[0] = sport;
-		p->key.port[1] = dport;
-	}
-}
-
-static __always_inline int parse_tcp(struct ct_pkt *p, struct iphdr *iph,
-				     void *l4, __u32 l4len, void *data_end)
-{
-	struct tcphdr *th = l4;
-	__u32 doff;
-	__u8 flags;
-
-	if (th + 1 > data_end || l4len < sizeof(*th))
-		return CT_DROP_INVALID;
-	doff = th->doff * 4;
-	if (doff < sizeof(*th) || doff > l4len)
-		return CT_DROP_INVALID;
-	/* The flag byte follows the data offset nibble (RFC 9293). */
-	flags = ((__u8 *)th)[13];
-	if (!tcp_flags_valid(flags))
-		return CT_DROP_INVALID;
-
-	p->flags = flags;
-	p->index = tcp_index(flags);
-	/* Sequence arithmetic happens in host order, modulo 2^32. */
-	p->seq = bpf_ntohl(th->seq);
-	p->ack = bpf_ntohl(th->ack_seq);
-	p->end = p->seq + (l4len - doff) + !!(flags & TH_SYN) +
-		 !!(flags & TH_FIN);
-	ct_key_set(p, iph->saddr, iph->daddr, th->source, th->dest);
-	return CT_FORWARD;
-}
-
-static __always_inline int parse_udp(struct ct_pkt *p, struct iphdr *iph,
-				     void *l4, __u32 l4len, void *data_end)
-{
-	struct udphdr *uh = l4;
-	__u32 ulen;
-
-	if (uh + 1 > data_end || l4len < sizeof(*uh))
-		return CT_DROP_INVALID;
-	ulen = bpf_ntohs(uh->len);
-	if (ulen > l4len || ulen < sizeof(*uh))
-		return CT_DROP_INVALID;
-	ct_key_set(p, iph->saddr, iph->daddr, uh->source, uh->dest);
-	return CT_FORWARD;
-}
-
-static __always_inline int parse_icmp(struct ct_pkt *p, struct iphdr *iph,
-				      void *l4, __u32 l4len, void *data_end)
-{
-	struct icmphdr *ih = l4;
-	__be16 id;
-
-	if (ih + 1 > data_end || l4len < sizeof(*ih))
-		return CT_DROP_INVALID;
-	if (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY)
-		return CT_UNTRACKED;
-
-	p->icmp_type = ih->type;
-	id = ih->un.echo.id;
-	/* The echo id sits in the requester's port slot. */
-	if (ih->type == ICMP_ECHO)
-		ct_key_set(p, iph->saddr, iph->daddr, id, 0);
-	else
-		ct_key_set(p, iph->saddr, iph->daddr, 0, id);
-	return CT_FORWARD;
-}
-
-static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
-				    struct ct_pkt *p)
-{
-	struct hdr_cursor nh = {.pos = data};
-	struct iphdr *iph;
+	struct iphdr *iph = nh->pos;
 	__u32 hlen, tot;
-	void *l4;
-	int proto;
 
-	proto = parse_ethhdr(&nh, data_end);
-	if (proto < 0)
-		return CT_DROP_MALFORMED;
-	if (proto != bpf_htons(ETH_P_IP))
-		return CT_UNTRACKED;
-
-	iph = nh.pos;
 	if (iph + 1 > data_end)
 		return CT_DROP_MALFORMED;
 	if (iph->version != 4 || iph->ihl < 5)
@@ -257,15 +179,167 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return CT_UNTRACKED;
 
-	l4 = (void *)iph + hlen;
-	p->key.proto = iph->protocol;
-	switch (iph->protocol) {
+	p->family = AF_INET;
+	p->saddr.v4 = iph->saddr;
+	p->daddr.v4 = iph->daddr;
+	l3->l4 = (void *)iph + hlen;
+	l3->l4len = tot - hlen;
+	l3->proto = iph->protocol;
+	return CT_FORWARD;
+}
+
+/*
+ * Store the tuple so that both directions produce the same key: the
+ * (address, port) pair that compares lower in host order takes slot 0.
+ */
+static __always_inline void ct_key_set(struct ct_pkt *p, __u8 proto,
+				       __be16 sport, __be16 dport)
+{
+	__u32 s = bpf_ntohl(p->saddr.v4), d = bpf_ntohl(p->daddr.v4);
+
+	p->key.proto = proto;
+	p->sport = sport;
+	p->dport = dport;
+	/* Constant indices only: clang turns a variable index into a stack
+	 * array into pointer arithmetic the verifier refuses.
+	 */
+	if (s > d || (s == d && bpf_ntohs(sport) > bpf_ntohs(dport))) {
+		p->src_slot = 1;
+		p->key.addr[0] = p->daddr.v4;
+		p->key.addr[1] = p->saddr.v4;
+		p->key.port[0] = dport;
+		p->key.port[1] = sport;
+	} else {
+		p->src_slot = 0;
+		p->key.addr[0] = p->saddr.v4;
+		p->key.addr[1] = p->daddr.v4;
+		p->key.port[0] = sport;
+		p->key.port[1] = dport;
+	}
+}
+
+/**
+ * parse_tcp() - the TCP header, checked as nf_conntrack's tcp_error()
+ * @p: gets the flags, their class, seq, ack, the segment's end and the key
+ * @l3: the network layer
+ * @data_end: end of the frame's first buffer
+ *
+ * Return: CT_FORWARD, or CT_DROP_INVALID for a truncated header, a bad
+ * data offset or a flag combination the kernel refuses.
+ */
+static __always_inline int parse_tcp(struct ct_pkt *p, const struct ct_l3 *l3,
+				     void *data_end)
+{
+	struct tcphdr *th = l3->l4;
+	__u32 doff;
+	__u8 flags;
+
+	if (th + 1 > data_end || l3->l4len < sizeof(*th))
+		return CT_DROP_INVALID;
+	doff = th->doff * 4;
+	if (doff < sizeof(*th) || doff > l3->l4len)
+		return CT_DROP_INVALID;
+	flags = tcp_flag_byte(th);
+	if (!tcp_flags_valid(flags))
+		return CT_DROP_INVALID;
+
+	p->flags = flags;
+	p->index = tcp_index(flags);
+	/* Sequence arithmetic happens in host order, modulo 2^32. */
+	p->seq = bpf_ntohl(th->seq);
+	p->ack = bpf_ntohl(th->ack_seq);
+	p->end = p->seq + (l3->l4len - doff) + !!(flags & TH_SYN) +
+		 !!(flags & TH_FIN);
+	ct_key_set(p, IPPROTO_TCP, th->source, th->dest);
+	return CT_FORWARD;
+}
+
+/**
+ * parse_udp() - the UDP header, checked as nf_conntrack's udp_error()
+ * @p: gets the key
+ * @l3: the network layer
+ * @data_end: end of the frame's first buffer
+ *
+ * Return: CT_FORWARD, or CT_DROP_INVALID for a truncated header or a
+ * length field out of range.
+ */
+static __always_inline int parse_udp(struct ct_pkt *p, const struct ct_l3 *l3,
+				     void *data_end)
+{
+	struct udphdr *uh = l3->l4;
+	__u32 ulen;
+
+	if (uh + 1 > data_end || l3->l4len < sizeof(*uh))
+		return CT_DROP_INVALID;
+	ulen = bpf_ntohs(uh->len);
+	if (ulen > l3->l4len || ulen < sizeof(*uh))
+		return CT_DROP_INVALID;
+	ct_key_set(p, IPPROTO_UDP, uh->source, uh->dest);
+	return CT_FORWARD;
+}
+
+/**
+ * parse_icmp() - an ICMP echo request or reply
+ * @p: gets the type and the key, with the echo id in the requester's slot
+ * @l3: the network layer
+ * @data_end: end of the frame's first buffer
+ *
+ * Return: CT_FORWARD for echo, CT_UNTRACKED for other types, or
+ * CT_DROP_INVALID for a truncated header.
+ */
+static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
+				      void *data_end)
+{
+	struct icmphdr *ih = l3->l4;
+	__be16 id;
+
+	if (ih + 1 > data_end || l3->l4len < sizeof(*ih))
+		return CT_DROP_INVALID;
+	if (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY)
+		return CT_UNTRACKED;
+
+	p->icmp_type = ih->type;
+	id = ih->un.echo.id;
+	if (ih->type == ICMP_ECHO)
+		ct_key_set(p, IPPROTO_ICMP, id, 0);
+	else
+		ct_key_set(p, IPPROTO_ICMP, 0, id);
+	return CT_FORWARD;
+}
+
+/**
+ * ct_parse() - everything the tracker needs from one frame
+ * @data: start of the frame
+ * @data_end: end of its first buffer
+ * @frame_len: the whole frame's length
+ * @p: the parsed packet
+ *
+ * Return: CT_FORWARD when @p is ready to track, else the verdict for a
+ * frame that is not tracked (see the top of this file).
+ */
+static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
+				    struct ct_pkt *p)
+{
+	struct hdr_cursor nh = {.pos = data};
+	struct ct_l3 l3;
+	int proto, ret;
+
+	proto = parse_ethhdr(&nh, data_end);
+	if (proto < 0)
+		return CT_DROP_MALFORMED;
+	if (proto != bpf_htons(ETH_P_IP))
+		return CT_UNTRACKED;
+	ret = parse_ipv4(&nh, data, data_end, frame_len, p, &l3);
+	if (ret != CT_FORWARD)
+		return ret;
+
+	switch (l3.proto) {
 	case IPPROTO_TCP:
-		return parse_tcp(p, iph, l4, tot - hlen, data_end);
+		return parse_tcp(p, &l3, data_end);
 	case IPPROTO_UDP:
-		return parse_udp(p, iph, l4, tot - hlen, data_end);
+		return parse_udp(p, &l3, data_end);
 	case IPPROTO_ICMP:
-		return parse_icmp(p, iph, l4, tot - hlen, data_end);
+		return parse_icmp(p, &l3, data_end);
 	default:
 		return CT_UNTRACKED;
 	}

@@ -58,10 +58,6 @@ static const __u8 tcp_conntracks[2][6][CT_TCP_MAX] = {
 };
 /* clang-format on */
 
-/* Internal results of ct_tcp_packet(), next to enum ct_verdict. */
-#define CT_REOPEN 100 /* delete the entry, then handle as a new packet */
-#define CT_KILL	  101 /* forward the packet, then delete the entry */
-
 #define MAXACKWINCONST 66000
 
 static __always_inline bool seq_after(__u32 a, __u32 b)
@@ -89,10 +85,18 @@ enum ct_window {
 	CT_WIN_IGNORE = 2, /* accept the packet, change nothing */
 };
 
-/*
- * The part of tcp_in_window() that the handshake needs: learn each side's
- * end sequence from its SYN / SYN-ACK and bound the acknowledgement by
- * the other side's.  Sequence numbers are host order, modulo 2^32.
+/**
+ * ct_tcp_in_window() - the part of tcp_in_window() the handshake needs
+ * @e: the entry, private or locked
+ * @p: the packet
+ * @dir: its direction
+ * @state: the entry's state before the packet
+ *
+ * Learns each side's end sequence from its SYN / SYN-ACK and bounds the
+ * acknowledgement by the other side's.  Sequence numbers are host order,
+ * modulo 2^32.
+ *
+ * Return: enum ct_window.
  */
 static __always_inline int ct_tcp_in_window(struct ct_entry *e,
 					    const struct ct_pkt *p, __u32 dir,
@@ -150,7 +154,7 @@ static __always_inline int ct_tcp_in_window(struct ct_entry *e,
  * and reloads it at another width, so the check and the load must sit
  * together on one flat index.
  */
-static __always_inline __u8 tcp_next(__u32 dir, __u32 index, __u32 old)
+static __always_inline __u8 tcp_transition(__u32 dir, __u32 index, __u32 old)
 {
 	__u32 i = (dir * 6 + index) * CT_TCP_MAX + old;
 
@@ -159,24 +163,33 @@ static __always_inline __u8 tcp_next(__u32 dir, __u32 index, __u32 old)
 	return ((const __u8 *)tcp_conntracks)[i];
 }
 
-/*
- * Advance a TCP entry by one packet.  Mirrors nf_conntrack_tcp_packet().
- * Returns CT_FORWARD, CT_DROP_INVALID, CT_REOPEN or CT_KILL; *from gets
- * the state the packet found, for the debug log.
+/**
+ * ct_tcp_packet() - advance a TCP entry by one packet
+ * @e: the entry: a private copy of a new one, or a live one under its lock
+ * @p: the packet
+ * @dir: CT_DIR_ORIGINAL or CT_DIR_REPLY
+ * @now: the program's clock
+ * @from: gets the state the packet found, for the debug log
+ *
+ * Mirrors nf_conntrack_tcp_packet(): the transition table, then the
+ * special cases around it, then the window check, then the timeout.
+ *
+ * Return: what the packet does to the entry (enum ct_update).
  */
-static __always_inline int ct_tcp_packet(struct ct_entry *e,
-					 const struct ct_pkt *p, __u32 dir,
-					 __u64 now, __u8 *from)
+static __always_inline enum ct_update ct_tcp_packet(struct ct_entry *e,
+						    const struct ct_pkt *p,
+						    __u32 dir, __u64 now,
+						    __u8 *from)
 {
 	__u32 index = p->index;
-	__u8 old = e->state, new;
+	__u8 old = e->state, next;
 	__u64 to;
 
 	dir &= 1;
-	new = tcp_next(dir, index, old);
+	next = tcp_transition(dir, index, old);
 	*from = old;
 
-	switch (new) {
+	switch (next) {
 	case CT_TCP_SYN_SENT:
 		if (old < CT_TCP_TIME_WAIT)
 			break;
@@ -186,7 +199,7 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 		 */
 		if (((e->seen[0] | e->seen[1]) & CT_SEEN_CLOSE_INIT) ||
 		    (e->last_dir == dir && e->last_index == CT_IDX_RST))
-			return CT_REOPEN;
+			return CT_UPD_REOPEN;
 		/* fallthrough */
 	case CT_TCP_IGNORE:
 		if (index == CT_IDX_SYNACK && e->last_index == CT_IDX_SYN &&
@@ -198,7 +211,7 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 			__u32 ldir = e->last_dir & 1;
 
 			old = CT_TCP_SYN_SENT;
-			new = CT_TCP_SYN_RECV;
+			next = CT_TCP_SYN_RECV;
 			e->td_end[ldir] = e->last_end;
 			e->seen[ldir] = CT_SEEN_END_SET;
 			e->seen[dir] = 0;
@@ -218,15 +231,15 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 			if (old == CT_TCP_LAST_ACK)
 				e->status |= CT_S_CHALLENGE;
 		}
-		return CT_FORWARD;
+		return CT_UPD_ACCEPT;
 	case CT_TCP_MAX:
-		return CT_DROP_INVALID;
+		return CT_UPD_INVALID;
 	case CT_TCP_TIME_WAIT:
 		if (old == CT_TCP_LAST_ACK && index == CT_IDX_ACK &&
 		    e->last_dir != dir && e->last_index == CT_IDX_SYN &&
 		    (e->status & CT_S_CHALLENGE)) {
 			e->status &= ~CT_S_CHALLENGE;
-			return CT_FORWARD;
+			return CT_UPD_ACCEPT;
 		}
 		break;
 	case CT_TCP_SYN_SENT2:
@@ -236,7 +249,7 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 	case CT_TCP_SYN_RECV:
 		if (dir == CT_DIR_REPLY && index == CT_IDX_ACK &&
 		    (e->status & CT_S_SIMOPEN))
-			new = CT_TCP_ESTABLISHED;
+			next = CT_TCP_ESTABLISHED;
 		break;
 	default:
 		break;
@@ -244,43 +257,43 @@ static __always_inline int ct_tcp_packet(struct ct_entry *e,
 
 	switch (ct_tcp_in_window(e, p, dir, e->state)) {
 	case CT_WIN_INVALID:
-		return CT_DROP_INVALID;
+		return CT_UPD_INVALID;
 	case CT_WIN_IGNORE:
-		return CT_FORWARD;
+		return CT_UPD_ACCEPT;
 	default:
 		break;
 	}
 
 	e->last_index = index;
 	e->last_dir = dir;
-	e->state = new;
-	if (old != new &&new == CT_TCP_FIN_WAIT)
+	e->state = next;
+	if (old != next && next == CT_TCP_FIN_WAIT)
 		e->seen[dir] |= CT_SEEN_CLOSE_INIT;
 
-	to = ct_timeout_ns(index == CT_IDX_RST ? CT_TCP_CLOSE : new);
+	to = ct_timeout_ns(index == CT_IDX_RST ? CT_TCP_CLOSE : next);
 	if (!(e->status & CT_S_SEEN_REPLY)) {
 		/* Only a RST came back: no connection to keep. */
 		if (index == CT_IDX_RST)
-			return CT_KILL;
+			return CT_UPD_KILL;
 		/* A retransmitted SYN does not renew the deadline, or a
 		 * client (or NAT) reusing the port keeps it alive forever.
 		 */
 		if (index == CT_IDX_SYN && old == CT_TCP_SYN_SENT)
-			return CT_FORWARD;
+			return CT_UPD_ACCEPT;
 		/* Picked up mid-stream and unanswered: keep it short. */
-		if (new == CT_TCP_ESTABLISHED &&
+		if (next == CT_TCP_ESTABLISHED &&
 		    to > ct_timeout_ns(CT_TO_UNACK))
 			to = ct_timeout_ns(CT_TO_UNACK);
 	} else if (!(e->status & CT_S_ASSURED) &&
 		   (old == CT_TCP_SYN_RECV || old == CT_TCP_ESTABLISHED) &&
-		   new == CT_TCP_ESTABLISHED) {
+		   next == CT_TCP_ESTABLISHED) {
 		/* A valid ACK after SYN_RECV, or an answer for a picked-up
 		 * connection.
 		 */
 		e->status |= CT_S_ASSURED;
 	}
 	e->expires = now + to;
-	return CT_FORWARD;
+	return CT_UPD_ACCEPT;
 }
 
 #endif /* __TCP_STATE_H */

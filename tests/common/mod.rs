@@ -17,8 +17,8 @@ use libbpf_rs::{OpenObject, ProgramInput};
 use nix::sched::{setns, CloneFlags};
 use xdp_conntrack::bpf::types::ct_entry;
 use xdp_conntrack::bpf::ConntrackSkel;
-use xdp_conntrack::datapath::{self, Config};
-use xdp_conntrack::stats::Totals;
+use xdp_conntrack::counters::Totals;
+use xdp_conntrack::loader::{self, Config, Features};
 use xdp_conntrack::table::{self, Conn};
 
 /// XDP actions.
@@ -50,14 +50,14 @@ impl Harness {
         // allocation for the test's lifetime.
         let object: &'static mut MaybeUninit<OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = datapath::load(object, &cfg).expect("loading the program");
-        datapath::set_ports(&skel, [1, 1]).expect("filling the devmap");
+        let skel = loader::load(object, &cfg).expect("loading the program");
+        loader::set_ports(&skel, [1, 1]).expect("filling the devmap");
         Self { skel }
     }
 
     /// The default configuration.
     pub fn default_config() -> Self {
-        Self::new(Config::default())
+        Self::new(test_config())
     }
 
     /// Runs one frame and returns the XDP action.
@@ -97,7 +97,7 @@ impl Harness {
 
     /// Runs the garbage-collection pass.
     pub fn sweep(&self) {
-        datapath::sweep(&self.skel).expect("sweep");
+        loader::sweep(&self.skel).expect("sweep");
     }
 
     /// The live entry under `key`, if any.
@@ -112,7 +112,7 @@ impl Harness {
 
     /// Now on the program's clock: entries are live or expired by it.
     pub fn now(&self) -> u64 {
-        datapath::program_now(&self.skel).expect("reading the program's clock")
+        loader::program_now(&self.skel).expect("reading the program's clock")
     }
 
     /// Number of keys in the map, live or expired.
@@ -125,6 +125,11 @@ impl Harness {
     pub fn stats(&self) -> Totals {
         Totals::read(&self.skel.maps.stats).expect("reading counters")
     }
+}
+
+/// The default configuration for everything this kernel offers.
+pub fn test_config() -> Config {
+    Config::new(Features::probe())
 }
 
 /// A short name prefix unique to this process and call, for namespaces

@@ -1,4 +1,4 @@
-//! The stateless handshake generator of `xdp-conntrack handshake`: the
+//! The stateless handshake generator behind `xdp-conntrack handshake`: the
 //! Ostinato pattern (a stream of SYNs from the client, then the matching
 //! SYN-ACKs from the server, then the ACKs), over N connections, sent from
 //! two network namespaces with live XDP frames.
@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 
 use crate::bpf::hs::types::{hs_kind, hs_phase};
 use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
-use crate::datapath::{self, XdpLink, XdpMode};
+use crate::loader::{self, Features, XdpLink, XdpMode};
 use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
 use crate::sys::{self, Iface};
 
@@ -92,51 +92,75 @@ impl fmt::Display for Rate {
     }
 }
 
-/// What to send, and where from.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Namespace and interface of the client side.
+/// Options of `xdp-conntrack handshake`: what to send, and where from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Network namespace of the client side.
+    #[arg(long, default_value = "ns1")]
     pub client_ns: String,
-    /// The client's interface in `client_ns`.
+    /// The client's interface in that namespace.
+    #[arg(long, default_value = "eth0")]
     pub client_iface: String,
-    /// Namespace of the server side.
+    /// Network namespace of the server side.
+    #[arg(long, default_value = "ns2")]
     pub server_ns: String,
-    /// The server's interface in `server_ns`.
+    /// The server's interface in that namespace.
+    #[arg(long, default_value = "eth0")]
     pub server_iface: String,
     /// Number of connections.
+    #[arg(short = 'n', long, default_value_t = 1000)]
     pub count: u64,
-    /// First client address (more follow when the ports run out).
+    /// First client address; further ones follow when the ports run out.
+    #[arg(long, default_value = "10.1.1.100")]
     pub client: Ipv4Addr,
     /// Server address.
+    #[arg(long, default_value = "10.2.2.100")]
     pub server: Ipv4Addr,
-    /// First client port.
+    /// First client (source) port.
+    #[arg(long, default_value_t = 23420)]
     pub sport: u16,
-    /// Server port.
+    /// Server (destination) port.
+    #[arg(long, default_value_t = 8080)]
     pub dport: u16,
-    /// Client port increment between connections.
+    /// Client port step between connections.
+    #[arg(long, default_value_t = 1)]
     pub port_step: u16,
-    /// The SYN's sequence number.
+    /// Sequence number of the SYNs.
+    #[arg(long, default_value_t = 100)]
     pub syn_seq: u32,
-    /// The SYN-ACK's sequence number.
+    /// Sequence number of the SYN-ACKs.
+    #[arg(long, default_value_t = 200)]
     pub synack_seq: u32,
-    /// The SYN-ACK's ack number (default: SYN seq + 1).
+    /// Ack number of the SYN-ACKs [default: SYN seq + 1].
+    #[arg(long)]
     pub synack_ack: Option<u32>,
-    /// The final ACK's ack number (default: SYN-ACK seq + 1).
+    /// Ack number of the final ACKs [default: SYN-ACK seq + 1].
+    #[arg(long)]
     pub ack_ack: Option<u32>,
-    /// Pacing.
+    /// Packets per second, or `max`.
+    #[arg(long, default_value = "200000")]
     pub rate: Rate,
-    /// How frames are sent.
-    pub sender: Sender,
-    /// After the handshake, this many plain ACKs per connection (0: none).
-    pub flood: u64,
-    /// Flood threads, one per CPU, each with its own generator instance.
-    pub threads: usize,
-    /// Repeat the whole lifecycle this many times over the next connection
-    /// indexes (churn); client tuples are reused once they run out.
-    pub rounds: u64,
     /// What happens after the handshake.
+    #[arg(long, value_enum, default_value = "handshake")]
     pub lifecycle: Lifecycle,
+    /// How frames are sent: live XDP frames, or an AF_PACKET socket.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sender: Sender,
+    /// After the handshake, send this many plain ACKs per connection: the
+    /// established fast path, and a small-packet rate test.
+    #[arg(long, default_value_t = 0)]
+    pub flood: u64,
+    /// Send the flood from this many threads, each pinned to its own CPU
+    /// with its own generator (live frames only): with as many veth queues,
+    /// each CPU carries its own share of the path.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Repeat everything this many times over further connections (churn);
+    /// client tuples are reused once the assigned addresses run out.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u64,
     /// No progress line.
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
@@ -153,7 +177,7 @@ struct Phase {
     kind: hs_kind,
 }
 
-fn phases(o: &Options) -> Vec<Phase> {
+fn phases(o: &Args) -> Vec<Phase> {
     let (s, t) = (o.syn_seq, o.synack_seq);
     let client = |name, flags, seq, ack, kind| Phase {
         name,
@@ -358,7 +382,7 @@ fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
 }
 
 struct Run<'a, 'obj> {
-    o: &'a Options,
+    o: &'a Args,
     skel: &'a mut HandshakeSkel<'obj>,
     client: &'a Side,
     server: &'a Side,
@@ -750,8 +774,9 @@ impl Run<'_, '_> {
     }
 }
 
-/// Sends the streams and reports what arrived.
-pub fn run(o: &Options) -> Result<Report> {
+/// Sends the streams and reports what arrived.  The sinks attach through
+/// a bpf_link if `features` has one.
+pub fn generate(o: &Args, features: Features) -> Result<Report> {
     sys::require_root()?;
     if o.count == 0 {
         bail!("--count must be at least 1");
@@ -816,11 +841,11 @@ pub fn run(o: &Options) -> Result<Report> {
 
     // Sinks on both namespace ends: they count what arrives and drop it, so
     // the namespaces' stacks never answer.
-    let link = datapath::Features::detect().link;
+    let link = features.link;
     let mut sinks: Vec<(&File, XdpLink)> = Vec::new();
     for (side, ns) in [(&server, &o.server_ns), (&client, &o.client_ns)] {
         enter(&side.ns)?;
-        let sink = datapath::attach_prog(
+        let sink = loader::attach(
             skel.progs.hs_sink.as_fd(),
             &side.iface,
             XdpMode::Native,

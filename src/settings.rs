@@ -1,45 +1,59 @@
-//! Settings that users type: timeouts by state name, MAC addresses, and the
-//! names of the tracker's states.
+//! Settings that users type: timeouts by state name, and MAC addresses.
 
 use anyhow::{bail, Context, Result};
 
+use crate::bpf::names;
 use crate::bpf::types::{ct_tcp_state, ct_timeout};
 
 /// Number of timeout slots in `struct ct_config`.
 pub const TIMEOUT_SLOTS: usize = ct_timeout::CT_TO_MAX.0 as usize;
 
-/// The `--timeout` names, their slot in `ct_config.timeout` and the default
-/// in seconds (the seed report's, then the kernel's).
-pub const TIMEOUTS: &[(&str, usize, u32)] = &[
-    ("syn_sent", slot(ct_tcp_state::CT_TCP_SYN_SENT.0), 120),
-    ("syn_recv", slot(ct_tcp_state::CT_TCP_SYN_RECV.0), 60),
-    (
-        "established",
-        slot(ct_tcp_state::CT_TCP_ESTABLISHED.0),
-        432_000,
-    ),
-    ("fin_wait", slot(ct_tcp_state::CT_TCP_FIN_WAIT.0), 120),
-    ("close_wait", slot(ct_tcp_state::CT_TCP_CLOSE_WAIT.0), 60),
-    ("last_ack", slot(ct_tcp_state::CT_TCP_LAST_ACK.0), 120),
-    ("time_wait", slot(ct_tcp_state::CT_TCP_TIME_WAIT.0), 120),
-    ("close", slot(ct_tcp_state::CT_TCP_CLOSE.0), 10),
-    ("syn_sent2", slot(ct_tcp_state::CT_TCP_SYN_SENT2.0), 120),
-    ("unack", slot(ct_timeout::CT_TO_UNACK.0), 300),
-    ("udp", slot(ct_timeout::CT_TO_UDP.0), 300),
-    ("udp_stream", slot(ct_timeout::CT_TO_UDP_STREAM.0), 600),
-    ("icmp", slot(ct_timeout::CT_TO_ICMP.0), 30),
+/// The default of each timeout slot, in seconds: the kernel's
+/// (`sysctl net.netfilter`), except LAST_ACK (120 s, the kernel's 30) and
+/// UDP (300 s unreplied and 600 s as a stream, the kernel's 30 and 120),
+/// which keep idle but live flows longer.  The slot's `--timeout` name is
+/// its enumerator's in conntrack.h, in lower case.
+pub const DEFAULT_TIMEOUTS: &[(u32, u32)] = &[
+    (ct_tcp_state::CT_TCP_SYN_SENT.0, 120),
+    (ct_tcp_state::CT_TCP_SYN_RECV.0, 60),
+    (ct_tcp_state::CT_TCP_ESTABLISHED.0, 432_000),
+    (ct_tcp_state::CT_TCP_FIN_WAIT.0, 120),
+    (ct_tcp_state::CT_TCP_CLOSE_WAIT.0, 60),
+    (ct_tcp_state::CT_TCP_LAST_ACK.0, 120),
+    (ct_tcp_state::CT_TCP_TIME_WAIT.0, 120),
+    (ct_tcp_state::CT_TCP_CLOSE.0, 10),
+    (ct_tcp_state::CT_TCP_SYN_SENT2.0, 120),
+    (ct_timeout::CT_TO_UNACK.0, 300),
+    (ct_timeout::CT_TO_UDP.0, 300),
+    (ct_timeout::CT_TO_UDP_STREAM.0, 600),
+    (ct_timeout::CT_TO_ICMP.0, 30),
 ];
 
-/// The `ct_config.timeout` index of a generated enum value.
-const fn slot(v: u32) -> usize {
-    v as usize
+/// The `--timeout` name of a slot: `established`, `udp_stream`, ...
+pub fn timeout_name(slot: u32) -> String {
+    let table = if slot < ct_tcp_state::CT_TCP_MAX.0 {
+        names::CT_TCP_STATE
+    } else {
+        names::CT_TIMEOUT
+    };
+    names::lookup(table, slot)
+        .unwrap_or("unknown")
+        .to_ascii_lowercase()
+}
+
+/// The `--timeout` names, their slot in `ct_config.timeout` and the
+/// default in seconds, in slot order.
+pub fn timeouts() -> impl Iterator<Item = (String, usize, u32)> {
+    DEFAULT_TIMEOUTS
+        .iter()
+        .map(|&(slot, secs)| (timeout_name(slot), slot as usize, secs))
 }
 
 /// The default timeout table, indexed like `ct_config.timeout`.
 pub fn default_timeouts() -> [u32; TIMEOUT_SLOTS] {
     let mut t = [0; TIMEOUT_SLOTS];
-    for &(_, slot, secs) in TIMEOUTS {
-        t[slot] = secs;
+    for &(slot, secs) in DEFAULT_TIMEOUTS {
+        t[slot as usize] = secs;
     }
     t
 }
@@ -50,8 +64,8 @@ pub fn parse_timeout(s: &str) -> Result<(usize, u32)> {
         .split_once('=')
         .with_context(|| format!("timeout '{s}' is not STATE=SECONDS"))?;
     let name = name.trim().to_ascii_lowercase();
-    let Some(&(_, slot, _)) = TIMEOUTS.iter().find(|(n, _, _)| *n == name) else {
-        let known: Vec<&str> = TIMEOUTS.iter().map(|(n, _, _)| *n).collect();
+    let Some((_, slot, _)) = timeouts().find(|(n, _, _)| *n == name) else {
+        let known: Vec<String> = timeouts().map(|(n, _, _)| n).collect();
         bail!(
             "unknown state '{name}' in timeout '{s}' (known: {})",
             known.join(", ")
@@ -92,23 +106,6 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// The name `conntrack -L` uses for a TCP state.
-pub fn tcp_state_name(state: u8) -> &'static str {
-    match ct_tcp_state(u32::from(state)) {
-        ct_tcp_state::CT_TCP_NONE => "NONE",
-        ct_tcp_state::CT_TCP_SYN_SENT => "SYN_SENT",
-        ct_tcp_state::CT_TCP_SYN_RECV => "SYN_RECV",
-        ct_tcp_state::CT_TCP_ESTABLISHED => "ESTABLISHED",
-        ct_tcp_state::CT_TCP_FIN_WAIT => "FIN_WAIT",
-        ct_tcp_state::CT_TCP_CLOSE_WAIT => "CLOSE_WAIT",
-        ct_tcp_state::CT_TCP_LAST_ACK => "LAST_ACK",
-        ct_tcp_state::CT_TCP_TIME_WAIT => "TIME_WAIT",
-        ct_tcp_state::CT_TCP_CLOSE => "CLOSE",
-        ct_tcp_state::CT_TCP_SYN_SENT2 => "SYN_SENT2",
-        _ => "INVALID",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +122,31 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_seed() {
+    fn every_slot_has_a_default_and_a_name() {
+        let names: Vec<String> = timeouts().map(|(n, _, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "syn_sent",
+                "syn_recv",
+                "established",
+                "fin_wait",
+                "close_wait",
+                "last_ack",
+                "time_wait",
+                "close",
+                "syn_sent2",
+                "unack",
+                "udp",
+                "udp_stream",
+                "icmp"
+            ]
+        );
+        assert!(default_timeouts()[1..].iter().all(|&s| s > 0));
+    }
+
+    #[test]
+    fn established_and_udp_stream_defaults() {
         let t = default_timeouts();
         assert_eq!(t[ct_tcp_state::CT_TCP_ESTABLISHED.0 as usize], 432_000);
         assert_eq!(t[ct_timeout::CT_TO_UDP_STREAM.0 as usize], 600);

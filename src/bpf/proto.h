@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Wire-format constants that vmlinux.h does not carry (they are #defines in
+ * the kernel's uapi headers), shared by both BPF programs: the tracker's
+ * parser and the handshake generator's sink.
+ */
+#ifndef __PROTO_H
+#define __PROTO_H
+
+#define ETH_P_IP     0x0800
+#define ETH_P_8021Q  0x8100
+#define ETH_P_8021AD 0x88A8
+
+#define IP_MF	  0x2000
+#define IP_OFFSET 0x1FFF
+
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO      8
+
+/* TCP flag bits, in the byte after the data offset (RFC 9293). */
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_PSH 0x08
+#define TH_ACK 0x10
+#define TH_URG 0x20
+#define TH_ECE 0x40
+#define TH_CWR 0x80
+
+/*
+ * The flag byte of a TCP header as one value.  struct tcphdr spells the
+ * flags as bitfields, and reading them one by one costs a load each.
+ */
+static __always_inline __u8 tcp_flag_byte(const struct tcphdr *th)
+{
+	return ((const __u8 *)th)[13];
+}
+
+#endif /* __PROTO_H */

@@ -1,0 +1,223 @@
+//! The tracker itself, `xdp-conntrack -1 IFACE -2 IFACE`: load, attach and
+//! pin, then sweep, re-anchor the clock and print counters until a signal.
+
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use std::os::fd::AsFd;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::PrintLevel;
+
+use crate::counters::Totals;
+use crate::format;
+use crate::loader::pins::DEFAULT_PIN_PATH;
+use crate::loader::{self, Config, Pins, XdpMode};
+use crate::settings::{parse_mac, parse_timeout};
+use crate::sys::{self, Iface};
+use crate::trace;
+
+/// Options of the tracker, which runs when no verb is given.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// First interface (side 1).
+    #[arg(short = '1', long = "iface1", value_name = "IFACE")]
+    pub iface1: Option<String>,
+    /// Second interface (side 2).
+    #[arg(short = '2', long = "iface2", value_name = "IFACE")]
+    pub iface2: Option<String>,
+    /// 0 (silent) .. 5 (debug: print the program's bpf_printk lines).
+    #[arg(short = 'l', long = "log-level", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(0..=5))]
+    pub log_level: u8,
+    /// Do not print the live counter line.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Capacity of the connection table.
+    #[arg(long, default_value_t = 65536)]
+    pub max_entries: u32,
+    /// Override a timeout, e.g. established=3600 (repeatable). States:
+    /// syn_sent syn_recv established fin_wait close_wait last_ack time_wait
+    /// close syn_sent2 unack udp udp_stream icmp.
+    #[arg(long = "timeout", value_name = "STATE=SECONDS",
+          value_parser = |s: &str| parse_timeout(s).map_err(|e| e.to_string()))]
+    pub timeouts: Vec<(usize, u32)>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "native")]
+    pub xdp_mode: XdpMode,
+    /// Directory (on bpffs) where the maps are pinned while running.
+    #[arg(long, default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+    /// Drop TCP packets of unknown connections met mid-stream instead of
+    /// picking them up (nf_conntrack_tcp_loose=0).
+    #[arg(long)]
+    pub strict: bool,
+    /// Replace an XDP program already attached to an interface.
+    #[arg(long)]
+    pub force: bool,
+    /// Forward only, without tracking (the baseline for benchmarks).
+    #[arg(long)]
+    pub no_track: bool,
+    /// Rewrite the destination MAC of frames leaving through iface1 (and
+    /// set their source MAC to iface1's own).
+    #[arg(long, value_name = "MAC",
+          value_parser = |s: &str| parse_mac(s).map_err(|e| e.to_string()))]
+    pub dst_mac1: Option<[u8; 6]>,
+    /// Rewrite the destination MAC of frames leaving through iface2.
+    #[arg(long, value_name = "MAC",
+          value_parser = |s: &str| parse_mac(s).map_err(|e| e.to_string()))]
+    pub dst_mac2: Option<[u8; 6]>,
+    /// Run inside this network namespace (from `ip netns add`).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Milliseconds between two sweeps of expired entries.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub sweep_interval: u64,
+}
+
+fn info(level: u8, msg: impl AsRef<str>) {
+    if level >= 3 {
+        eprintln!("xdp-conntrack: {}", msg.as_ref());
+    }
+}
+
+/// Runs the tracker until SIGINT, SIGTERM or SIGHUP.
+pub fn run(o: Args) -> Result<ExitCode> {
+    let (Some(name1), Some(name2)) = (&o.iface1, &o.iface2) else {
+        bail!("both -1 IFACE and -2 IFACE are required (see --help)");
+    };
+    sys::require_root()?;
+    sys::require_btf()?;
+    if let Some(ns) = &o.netns {
+        sys::enter_netns(ns)?;
+    }
+    if name1 == name2 {
+        bail!("-1 and -2 name the same interface '{name1}'");
+    }
+    let ifaces = [Iface::lookup(name1)?, Iface::lookup(name2)?];
+
+    let mut cfg = Config {
+        max_entries: o.max_entries,
+        log_level: o.log_level,
+        strict: o.strict,
+        track: !o.no_track,
+        ifindex: [ifaces[0].index, ifaces[1].index],
+        ..Config::new(super::kernel_features()?)
+    };
+    for &(slot, secs) in &o.timeouts {
+        cfg.timeouts[slot] = secs;
+    }
+    for ((rw, dst), iface) in cfg
+        .rewrite
+        .iter_mut()
+        .zip([o.dst_mac1, o.dst_mac2])
+        .zip(&ifaces)
+    {
+        *rw = dst.map(|dst| (dst, iface.mac));
+    }
+
+    // libbpf talks only when asked to debug; errors come back as values.
+    if o.log_level >= 5 {
+        libbpf_rs::set_print(Some((PrintLevel::Debug, |_, msg: String| eprint!("{msg}"))));
+    } else {
+        libbpf_rs::set_print(None);
+    }
+
+    for note in cfg.features.fallbacks() {
+        eprintln!("xdp-conntrack: note: {note}");
+    }
+    let mut object = MaybeUninit::uninit();
+    let mut skel = loader::load(&mut object, &cfg)?;
+    loader::set_ports(&skel, cfg.ifindex)?;
+
+    // Signals from here on end the loop below; drops undo the rest.
+    let (tx, rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .context("installing the signal handler")?;
+
+    let pins = Pins::create(&mut skel, &o.pin_path)?;
+    let mut links = Vec::new();
+    for iface in &ifaces {
+        links.push(loader::attach(
+            skel.progs.xdp_conntrack.as_fd(),
+            iface,
+            o.xdp_mode,
+            o.force,
+            cfg.features.link,
+        )?);
+    }
+    for iface in &ifaces {
+        if let Some(warning) = sys::peer_warning(iface) {
+            eprintln!("xdp-conntrack: warning: {warning}");
+        }
+        if cfg.features.frags {
+            if let Some(warning) = sys::multibuf_warning(iface) {
+                eprintln!("xdp-conntrack: warning: {warning}");
+            }
+        }
+    }
+    info(
+        o.log_level,
+        format!(
+            "forwarding {} <-> {} ({:?} XDP, {}), maps pinned in {}",
+            ifaces[0].name,
+            ifaces[1].name,
+            o.xdp_mode,
+            if o.no_track {
+                "no tracking"
+            } else {
+                "tracking"
+            },
+            o.pin_path.display()
+        ),
+    );
+    if o.log_level >= 5 {
+        trace::spawn()?;
+    }
+
+    let mut prev = Totals::read(&skel.maps.stats)?;
+    let mut last = Instant::now();
+    let sweep_every = Duration::from_millis(o.sweep_interval);
+    let mut next_sweep = last + sweep_every;
+    let mut next_line = last + Duration::from_secs(1);
+    loop {
+        let wake = next_sweep.min(next_line);
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        if now >= next_sweep {
+            loader::sweep(&skel)?;
+            next_sweep = now + sweep_every;
+        }
+        if now >= next_line {
+            loader::recalibrate_clock(&mut skel)?;
+            let totals = Totals::read(&skel.maps.stats)?;
+            if !o.quiet && o.log_level > 0 {
+                let secs = last.elapsed().as_secs_f64();
+                println!("{}", format::live_line(&totals, &prev, secs));
+            }
+            prev = totals;
+            last = now;
+            next_line = now + Duration::from_secs(1);
+        }
+    }
+
+    drop(links);
+    drop(pins);
+    info(
+        o.log_level,
+        format!(
+            "detached from {} and {}, pins removed",
+            ifaces[0].name, ifaces[1].name
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}

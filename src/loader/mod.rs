@@ -1,0 +1,176 @@
+//! Loading the XDP program: configure it (.rodata), size its table, load
+//! it, fill its devmap, and run its housekeeping programs (the sweep, the
+//! clock probe) through BPF_PROG_TEST_RUN.  Attachment, pins, the clock and
+//! the kernel probes have rooms of their own below.
+
+pub mod attach;
+pub mod clock;
+pub mod features;
+pub mod pins;
+
+use std::mem::MaybeUninit;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{libbpf_sys, AsRawLibbpf, MapCore, MapFlags, OpenObject, ProgramInput};
+
+pub use attach::{attach, XdpLink, XdpMode};
+pub use clock::{program_now, recalibrate as recalibrate_clock};
+pub use features::Features;
+pub use pins::{open_pinned, Pins};
+
+use crate::bpf::{ConntrackSkel, ConntrackSkelBuilder};
+use crate::settings::{default_timeouts, TIMEOUT_SLOTS};
+
+/// Everything the program is told before it is loaded.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Capacity of the connection table.
+    pub max_entries: u32,
+    /// Seconds per timeout slot (see `settings::TIMEOUTS`).
+    pub timeouts: [u32; TIMEOUT_SLOTS],
+    /// 0 (silent) to 5 (bpf_printk debug output).
+    pub log_level: u8,
+    /// Drop mid-stream TCP instead of picking it up.
+    pub strict: bool,
+    /// Track connections; false makes a pure redirect.
+    pub track: bool,
+    /// Ingress ifindex of side 1 and side 2.
+    pub ifindex: [u32; 2],
+    /// (destination, source) MACs for frames leaving side 1 / side 2.
+    pub rewrite: [Option<([u8; 6], [u8; 6])>; 2],
+    /// What the kernel offers.
+    pub features: Features,
+}
+
+impl Config {
+    /// The defaults, for a kernel that offers `features`.
+    pub fn new(features: Features) -> Self {
+        Self {
+            max_entries: 65536,
+            timeouts: default_timeouts(),
+            log_level: 0,
+            strict: false,
+            track: true,
+            ifindex: [0; 2],
+            rewrite: [None; 2],
+            features,
+        }
+    }
+}
+
+/// Opens the object, writes `cfg` into its read-only data, sizes the table
+/// and loads it.
+pub fn load<'obj>(
+    object: &'obj mut MaybeUninit<OpenObject>,
+    cfg: &Config,
+) -> Result<ConntrackSkel<'obj>> {
+    let mut open = ConntrackSkelBuilder::default()
+        .open(object)
+        .context("opening the BPF object")?;
+    if cfg.max_entries == 0 {
+        bail!("--max-entries must be at least 1");
+    }
+    open.maps
+        .ct_table
+        .set_max_entries(cfg.max_entries)
+        .context("sizing the connection table")?;
+    if !cfg.features.frags {
+        // SAFETY: the pointer is the open program's own libbpf object.
+        let flags = unsafe {
+            libbpf_sys::bpf_program__flags(open.progs.xdp_conntrack.as_libbpf_object().as_ptr())
+        };
+        open.progs
+            .xdp_conntrack
+            .set_flags(flags & !libbpf_sys::BPF_F_XDP_HAS_FRAGS);
+    }
+    // Only one of the two sweeps is loaded: the other would not verify on
+    // the kernels that need it.
+    open.progs.ct_sweep.set_autoload(cfg.features.for_each);
+    open.progs.ct_reap.set_autoload(!cfg.features.for_each);
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("the program's read-only data is not memory-mapped")?;
+    let c = &mut rodata.ct_cfg;
+    c.timeout = cfg.timeouts;
+    c.ifindex = cfg.ifindex;
+    c.log_level = cfg.log_level;
+    c.strict = u8::from(cfg.strict);
+    c.track = u8::from(cfg.track);
+    for (side, rw) in cfg.rewrite.iter().enumerate() {
+        if let Some((dst, src)) = rw {
+            c.rewrite[side] = 1;
+            c.dst_mac[side] = *dst;
+            c.src_mac[side] = *src;
+        }
+    }
+    let mut skel = open.load().map_err(|e| {
+        anyhow::Error::new(e).context(if cfg.log_level >= 5 {
+            "loading the XDP program into the kernel failed (verifier log above)"
+        } else {
+            "loading the XDP program into the kernel failed (-l 5 shows the verifier log)"
+        })
+    })?;
+    if cfg.track && cfg.features.jiffies {
+        clock::calibrate(&mut skel).context("calibrating the program's clock")?;
+    }
+    Ok(skel)
+}
+
+/// Runs one of the object's housekeeping programs once through
+/// BPF_PROG_TEST_RUN.  XDP test runs need a frame; these never look at it.
+pub(crate) fn test_run_once(prog: &libbpf_rs::ProgramMut<'_>, what: &str) -> Result<()> {
+    let frame = [0u8; 64];
+    let input = ProgramInput {
+        data_in: Some(&frame),
+        ..Default::default()
+    };
+    prog.test_run(input)
+        .with_context(|| format!("running {what}"))?;
+    Ok(())
+}
+
+/// Points devmap slot 0 at side 1 and slot 1 at side 2.
+pub fn set_ports(skel: &ConntrackSkel<'_>, ifindex: [u32; 2]) -> Result<()> {
+    for (slot, idx) in (0u32..).zip(ifindex) {
+        // struct bpf_devmap_val: the egress ifindex, then no program (fd 0).
+        let mut val = [0u8; 8];
+        val[..4].copy_from_slice(&idx.to_ne_bytes());
+        skel.maps
+            .tx_ports
+            .update(&slot.to_ne_bytes(), &val, MapFlags::ANY)
+            .with_context(|| format!("adding ifindex {idx} to the devmap"))?;
+    }
+    Ok(())
+}
+
+/// Runs one garbage-collection pass over the table: the `ct_sweep`
+/// program where the kernel has bpf_for_each_map_elem, otherwise a batch
+/// lookup in userspace that hands each expired key to `ct_reap`.
+pub fn sweep(skel: &ConntrackSkel<'_>) -> Result<()> {
+    if skel.progs.ct_sweep.autoload() {
+        return test_run_once(&skel.progs.ct_sweep, "the table sweep");
+    }
+    let now = program_now(skel)?;
+    let mut expired = Vec::new();
+    crate::table::for_each(&skel.maps.ct_table, |k, e| {
+        if e.expires <= now {
+            expired.push(*k);
+        }
+    })?;
+    for key in &expired {
+        // SAFETY: ct_key is a plain C struct with explicit padding.
+        let data = unsafe { plain::as_bytes(key) };
+        let input = ProgramInput {
+            data_in: Some(data),
+            ..Default::default()
+        };
+        skel.progs
+            .ct_reap
+            .test_run(input)
+            .context("removing an expired entry")?;
+    }
+    Ok(())
+}

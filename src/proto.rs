@@ -1,0 +1,77 @@
+//! Protocol facts Rust needs, in one place: IP protocol numbers, TCP flag
+//! bits, ICMP types, and the names of the tracker's TCP states (from
+//! conntrack.h, through the object's BTF).
+
+use crate::bpf::names;
+
+/// IANA protocol numbers the tracker knows.
+pub const IPPROTO_ICMP: u8 = 1;
+/// TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// ICMP echo request.
+pub const ICMP_ECHO: u8 = 8;
+/// ICMP echo reply.
+pub const ICMP_ECHOREPLY: u8 = 0;
+
+/// TCP flag bits, in the byte after the data offset (RFC 9293).
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE (ECN echo).
+    pub const ECE: u8 = 0x40;
+    /// CWR (congestion window reduced).
+    pub const CWR: u8 = 0x80;
+}
+
+/// The name `conntrack -L` uses for a TCP state (`enum ct_tcp_state`);
+/// "INVALID" for a number that is not a state.
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match names::lookup(names::CT_TCP_STATE, u32::from(state)) {
+        Some("MAX" | "IGNORE") | None => "INVALID",
+        Some(name) => name,
+    }
+}
+
+/// The IANA name of a protocol, as `conntrack -L` prints it.
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::types::ct_tcp_state;
+
+    #[test]
+    fn state_names_come_from_the_c_enum() {
+        assert_eq!(
+            tcp_state_name(ct_tcp_state::CT_TCP_ESTABLISHED.0 as u8),
+            "ESTABLISHED"
+        );
+        assert_eq!(
+            tcp_state_name(ct_tcp_state::CT_TCP_SYN_SENT2.0 as u8),
+            "SYN_SENT2"
+        );
+        assert_eq!(tcp_state_name(ct_tcp_state::CT_TCP_NONE.0 as u8), "NONE");
+        assert_eq!(tcp_state_name(ct_tcp_state::CT_TCP_MAX.0 as u8), "INVALID");
+        assert_eq!(tcp_state_name(200), "INVALID");
+    }
+}

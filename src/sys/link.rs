@@ -8,7 +8,7 @@ use nix::sched::{setns, CloneFlags};
 
 use super::Iface;
 
-/// ethtool ioctls, for the veth peer check.
+/// ethtool and interface ioctls, for the veth peer check.
 mod ethtool {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,25 +16,18 @@ mod ethtool {
     use nix::libc;
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    // include/uapi/linux/ethtool.h; the libc crate does not carry these.
     const ETHTOOL_GDRVINFO: u32 = 0x03;
-    const ETHTOOL_GGRO: u32 = 0x2b;
     const ETHTOOL_GTXCSUM: u32 = 0x16;
+    const ETHTOOL_GGRO: u32 = 0x2b;
 
+    /// struct ethtool_drvinfo, up to the driver's name (the kernel writes
+    /// the whole struct, so the buffer is the struct's full size).
     #[repr(C)]
     struct DrvInfo {
         cmd: u32,
         driver: [u8; 32],
-        version: [u8; 32],
-        fw_version: [u8; 32],
-        bus_info: [u8; 32],
-        erom_version: [u8; 32],
-        reserved2: [u8; 12],
-        n_priv_flags: u32,
-        n_stats: u32,
-        testinfo_len: u32,
-        eedump_len: u32,
-        regdump_len: u32,
+        rest: [u8; 160],
     }
 
     /// A socket of the calling thread's network namespace to ask through.
@@ -52,48 +45,8 @@ mod ethtool {
             .map(Self)
         }
 
-        /// SIOCETHTOOL with `data` as the command buffer.
-        fn ioctl(&self, iface: &str, data: *mut u8) -> bool {
-            let Ok(name) = CString::new(iface) else {
-                return false;
-            };
-            let bytes = name.as_bytes_with_nul();
-            if bytes.len() > libc::IFNAMSIZ {
-                return false;
-            }
-            // SAFETY: ifreq is plain old data; zero is a valid value.
-            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-            for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
-                *d = *s as libc::c_char;
-            }
-            ifr.ifr_ifru.ifru_data = data.cast();
-            // SAFETY: the fd is a socket, ifr names the interface and
-            // points at a buffer sized for the command in it.
-            unsafe { libc::ioctl(self.0.as_raw_fd(), SIOCETHTOOL as _, &mut ifr) == 0 }
-        }
-
-        /// The interface's driver, e.g. "veth".
-        pub fn driver(&self, iface: &str) -> Option<String> {
-            // SAFETY: plain old data; zero is valid.
-            let mut info: DrvInfo = unsafe { std::mem::zeroed() };
-            info.cmd = ETHTOOL_GDRVINFO;
-            if !self.ioctl(iface, (&mut info as *mut DrvInfo).cast()) {
-                return None;
-            }
-            let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
-            Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
-        }
-
-        /// Whether GRO is on.
-        pub fn gro(&self, iface: &str) -> Option<bool> {
-            let mut v = [ETHTOOL_GGRO, 0u32];
-            self.ioctl(iface, v.as_mut_ptr().cast())
-                .then_some(v[1] != 0)
-        }
-
-        /// The interface's MTU.
-        pub fn mtu(&self, iface: &str) -> Option<u32> {
-            const SIOCGIFMTU: libc::c_ulong = 0x8921;
+        /// An ifreq naming `iface`; None if the name does not fit.
+        fn ifreq(iface: &str) -> Option<libc::ifreq> {
             let name = CString::new(iface).ok()?;
             let bytes = name.as_bytes_with_nul();
             if bytes.len() > libc::IFNAMSIZ {
@@ -104,20 +57,64 @@ mod ethtool {
             for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
                 *d = *s as libc::c_char;
             }
-            // SAFETY: the fd is a socket and ifr names the interface;
-            // the kernel writes the MTU into the union.
-            if unsafe { libc::ioctl(self.0.as_raw_fd(), SIOCGIFMTU as _, &mut ifr) } != 0 {
+            Some(ifr)
+        }
+
+        /// ioctl `req` on `ifr`; whether it succeeded.
+        fn ioctl(&self, req: libc::c_ulong, ifr: &mut libc::ifreq) -> bool {
+            // SAFETY: the fd is a socket and ifr names an interface; for
+            // SIOCETHTOOL it points at a buffer sized for its command.
+            unsafe { libc::ioctl(self.0.as_raw_fd(), req as _, ifr as *mut libc::ifreq) == 0 }
+        }
+
+        /// SIOCETHTOOL with `data` as the command buffer.
+        fn ethtool(&self, iface: &str, data: *mut u8) -> bool {
+            let Some(mut ifr) = Self::ifreq(iface) else {
+                return false;
+            };
+            ifr.ifr_ifru.ifru_data = data.cast();
+            self.ioctl(libc::SIOCETHTOOL, &mut ifr)
+        }
+
+        /// A struct ethtool_value command: Some(value != 0).
+        fn flag(&self, iface: &str, cmd: u32) -> Option<bool> {
+            let mut v = [cmd, 0u32];
+            self.ethtool(iface, v.as_mut_ptr().cast())
+                .then_some(v[1] != 0)
+        }
+
+        /// The interface's driver, e.g. "veth".
+        pub fn driver(&self, iface: &str) -> Option<String> {
+            let mut info = DrvInfo {
+                cmd: ETHTOOL_GDRVINFO,
+                driver: [0; 32],
+                rest: [0; 160],
+            };
+            if !self.ethtool(iface, (&mut info as *mut DrvInfo).cast()) {
                 return None;
             }
-            // SAFETY: SIOCGIFMTU filled ifru_mtu.
-            Some(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
+            let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+            Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+        }
+
+        /// Whether GRO is on.
+        pub fn gro(&self, iface: &str) -> Option<bool> {
+            self.flag(iface, ETHTOOL_GGRO)
         }
 
         /// Whether transmit checksum offload is on.
         pub fn tx_csum(&self, iface: &str) -> Option<bool> {
-            let mut v = [ETHTOOL_GTXCSUM, 0u32];
-            self.ioctl(iface, v.as_mut_ptr().cast())
-                .then_some(v[1] != 0)
+            self.flag(iface, ETHTOOL_GTXCSUM)
+        }
+
+        /// The interface's MTU.
+        pub fn mtu(&self, iface: &str) -> Option<u32> {
+            let mut ifr = Self::ifreq(iface)?;
+            if !self.ioctl(libc::SIOCGIFMTU, &mut ifr) {
+                return None;
+            }
+            // SAFETY: SIOCGIFMTU filled ifru_mtu.
+            Some(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
         }
     }
 }
@@ -137,99 +134,197 @@ pub struct PeerState {
     pub tx_csum: bool,
 }
 
-/// Minimal rtnetlink: where a link's peer lives.
+/// Minimal rtnetlink: where a link's peer lives.  One request, one reply;
+/// the reply's parser is plain byte work, tested below.
 mod rtnl {
+    use std::mem::size_of;
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+    use nix::libc;
     use nix::sys::socket::{
         recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
     };
-    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-    const RTM_NEWLINK: u16 = 16;
-    const RTM_GETLINK: u16 = 18;
-    const RTM_NEWNSID: u16 = 88;
-    const RTM_GETNSID: u16 = 90;
-    const NLM_F_REQUEST: u16 = 1;
-    const IFLA_LINK: u16 = 5;
-    const IFLA_LINK_NETNSID: u16 = 37;
+    // include/uapi/linux/net_namespace.h; the libc crate does not carry them.
     const NETNSA_NSID: u16 = 1;
     const NETNSA_FD: u16 = 3;
+    /// Attribute types carry two flag bits (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
+    const NLA_TYPE_MASK: u16 = 0x3fff;
+    const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
 
-    fn open() -> Option<OwnedFd> {
-        socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .ok()
-    }
-
-    /// Sends one request (header + `payload`) and returns the first reply
-    /// of type `want`, as (payload after the fixed header, attributes).
-    fn request(kind: u16, payload: &[u8], want: u16, fixed: usize) -> Option<Vec<(u16, Vec<u8>)>> {
-        let sock = open()?;
-        let len = 16 + payload.len();
+    /// A request: struct nlmsghdr, then `payload` (the fixed header and any
+    /// attributes, already aligned).
+    pub fn request(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + payload.len();
         let mut msg = Vec::with_capacity(len);
         msg.extend_from_slice(&(len as u32).to_ne_bytes());
         msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        msg.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
         msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
         msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
         msg.extend_from_slice(payload);
-        send(sock.as_raw_fd(), &msg, MsgFlags::empty()).ok()?;
-        let mut buf = vec![0u8; 32768];
-        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
-        let buf = &buf[..n];
-        if buf.len() < 16 {
-            return None;
-        }
-        let mlen = (u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize).min(buf.len());
-        let mtype = u16::from_ne_bytes(buf[4..6].try_into().ok()?);
-        if mtype != want || mlen < 16 + fixed {
+        msg
+    }
+
+    /// One attribute: struct rtattr (length, type), then the value, padded
+    /// to 4 bytes.
+    pub fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = 4 + value.len();
+        let mut a = Vec::with_capacity((len + 3) & !3);
+        a.extend_from_slice(&(len as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        a.resize((len + 3) & !3, 0);
+        a
+    }
+
+    /// The attributes of the first message in `buf` if it has type `want`,
+    /// after its `fixed`-byte header (struct ifinfomsg, rtgenmsg, ...).
+    /// None for an error reply, another type, or a message that does not
+    /// add up.
+    pub fn parse(buf: &[u8], want: u16, fixed: usize) -> Option<Vec<(u16, &[u8])>> {
+        let u16_at = |at: usize| {
+            buf.get(at..at + 2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        };
+        let len = u32::from_ne_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
+        if len < NLMSG_HDRLEN + fixed || len > buf.len() || u16_at(4)? != want {
             return None;
         }
         let mut attrs = Vec::new();
-        let mut at = 16 + fixed;
-        while at + 4 <= mlen {
-            let alen = u16::from_ne_bytes(buf[at..at + 2].try_into().ok()?) as usize;
-            let atype = u16::from_ne_bytes(buf[at + 2..at + 4].try_into().ok()?) & 0x3fff;
-            if alen < 4 || at + alen > mlen {
-                break;
+        let mut at = NLMSG_HDRLEN + fixed;
+        while at + 4 <= len {
+            let alen = usize::from(u16_at(at)?);
+            if alen < 4 || at + alen > len {
+                return None;
             }
-            attrs.push((atype, buf[at + 4..at + alen].to_vec()));
+            attrs.push((u16_at(at + 2)? & NLA_TYPE_MASK, &buf[at + 4..at + alen]));
             at += (alen + 3) & !3;
         }
         Some(attrs)
     }
 
-    fn attr_u32(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<u32> {
+    /// The first u32 attribute of type `kind`.
+    pub fn attr_u32(attrs: &[(u16, &[u8])], kind: u16) -> Option<u32> {
         attrs
             .iter()
             .find(|(t, v)| *t == kind && v.len() >= 4)
-            .map(|(_, v)| u32::from_ne_bytes(v[..4].try_into().unwrap()))
+            .map(|(_, v)| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+    }
+
+    /// Sends `msg` and returns the kernel's reply.
+    fn exchange(msg: &[u8]) -> Option<Vec<u8>> {
+        let sock: OwnedFd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .ok()?;
+        send(sock.as_raw_fd(), msg, MsgFlags::empty()).ok()?;
+        let mut buf = vec![0u8; 32768];
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+        buf.truncate(n);
+        Some(buf)
     }
 
     /// The peer's ifindex and, if it lives in another namespace, that
     /// namespace's id as seen from the calling thread's namespace.
     pub fn link_peer(ifindex: u32) -> Option<(u32, Option<i32>)> {
-        // struct ifinfomsg: family, pad, type, index, flags, change
-        let mut ifi = [0u8; 16];
+        // struct ifinfomsg: family, pad, type, index, flags, change.
+        let mut ifi = [0u8; size_of::<libc::ifinfomsg>()];
         ifi[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
-        let attrs = request(RTM_GETLINK, &ifi, RTM_NEWLINK, 16)?;
-        let peer = attr_u32(&attrs, IFLA_LINK)?;
-        let nsid = attr_u32(&attrs, IFLA_LINK_NETNSID).map(|v| v as i32);
+        let reply = exchange(&request(libc::RTM_GETLINK, &ifi))?;
+        let attrs = parse(&reply, libc::RTM_NEWLINK, ifi.len())?;
+        let peer = attr_u32(&attrs, libc::IFLA_LINK)?;
+        let nsid = attr_u32(&attrs, libc::IFLA_LINK_NETNSID).map(|v| v as i32);
         Some((peer, nsid))
     }
 
     /// The id the calling thread's namespace gives the namespace `fd`.
     pub fn nsid_of(fd: RawFd) -> Option<i32> {
-        // struct rtgenmsg (padded to 4), then NETNSA_FD.
+        // struct rtgenmsg, padded to 4, then NETNSA_FD.
         let mut p = vec![0u8; 4];
-        p.extend_from_slice(&8u16.to_ne_bytes());
-        p.extend_from_slice(&NETNSA_FD.to_ne_bytes());
-        p.extend_from_slice(&(fd as u32).to_ne_bytes());
-        let attrs = request(RTM_GETNSID, &p, RTM_NEWNSID, 4)?;
+        p.extend(attr(NETNSA_FD, &(fd as u32).to_ne_bytes()));
+        let reply = exchange(&request(libc::RTM_GETNSID, &p))?;
+        let attrs = parse(&reply, libc::RTM_NEWNSID, 4)?;
         attr_u32(&attrs, NETNSA_NSID).map(|v| v as i32)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A reply as the kernel writes it: header, fixed part, attributes.
+        fn reply(kind: u16, fixed: usize, attrs: &[Vec<u8>]) -> Vec<u8> {
+            let mut body = vec![0u8; fixed];
+            for a in attrs {
+                body.extend_from_slice(a);
+            }
+            request(kind, &body)
+        }
+
+        #[test]
+        fn requests_and_attributes_are_laid_out_as_the_kernel_reads_them() {
+            let m = request(libc::RTM_GETLINK, &[0u8; 16]);
+            assert_eq!(m.len(), 32);
+            assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 32);
+            assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_GETLINK);
+            assert_eq!(u16::from_ne_bytes([m[6], m[7]]), 1, "NLM_F_REQUEST");
+            let a = attr(NETNSA_FD, &7u32.to_ne_bytes());
+            assert_eq!(a.len(), 8);
+            assert_eq!(u16::from_ne_bytes([a[0], a[1]]), 8);
+            // A 5-byte value pads to 12.
+            assert_eq!(attr(9, b"veth1").len(), 12);
+        }
+
+        #[test]
+        fn the_peer_attributes_are_found_in_a_link_reply() {
+            let buf = reply(
+                libc::RTM_NEWLINK,
+                16,
+                &[
+                    attr(3, b"veth1\0"), // IFLA_IFNAME, padded
+                    attr(libc::IFLA_LINK, &42u32.to_ne_bytes()),
+                    // NLA_F_NESTED on an attribute is masked off.
+                    attr(libc::IFLA_LINK_NETNSID | 0x8000, &5u32.to_ne_bytes()),
+                ],
+            );
+            let attrs = parse(&buf, libc::RTM_NEWLINK, 16).expect("a reply");
+            assert_eq!(attrs.len(), 3);
+            assert_eq!(attrs[0], (3, &b"veth1\0"[..]));
+            assert_eq!(attr_u32(&attrs, libc::IFLA_LINK), Some(42));
+            assert_eq!(attr_u32(&attrs, libc::IFLA_LINK_NETNSID), Some(5));
+            assert_eq!(attr_u32(&attrs, 99), None);
+        }
+
+        #[test]
+        fn errors_and_broken_replies_give_nothing() {
+            let ok = reply(
+                libc::RTM_NEWLINK,
+                16,
+                &[attr(libc::IFLA_LINK, &1u32.to_ne_bytes())],
+            );
+            // NLMSG_ERROR, or a type we did not ask for.
+            assert!(parse(
+                &reply(libc::NLMSG_ERROR as u16, 16, &[]),
+                libc::RTM_NEWLINK,
+                16
+            )
+            .is_none());
+            assert!(parse(&ok, libc::RTM_NEWNSID, 16).is_none());
+            // Cut short: the header claims more than arrived.
+            assert!(parse(&ok[..ok.len() - 1], libc::RTM_NEWLINK, 16).is_none());
+            assert!(parse(&ok[..10], libc::RTM_NEWLINK, 16).is_none());
+            // An attribute whose length runs past the message.
+            let mut bad = ok.clone();
+            let at = NLMSG_HDRLEN + 16;
+            bad[at..at + 2].copy_from_slice(&64u16.to_ne_bytes());
+            assert!(parse(&bad, libc::RTM_NEWLINK, 16).is_none());
+            // One shorter than its own header.
+            bad[at..at + 2].copy_from_slice(&2u16.to_ne_bytes());
+            assert!(parse(&bad, libc::RTM_NEWLINK, 16).is_none());
+        }
     }
 }
 

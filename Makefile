@@ -58,8 +58,9 @@ bench-sweep: deps ## time the in-kernel sweep against a userspace batch sweep
 bench-setup: deps ## connection setup rate of the program alone (BPF_PROG_TEST_RUN)
 	cargo bench --target $(TARGET) --locked --bench setup
 
-bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat)
-	cargo bench --target $(TARGET) --locked --bench cost
+RUNS ?= 3
+bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat); BASE=REV runs REV's beside it
+	scripts/bench_cost.py $(if $(BASE),--base $(BASE)) --runs $(RUNS)
 
 profile: deps ## where an established packet's time goes: perf over BPF_PROG_TEST_RUN, by kernel symbol
 	scripts/deps.sh bench

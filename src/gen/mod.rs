@@ -413,7 +413,8 @@ fn flood_cpus(n: usize) -> Result<Vec<usize>> {
 }
 
 /// Sends `total` frames of `frame` through `skel`'s hs_gen as live frames,
-/// in runs of at most 64k, paced at `rate`.
+/// paced at `rate`: in runs of up to [`MAX_RUN`] frames at `--rate max`,
+/// else of a tenth of a second's worth (at most 64k).
 fn send_live(
     skel: &HandshakeSkel<'_>,
     ctx: &[u32; 6],

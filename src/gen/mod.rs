@@ -177,6 +177,18 @@ struct Phase {
     kind: hs_kind,
 }
 
+impl Phase {
+    /// This phase's frame between `client` and `server`, in its direction.
+    fn frame(&self, eth: &Ether, client: Endpoint, server: Endpoint) -> Vec<u8> {
+        let (src, dst) = if self.client_is_src {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        packet::tcp(eth, src, dst, self.flags, self.seq, self.ack, b"")
+    }
+}
+
 fn phases(o: &Args) -> Vec<Phase> {
     let (s, t) = (o.syn_seq, o.synack_seq);
     let client = |name, flags, seq, ack, kind| Phase {
@@ -412,36 +424,26 @@ fn flood_cpus(n: usize) -> Result<Vec<usize>> {
     Ok(cpus)
 }
 
-/// Sends `total` frames of `frame` through `skel`'s hs_gen as live frames,
-/// paced at `rate`: in runs of up to [`MAX_RUN`] frames at `--rate max`,
-/// else of a tenth of a second's worth (at most 64k).
-fn send_live(
-    skel: &HandshakeSkel<'_>,
-    ctx: &[u32; 6],
-    frame: &[u8],
+/// Sends `total` frames in batches paced at `rate`: `batch(sent, n)` sends
+/// frames `sent..sent + n`, and `progress(sent)` hears after each batch.
+/// A batch is one live-frames run: up to [`MAX_RUN`] frames at `--rate
+/// max`, else a tenth of a second's worth (at most 64k), since each run has
+/// a fixed cost of several ms (a page pool is set up and torn down).
+fn paced(
     total: u64,
     rate: Rate,
+    mut progress: impl FnMut(u64),
+    mut batch: impl FnMut(u64, u64) -> Result<()>,
 ) -> Result<()> {
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < total {
-        let batch = match rate {
+        let n = match rate {
             Rate::Max => (total - sent).min(MAX_RUN),
             Rate::Pps(r) => (total - sent).min((r / 10).clamp(1, 65_536)),
         };
-        let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let input = ProgramInput {
-            context_in: Some(&mut ctx_bytes),
-            data_in: Some(frame),
-            repeat: batch as u32,
-            flags: LIVE_FRAMES,
-            ..Default::default()
-        };
-        skel.progs
-            .hs_gen
-            .test_run(input)
-            .context("sending live XDP frames")?;
-        sent += batch;
+        batch(sent, n)?;
+        sent += n;
         if let Rate::Pps(r) = rate {
             let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -449,8 +451,26 @@ fn send_live(
                 std::thread::sleep(wait);
             }
         }
+        progress(sent);
     }
     Ok(())
+}
+
+/// Sends `n` copies of `frame` through `skel`'s hs_gen as live frames, in
+/// one BPF_PROG_TEST_RUN, as if they had arrived on `ifindex`.
+fn live_run(skel: &HandshakeSkel<'_>, frame: &[u8], ifindex: u32, n: u64) -> libbpf_rs::Result<()> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let ctx = [0, frame.len() as u32, 0, ifindex, 0, 0u32];
+    let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let input = ProgramInput {
+        context_in: Some(&mut ctx_bytes),
+        data_in: Some(frame),
+        repeat: n as u32,
+        flags: LIVE_FRAMES,
+        ..Default::default()
+    };
+    skel.progs.hs_gen.test_run(input).map(drop)
 }
 
 /// An AF_PACKET socket bound to one interface, bypassing the qdisc.
@@ -533,14 +553,7 @@ impl Run<'_, '_> {
     /// thread loads its own generator, so that none shares the phase's
     /// counter with another, pins itself, enters the sender's namespace
     /// (setns is per thread) and sends its share of the connections.
-    fn flood_threads(
-        &self,
-        src: &Side,
-        phase: &hs_phase,
-        ctx: &[u32; 6],
-        frame: &[u8],
-        ph: &Phase,
-    ) -> Result<()> {
+    fn flood_threads(&self, src: &Side, phase: &hs_phase, frame: &[u8], ph: &Phase) -> Result<()> {
         let n = self.cpus.len() as u64;
         let rate = match self.o.rate {
             Rate::Max => Rate::Max,
@@ -584,7 +597,15 @@ impl Run<'_, '_> {
                             base: first,
                             ..*phase
                         };
-                        send_live(&skel, ctx, frame, conns * ph.per_conn, rate)
+                        paced(
+                            conns * ph.per_conn,
+                            rate,
+                            |_| {},
+                            |_, n| {
+                                live_run(&skel, frame, src.iface.index, n)
+                                    .context("sending live XDP frames")
+                            },
+                        )
                     })
                 })
                 .collect();
@@ -596,28 +617,6 @@ impl Run<'_, '_> {
                 })
                 .collect::<Result<Vec<()>>>()
         })?;
-        Ok(())
-    }
-
-    /// Sends connections `first..first + n` of a phase from userspace.
-    fn send_socket(
-        &self,
-        sock: &PacketSocket,
-        eth: &Ether,
-        ph: &Phase,
-        first: u64,
-        n: u64,
-    ) -> Result<()> {
-        let s = Endpoint::new(self.o.server, self.o.dport);
-        for i in first..first + n {
-            let c = self.client_of(i);
-            let frame = if ph.client_is_src {
-                packet::tcp(eth, c, s, ph.flags, ph.seq, ph.ack, b"")
-            } else {
-                packet::tcp(eth, s, c, ph.flags, ph.seq, ph.ack, b"")
-            };
-            sock.send(&frame)?;
-        }
         Ok(())
     }
 
@@ -634,13 +633,9 @@ impl Run<'_, '_> {
             dst: dst.iface.mac,
             src: src.iface.mac,
         };
-        let c = Endpoint::new(o.client, o.sport);
-        let s = Endpoint::new(o.server, o.dport);
-        let frame = if ph.client_is_src {
-            packet::tcp(&eth, c, s, ph.flags, ph.seq, ph.ack, b"")
-        } else {
-            packet::tcp(&eth, s, c, ph.flags, ph.seq, ph.ack, b"")
-        };
+        let server = Endpoint::new(o.server, o.dport);
+        // The template: hs_gen writes each connection's client in.
+        let frame = ph.frame(&eth, Endpoint::new(o.client, o.sport), server);
 
         let bss = self
             .skel
@@ -671,81 +666,62 @@ impl Run<'_, '_> {
         // A progress line only for people watching a terminal.
         let progress = !o.quiet && std::io::stderr().is_terminal();
         let before = sink_total(self.skel, ph.kind)?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let mut ctx = [0u32; 6];
-        ctx[1] = frame.len() as u32;
-        ctx[3] = src.iface.index;
         let start = Instant::now();
-        let mut last_progress = start;
-        let mut sent = 0u64;
-        let mut socket: Option<PacketSocket> = None;
         if ph.per_conn > 1 && !self.cpus.is_empty() {
-            self.flood_threads(src, &bss_phase, &ctx, &frame, ph)?;
-            sent = total;
-        }
-        while sent < total {
-            let batch = match o.rate {
-                Rate::Max => (total - sent).min(MAX_RUN),
-                // Each live-frames run has a fixed cost of several ms (a
-                // page pool is set up and torn down), so pace in chunks of
-                // a tenth of a second rather than packet by packet.
-                Rate::Pps(r) => (total - sent).min((r / 10).clamp(1, 65_536)),
-            };
-            if self.sender != Sender::Socket {
-                let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
-                let input = ProgramInput {
-                    context_in: Some(&mut ctx_bytes),
-                    data_in: Some(&frame),
-                    repeat: batch as u32,
-                    flags: LIVE_FRAMES,
-                    ..Default::default()
-                };
-                match self.skel.progs.hs_gen.test_run(input) {
-                    Ok(_) => {}
-                    Err(e) if self.sender == Sender::Auto && sent == 0 => {
-                        // No live frames on this kernel (before 5.18).
-                        eprintln!(
-                            "xdp-conntrack: note: live XDP frames unavailable ({e}); \
-                             sending through an AF_PACKET socket"
+            self.flood_threads(src, &bss_phase, &frame, ph)?;
+        } else {
+            let mut last_progress = start;
+            let mut socket: Option<PacketSocket> = None;
+            let mut sender = self.sender;
+            let this = &*self;
+            paced(
+                total,
+                o.rate,
+                |sent| {
+                    if progress && last_progress.elapsed() > Duration::from_millis(250) {
+                        last_progress = Instant::now();
+                        let rate = sent as f64 / start.elapsed().as_secs_f64();
+                        eprint!(
+                            "\rhandshake: {:<8} {sent}/{total} sent, {:.0} pkt/s   ",
+                            ph.name, rate
                         );
-                        self.sender = Sender::Socket;
+                        let _ = std::io::stderr().flush();
                     }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e)).with_context(|| {
-                            format!("sending the {} stream (live XDP frames)", ph.name)
-                        })
+                },
+                |sent, n| {
+                    if sender != Sender::Socket {
+                        match live_run(this.skel, &frame, src.iface.index, n) {
+                            Ok(()) => sender = Sender::Live,
+                            Err(e) if sender == Sender::Auto && sent == 0 => {
+                                // No live frames on this kernel (before 5.18).
+                                eprintln!(
+                                    "xdp-conntrack: note: live XDP frames unavailable ({e}); \
+                                     sending through an AF_PACKET socket"
+                                );
+                                sender = Sender::Socket;
+                            }
+                            Err(e) => {
+                                return Err(anyhow::Error::new(e)).with_context(|| {
+                                    format!("sending the {} stream (live XDP frames)", ph.name)
+                                })
+                            }
+                        }
                     }
-                }
-                if self.sender == Sender::Auto {
-                    self.sender = Sender::Live;
-                }
-            }
-            if self.sender == Sender::Socket {
-                let sock = match &socket {
-                    Some(s) => s,
-                    None => socket.insert(PacketSocket::open(src.iface.index)?),
-                };
-                self.send_socket(sock, &eth, ph, next + sent, batch)?;
-            }
-            sent += batch;
-            if let Rate::Pps(r) = o.rate {
-                let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    // Pacing the stream, not waiting for an event.
-                    std::thread::sleep(wait);
-                }
-            }
-            if progress && last_progress.elapsed() > Duration::from_millis(250) {
-                last_progress = Instant::now();
-                let rate = sent as f64 / start.elapsed().as_secs_f64();
-                eprint!(
-                    "\rhandshake: {:<8} {sent}/{total} sent, {:.0} pkt/s   ",
-                    ph.name, rate
-                );
-                let _ = std::io::stderr().flush();
-            }
+                    if sender == Sender::Socket {
+                        let sock = match &socket {
+                            Some(s) => s,
+                            None => socket.insert(PacketSocket::open(src.iface.index)?),
+                        };
+                        for i in next + sent..next + sent + n {
+                            sock.send(&ph.frame(&eth, this.client_of(i), server))?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            self.sender = sender;
         }
+        let sent = total;
 
         // Everything is out; wait for it to arrive, or to stop arriving.
         let mut delivered = sink_total(self.skel, ph.kind)? - before;

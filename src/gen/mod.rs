@@ -540,9 +540,10 @@ impl PacketSocket {
 }
 
 impl Run<'_, '_> {
-    /// The client endpoint of connection `i`, as hs_gen computes it.
-    fn client_of(&self, i: u64) -> Endpoint {
-        let j = if self.span > 0 { i % self.span } else { i };
+    /// The client endpoint of frame `i` of a phase whose indexes wrap at
+    /// `span`, as hs_gen computes it.
+    fn client_of(&self, i: u64, span: u64) -> Endpoint {
+        let j = if span > 0 { i % span } else { i };
         let per = u64::from(self.ports_per_addr.max(1));
         let addr = Ipv4Addr::from(u32::from(self.o.client) + (j / per) as u32);
         let port = self.o.sport + (j % per) as u16 * self.o.port_step;
@@ -713,7 +714,7 @@ impl Run<'_, '_> {
                             None => socket.insert(PacketSocket::open(src.iface.index)?),
                         };
                         for i in next + sent..next + sent + n {
-                            sock.send(&ph.frame(&eth, this.client_of(i), server))?;
+                            sock.send(&ph.frame(&eth, this.client_of(i, span), server))?;
                         }
                     }
                     Ok(())

@@ -23,7 +23,6 @@
 mod common;
 
 use std::fmt;
-use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -32,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nix::libc;
-use nix::sched::{sched_getaffinity, sched_setaffinity, setns, CloneFlags, CpuSet};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 use xdp_conntrack::packet::{icmp_echo, tcp, tcp_flags::*, udp, Endpoint, Ether};
@@ -1088,24 +1087,10 @@ fn mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Runs `f` on a thread that has entered namespace `ns`; what it creates
-/// (sockets) stays in that namespace.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
-
 /// An AF_PACKET socket in `ns` (protocol 0: it only sends) and the index of
 /// `dev` there.
 fn packet_socket(ns: &str, dev: &str) -> (OwnedFd, i32) {
-    let dev = dev.to_string();
-    in_netns(ns, move || {
+    in_ns(ns, || {
         let fd = socket(
             AddressFamily::Packet,
             SockType::Raw,
@@ -1113,7 +1098,7 @@ fn packet_socket(ns: &str, dev: &str) -> (OwnedFd, i32) {
             None,
         )
         .expect("AF_PACKET socket");
-        let idx = nix::net::if_::if_nametoindex(dev.as_str()).expect("if_nametoindex");
+        let idx = nix::net::if_::if_nametoindex(dev).expect("if_nametoindex");
         (fd, idx as i32)
     })
 }

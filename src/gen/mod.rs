@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
-use nix::sched::{setns, CloneFlags};
 
 use crate::bpf::hs::types::hs_kind;
 use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
 use crate::loader::{self, Features, XdpLink, XdpMode};
 use crate::packet::{Endpoint, Ether};
+use crate::sys::netns::Guard;
 use crate::sys::{self, Iface};
 use plan::{Phase, Plan};
 use send::{Stream, Transmitter};
@@ -234,30 +234,33 @@ struct Side {
     iface: Iface,
 }
 
-/// Returns the calling thread to its own namespace when dropped.
-struct Home(File);
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = setns(&self.0, CloneFlags::CLONE_NEWNET);
-    }
-}
-
-fn enter(ns: &File) -> Result<()> {
-    setns(ns, CloneFlags::CLONE_NEWNET).context("entering a network namespace")
-}
-
+/// Opens the named namespace and looks its interface up there.
 fn side(ns_name: &str, iface: &str) -> Result<Side> {
     let ns = sys::netns_file(ns_name)?;
-    enter(&ns)?;
+    let _in = Guard::enter_file(&ns)?;
     let iface = Iface::lookup(iface).with_context(|| format!("in namespace '{ns_name}'"))?;
     Ok(Side { ns, iface })
+}
+
+/// A sink attached in a side's namespace, detached in it when dropped:
+/// netlink attachments detach by ifindex, in the calling thread's
+/// namespace.
+struct Sink<'a> {
+    ns: &'a File,
+    link: Option<XdpLink>,
+}
+
+impl Drop for Sink<'_> {
+    fn drop(&mut self) {
+        let _in = Guard::enter_file(self.ns);
+        drop(self.link.take());
+    }
 }
 
 /// How many consecutive addresses from `first` (at most `want`) are
 /// assigned to the side's interface.
 fn assigned_run(side: &Side, first: Ipv4Addr, want: u32) -> Result<u32> {
-    enter(&side.ns)?;
+    let _in = Guard::enter_file(&side.ns)?;
     let have = sys::ipv4_addrs(&side.iface.name)?;
     Ok((0..want)
         .take_while(|a| have.contains(&Ipv4Addr::from(u32::from(first) + a)))
@@ -280,6 +283,7 @@ fn not_assigned(ns: &str, side: &Side, first: Ipv4Addr, n: u32, at: u32) -> anyh
     )
 }
 
+/// Frames of `kind` the sinks have counted, over all CPUs.
 fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
     let per_cpu = skel
         .maps
@@ -314,7 +318,7 @@ impl Generator<'_, '_> {
         } else {
             (self.server, self.client)
         };
-        enter(&src.ns)?;
+        let _in = Guard::enter_file(&src.ns)?;
         let stream = Stream {
             phase: ph,
             frames: self.plan.frames(ph, round, self.span),
@@ -391,8 +395,6 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
     };
     let plan = Plan::new(o, &allowed)?;
 
-    let _home =
-        Home(File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?);
     let client = side(&o.client_ns, &o.client_iface)?;
     let server = side(&o.server_ns, &o.server_iface)?;
     // A round may not reuse a tuple; later rounds reuse those of earlier
@@ -421,19 +423,21 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
 
     // Sinks on both namespace ends: they count what arrives and drop it, so
     // the namespaces' stacks never answer.
-    let link = features.link;
-    let mut sinks: Vec<(&File, XdpLink)> = Vec::new();
+    let mut sinks = Vec::new();
     for (side, ns) in [(&server, &o.server_ns), (&client, &o.client_ns)] {
-        enter(&side.ns)?;
-        let sink = loader::attach(
+        let _in = Guard::enter_file(&side.ns)?;
+        let link = loader::attach(
             skel.progs.hs_sink.as_fd(),
             &side.iface,
             XdpMode::Native,
             false,
-            link,
+            features.link,
         )
         .with_context(|| format!("attaching the sink in namespace '{ns}'"))?;
-        sinks.push((&side.ns, sink));
+        sinks.push(Sink {
+            ns: &side.ns,
+            link: Some(link),
+        });
     }
 
     let mut gen = Generator {
@@ -467,11 +471,8 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
             eprint!("\rhandshake: round {}/{}   ", round + 1, o.rounds);
         }
     }
-    // Netlink attachments detach in their own namespace.
-    for (ns, sink) in sinks {
-        enter(ns)?;
-        drop(sink);
-    }
+    // Each detaches in its own namespace.
+    drop(sinks);
     Ok(Report {
         count: plan.total,
         phases: reports,

@@ -19,6 +19,7 @@ use super::{Rate, Sender};
 use crate::bpf::hs::types::hs_phase;
 use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
 use crate::packet::{Endpoint, Ether};
+use crate::sys::netns::Guard;
 
 /// BPF_F_TEST_XDP_LIVE_FRAMES: transmit what the program returns XDP_TX for.
 const LIVE_FRAMES: u32 = 1 << 1;
@@ -168,7 +169,7 @@ impl Transmitter {
                         set.set(cpu).context("CPU number")?;
                         sched_setaffinity(Pid::from_raw(0), &set)
                             .with_context(|| format!("pinning a flood thread to CPU {cpu}"))?;
-                        super::enter(s.ns)?;
+                        let _in = Guard::enter_file(s.ns)?;
                         let mut object = MaybeUninit::<OpenObject>::uninit();
                         let mut skel = HandshakeSkelBuilder::default()
                             .open(&mut object)

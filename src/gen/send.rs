@@ -20,6 +20,7 @@ use crate::bpf::hs::types::hs_phase;
 use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
 use crate::packet::{Endpoint, Ether};
 use crate::sys::netns::Guard;
+use crate::sys::PacketSocket;
 
 /// BPF_F_TEST_XDP_LIVE_FRAMES: transmit what the program returns XDP_TX for.
 const LIVE_FRAMES: u32 = 1 << 1;
@@ -133,7 +134,7 @@ impl Transmitter {
             if *how == Sender::Socket {
                 let sock = match &socket {
                     Some(sock) => sock,
-                    None => socket.insert(PacketSocket::open(s.ifindex)?),
+                    None => socket.insert(PacketSocket::bound(s.ifindex, true)?),
                 };
                 let first = s.frames.next + sent;
                 for i in first..first + n {
@@ -260,70 +261,4 @@ fn live_run(skel: &HandshakeSkel<'_>, frame: &[u8], ifindex: u32, n: u64) -> lib
         ..Default::default()
     };
     skel.progs.hs_gen.test_run(input).map(drop)
-}
-
-/// An AF_PACKET socket bound to one interface, bypassing the qdisc.
-struct PacketSocket(std::os::fd::OwnedFd);
-
-impl PacketSocket {
-    /// Opens it in the calling thread's network namespace.
-    fn open(ifindex: u32) -> Result<Self> {
-        use nix::libc;
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("opening an AF_PACKET socket");
-        }
-        // SAFETY: fd is a new descriptor that we own.
-        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) });
-        // SAFETY: sockaddr_ll is plain old data; zero is a valid start.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: sll is a valid sockaddr_ll of the size passed.
-        let ret = unsafe {
-            libc::bind(
-                sock.0.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error()).context("binding the AF_PACKET socket");
-        }
-        let one: libc::c_int = 1;
-        // SAFETY: PACKET_QDISC_BYPASS takes an int.  Failure only costs
-        // speed, so it is not fatal.
-        unsafe {
-            libc::setsockopt(
-                sock.0.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_QDISC_BYPASS,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
-        Ok(sock)
-    }
-
-    fn send(&self, frame: &[u8]) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        loop {
-            // SAFETY: frame is a valid buffer of the given length.
-            let n = unsafe {
-                nix::libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
-            };
-            if n >= 0 {
-                return Ok(());
-            }
-            let err = std::io::Error::last_os_error();
-            // The device queue is full: let it drain.
-            if err.raw_os_error() == Some(nix::libc::ENOBUFS) {
-                std::thread::yield_now();
-                continue;
-            }
-            return Err(err).context("sending on the AF_PACKET socket");
-        }
-    }
 }

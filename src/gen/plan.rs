@@ -1,13 +1,13 @@
 //! The plan of a generator run, as pure code: the checks on the options,
 //! the phases with their sequence numbers, which client address and port
 //! each connection uses (as hs_gen computes it), and which frames each
-//! stream and each flood thread covers.
+//! stream and each flood thread covers, at what share of the rate.
 
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
 
-use super::{Args, Lifecycle, Sender};
+use super::{Args, Lifecycle, Rate, Sender};
 use crate::bpf::hs::types::hs_kind;
 use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
 
@@ -300,6 +300,14 @@ pub fn shares(conns: u64, per_conn: u64, threads: usize) -> Vec<Frames> {
         .collect()
 }
 
+/// Each of `threads` flood threads' share of `rate`.
+pub fn rate_share(rate: Rate, threads: usize) -> Rate {
+    match rate {
+        Rate::Max => Rate::Max,
+        Rate::Pps(r) => Rate::Pps((r / threads as u64).max(1)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,5 +536,12 @@ mod tests {
         let s = shares(501, 10, 2);
         assert_eq!((s[0].span, s[0].base), (251, 0));
         assert_eq!((s[1].span, s[1].base), (250, 251));
+    }
+
+    #[test]
+    fn threads_share_the_rate() {
+        assert_eq!(rate_share(Rate::Pps(200_000), 2), Rate::Pps(100_000));
+        assert_eq!(rate_share(Rate::Pps(1), 2), Rate::Pps(1));
+        assert_eq!(rate_share(Rate::Max, 2), Rate::Max);
     }
 }

@@ -152,10 +152,7 @@ impl Transmitter {
     /// the rate.
     fn flood(&self, s: &Stream<'_>) -> Result<()> {
         let n = self.cpus.len();
-        let rate = match self.rate {
-            Rate::Max => Rate::Max,
-            Rate::Pps(r) => Rate::Pps((r / n as u64).max(1)),
-        };
+        let rate = plan::rate_share(self.rate, n);
         let template = s.frame(0);
         let shares = plan::shares(s.frames.span, s.phase.per_conn, n);
         std::thread::scope(|scope| {

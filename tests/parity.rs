@@ -23,20 +23,18 @@
 mod common;
 
 use std::fmt;
-use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use nix::libc;
-use nix::sched::{sched_getaffinity, sched_setaffinity, setns, CloneFlags, CpuSet};
-use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 use xdp_conntrack::packet::{icmp_echo, tcp, tcp_flags::*, udp, Endpoint, Ether};
 use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_TCP};
+use xdp_conntrack::sys::PacketSocket;
 use xdp_conntrack::table::Conn;
 
 /// MAC of the veth end in K (frames are addressed to it) and in I.
@@ -795,8 +793,8 @@ struct Counters {
 
 /// nf_conntrack in namespace K, fed from namespace I.
 struct KernelCt {
-    sock: OwnedFd,
-    ifindex: i32,
+    sock: PacketSocket,
+    ifindex: u32,
     k: String,
     _netns: Netns,
 }
@@ -1004,35 +1002,11 @@ impl KernelCt {
     /// Writes one frame into K and waits until K has processed it.
     fn inject(&self, frame: &[u8]) -> Verdict {
         let before = self.counters();
-        let mut sll_addr = [0u8; 8];
-        sll_addr[..6].copy_from_slice(&K_MAC);
-        let addr = libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as u16,
-            sll_protocol: (libc::ETH_P_IP as u16).to_be(),
-            sll_ifindex: self.ifindex,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 6,
-            sll_addr,
-        };
-        // SAFETY: the buffer and the address are valid for the lengths
-        // given, for the duration of the call.
-        let n = unsafe {
-            libc::sendto(
-                self.sock.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            n,
-            frame.len() as isize,
-            "sendto: {}",
-            std::io::Error::last_os_error()
-        );
+        let n = self
+            .sock
+            .send_to(frame, self.ifindex, libc::ETH_P_IP as u16, K_MAC)
+            .unwrap_or_else(|e| panic!("sendto: {e:#}"));
+        assert_eq!(n, frame.len(), "sendto: a short write");
         let mut now = before;
         if !wait_for(KERNEL_WAIT, || {
             now = self.counters();
@@ -1088,33 +1062,13 @@ fn mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Runs `f` on a thread that has entered namespace `ns`; what it creates
-/// (sockets) stays in that namespace.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
-
 /// An AF_PACKET socket in `ns` (protocol 0: it only sends) and the index of
 /// `dev` there.
-fn packet_socket(ns: &str, dev: &str) -> (OwnedFd, i32) {
-    let dev = dev.to_string();
-    in_netns(ns, move || {
-        let fd = socket(
-            AddressFamily::Packet,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .expect("AF_PACKET socket");
-        let idx = nix::net::if_::if_nametoindex(dev.as_str()).expect("if_nametoindex");
-        (fd, idx as i32)
+fn packet_socket(ns: &str, dev: &str) -> (PacketSocket, u32) {
+    in_ns(ns, || {
+        let sock = PacketSocket::open().expect("AF_PACKET socket");
+        let idx = nix::net::if_::if_nametoindex(dev).expect("if_nametoindex");
+        (sock, idx)
     })
 }
 

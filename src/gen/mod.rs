@@ -6,6 +6,12 @@
 //! Ordering: every phase is sent whole, and the next one starts only once
 //! the sink on the receiving side has counted all of it (or it stopped
 //! arriving), so each connection's packets cross the tracker in order.
+//!
+//! [`plan`] works out what to send, [`send`] sends it; this module sets
+//! the namespaces and sinks up, runs the phases and reports.
+
+mod plan;
+mod send;
 
 use std::fmt;
 use std::fs::File;
@@ -16,26 +22,21 @@ use std::os::fd::AsFd;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
-use nix::sched::{sched_getaffinity, sched_setaffinity, setns, CloneFlags, CpuSet};
-use nix::unistd::Pid;
+use libbpf_rs::{MapCore, MapFlags, OpenObject};
 
-use crate::bpf::hs::types::{hs_kind, hs_phase};
+use crate::bpf::hs::types::hs_kind;
 use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
 use crate::loader::{self, Features, XdpLink, XdpMode};
-use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
+use crate::packet::{Endpoint, Ether};
+use crate::sys::netns::Guard;
 use crate::sys::{self, Iface};
+use plan::{Phase, Plan};
+use send::{Stream, Transmitter};
 
-/// BPF_F_TEST_XDP_LIVE_FRAMES: transmit what the program returns XDP_TX for.
-const LIVE_FRAMES: u32 = 1 << 1;
 /// A phase has stopped arriving when its sink count holds still this long.
 const STALL: Duration = Duration::from_secs(1);
-/// Frames per live-frames run at `--rate max`.  Each run sets up and tears
-/// down a page pool, which waits for an RCU grace period (milliseconds, the
-/// CPUs idle meanwhile), so runs must be long for the path to stay busy.
-const MAX_RUN: u64 = 1 << 22;
 
 /// What happens to each connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -164,95 +165,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// One stream of one packet per connection.
-#[derive(Debug, Clone, Copy)]
-struct Phase {
-    name: &'static str,
-    /// Packets per connection in this phase (the data flood sends many).
-    per_conn: u64,
-    client_is_src: bool,
-    flags: u8,
-    seq: u32,
-    ack: u32,
-    kind: hs_kind,
-}
-
-fn phases(o: &Args) -> Vec<Phase> {
-    let (s, t) = (o.syn_seq, o.synack_seq);
-    let client = |name, flags, seq, ack, kind| Phase {
-        name,
-        per_conn: 1,
-        client_is_src: true,
-        flags,
-        seq,
-        ack,
-        kind,
-    };
-    let server = |name, flags, seq, ack, kind| Phase {
-        client_is_src: false,
-        ..client(name, flags, seq, ack, kind)
-    };
-    let mut v = vec![
-        client("SYN", SYN, s, 0, hs_kind::HS_SYN),
-        server(
-            "SYN-ACK",
-            SYN | ACK,
-            t,
-            o.synack_ack.unwrap_or(s.wrapping_add(1)),
-            hs_kind::HS_SYNACK,
-        ),
-        client(
-            "ACK",
-            ACK,
-            s.wrapping_add(1),
-            o.ack_ack.unwrap_or(t.wrapping_add(1)),
-            hs_kind::HS_ACK,
-        ),
-    ];
-    if o.flood > 0 {
-        // Plain ACKs of the established connections: the tracker's fast
-        // path, and the small-packet rate of the whole path.
-        v.push(Phase {
-            per_conn: o.flood,
-            ..client(
-                "DATA",
-                ACK,
-                s.wrapping_add(1),
-                t.wrapping_add(1),
-                hs_kind::HS_ACK,
-            )
-        });
-    }
-    match o.lifecycle {
-        Lifecycle::Handshake => {}
-        Lifecycle::Full => v.extend([
-            client(
-                "FIN",
-                FIN | ACK,
-                s.wrapping_add(1),
-                t.wrapping_add(1),
-                hs_kind::HS_FIN,
-            ),
-            server(
-                "FIN-ACK",
-                FIN | ACK,
-                t.wrapping_add(1),
-                s.wrapping_add(2),
-                hs_kind::HS_FIN,
-            ),
-            client(
-                "LAST-ACK",
-                ACK,
-                s.wrapping_add(2),
-                t.wrapping_add(2),
-                hs_kind::HS_ACK,
-            ),
-        ]),
-        Lifecycle::Rst => v.push(client("RST", RST, s.wrapping_add(1), 0, hs_kind::HS_RST)),
-    }
-    v
-}
-
 /// How one phase went.
 #[derive(Debug, Clone)]
 pub struct PhaseReport {
@@ -322,30 +234,33 @@ struct Side {
     iface: Iface,
 }
 
-/// Returns the calling thread to its own namespace when dropped.
-struct Home(File);
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = setns(&self.0, CloneFlags::CLONE_NEWNET);
-    }
-}
-
-fn enter(ns: &File) -> Result<()> {
-    setns(ns, CloneFlags::CLONE_NEWNET).context("entering a network namespace")
-}
-
+/// Opens the named namespace and looks its interface up there.
 fn side(ns_name: &str, iface: &str) -> Result<Side> {
     let ns = sys::netns_file(ns_name)?;
-    enter(&ns)?;
+    let _in = Guard::enter_file(&ns)?;
     let iface = Iface::lookup(iface).with_context(|| format!("in namespace '{ns_name}'"))?;
     Ok(Side { ns, iface })
+}
+
+/// A sink attached in a side's namespace, detached in it when dropped:
+/// netlink attachments detach by ifindex, in the calling thread's
+/// namespace.
+struct Sink<'a> {
+    ns: &'a File,
+    link: Option<XdpLink>,
+}
+
+impl Drop for Sink<'_> {
+    fn drop(&mut self) {
+        let _in = Guard::enter_file(self.ns);
+        drop(self.link.take());
+    }
 }
 
 /// How many consecutive addresses from `first` (at most `want`) are
 /// assigned to the side's interface.
 fn assigned_run(side: &Side, first: Ipv4Addr, want: u32) -> Result<u32> {
-    enter(&side.ns)?;
+    let _in = Guard::enter_file(&side.ns)?;
     let have = sys::ipv4_addrs(&side.iface.name)?;
     Ok((0..want)
         .take_while(|a| have.contains(&Ipv4Addr::from(u32::from(first) + a)))
@@ -368,6 +283,7 @@ fn not_assigned(ns: &str, side: &Side, first: Ipv4Addr, n: u32, at: u32) -> anyh
     )
 }
 
+/// Frames of `kind` the sinks have counted, over all CPUs.
 fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
     let per_cpu = skel
         .maps
@@ -381,360 +297,48 @@ fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
         .sum())
 }
 
-struct Run<'a, 'obj> {
+/// The generator at work: the two sides, the programs whose sinks count
+/// what arrives, and how frames leave.
+struct Generator<'a, 'obj> {
     o: &'a Args,
+    plan: &'a Plan,
     skel: &'a mut HandshakeSkel<'obj>,
     client: &'a Side,
     server: &'a Side,
-    ports_per_addr: u32,
+    /// Client tuples over the assigned addresses.
     span: u64,
-    sender: Sender,
-    /// The CPUs of the flood threads (empty: the calling thread sends).
-    cpus: Vec<usize>,
+    tx: Transmitter,
 }
 
-/// The first `n` CPUs this process may run on, when `n` > 1.
-fn flood_cpus(n: usize) -> Result<Vec<usize>> {
-    if n == 1 {
-        return Ok(Vec::new());
-    }
-    let set = sched_getaffinity(Pid::from_raw(0)).context("reading the CPU affinity")?;
-    let cpus: Vec<usize> = (0..CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap_or(false))
-        .take(n)
-        .collect();
-    if cpus.len() < n {
-        bail!(
-            "--threads {n}: only {} CPUs are available to this process",
-            cpus.len()
-        );
-    }
-    Ok(cpus)
-}
-
-/// Sends `total` frames of `frame` through `skel`'s hs_gen as live frames,
-/// in runs of at most 64k, paced at `rate`.
-fn send_live(
-    skel: &HandshakeSkel<'_>,
-    ctx: &[u32; 6],
-    frame: &[u8],
-    total: u64,
-    rate: Rate,
-) -> Result<()> {
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let batch = match rate {
-            Rate::Max => (total - sent).min(MAX_RUN),
-            Rate::Pps(r) => (total - sent).min((r / 10).clamp(1, 65_536)),
-        };
-        let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let input = ProgramInput {
-            context_in: Some(&mut ctx_bytes),
-            data_in: Some(frame),
-            repeat: batch as u32,
-            flags: LIVE_FRAMES,
-            ..Default::default()
-        };
-        skel.progs
-            .hs_gen
-            .test_run(input)
-            .context("sending live XDP frames")?;
-        sent += batch;
-        if let Rate::Pps(r) = rate {
-            let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                // Pacing the stream, not waiting for an event.
-                std::thread::sleep(wait);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An AF_PACKET socket bound to one interface, bypassing the qdisc.
-struct PacketSocket(std::os::fd::OwnedFd);
-
-impl PacketSocket {
-    /// Opens it in the calling thread's network namespace.
-    fn open(ifindex: u32) -> Result<Self> {
-        use nix::libc;
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("opening an AF_PACKET socket");
-        }
-        // SAFETY: fd is a new descriptor that we own.
-        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) });
-        // SAFETY: sockaddr_ll is plain old data; zero is a valid start.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: sll is a valid sockaddr_ll of the size passed.
-        let ret = unsafe {
-            libc::bind(
-                sock.0.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error()).context("binding the AF_PACKET socket");
-        }
-        let one: libc::c_int = 1;
-        // SAFETY: PACKET_QDISC_BYPASS takes an int.  Failure only costs
-        // speed, so it is not fatal.
-        unsafe {
-            libc::setsockopt(
-                sock.0.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_QDISC_BYPASS,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
-        Ok(sock)
-    }
-
-    fn send(&self, frame: &[u8]) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        loop {
-            // SAFETY: frame is a valid buffer of the given length.
-            let n = unsafe {
-                nix::libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
-            };
-            if n >= 0 {
-                return Ok(());
-            }
-            let err = std::io::Error::last_os_error();
-            // The device queue is full: let it drain.
-            if err.raw_os_error() == Some(nix::libc::ENOBUFS) {
-                std::thread::yield_now();
-                continue;
-            }
-            return Err(err).context("sending on the AF_PACKET socket");
-        }
-    }
-}
-
-impl Run<'_, '_> {
-    /// The client endpoint of connection `i`, as hs_gen computes it.
-    fn client_of(&self, i: u64) -> Endpoint {
-        let j = if self.span > 0 { i % self.span } else { i };
-        let per = u64::from(self.ports_per_addr.max(1));
-        let addr = Ipv4Addr::from(u32::from(self.o.client) + (j / per) as u32);
-        let port = self.o.sport + (j % per) as u16 * self.o.port_step;
-        Endpoint::new(addr, port)
-    }
-
-    /// Sends a flood phase from one thread per CPU in `self.cpus`.  Each
-    /// thread loads its own generator, so that none shares the phase's
-    /// counter with another, pins itself, enters the sender's namespace
-    /// (setns is per thread) and sends its share of the connections.
-    fn flood_threads(
-        &self,
-        src: &Side,
-        phase: &hs_phase,
-        ctx: &[u32; 6],
-        frame: &[u8],
-        ph: &Phase,
-    ) -> Result<()> {
-        let n = self.cpus.len() as u64;
-        let rate = match self.o.rate {
-            Rate::Max => Rate::Max,
-            Rate::Pps(r) => Rate::Pps((r / n).max(1)),
-        };
-        let count = self.o.count;
-        std::thread::scope(|s| {
-            let workers: Vec<_> = self
-                .cpus
-                .iter()
-                .enumerate()
-                .map(|(t, &cpu)| {
-                    let t = t as u64;
-                    // Thread t's connections: its slice of the round, each
-                    // ph.per_conn times (the first takes the remainder).
-                    let conns = count / n + if t == 0 { count % n } else { 0 };
-                    let first = t * (count / n) + if t > 0 { count % n } else { 0 };
-                    s.spawn(move || -> Result<()> {
-                        let mut set = CpuSet::new();
-                        set.set(cpu).context("CPU number")?;
-                        sched_setaffinity(Pid::from_raw(0), &set)
-                            .with_context(|| format!("pinning a flood thread to CPU {cpu}"))?;
-                        enter(&src.ns)?;
-                        let mut object = MaybeUninit::<OpenObject>::uninit();
-                        let mut skel = HandshakeSkelBuilder::default()
-                            .open(&mut object)
-                            .context("opening the generator's BPF object")?
-                            .load()
-                            .context("loading the generator's BPF programs")?;
-                        let bss = skel
-                            .maps
-                            .bss_data
-                            .as_deref_mut()
-                            .context("the generator's .bss is not memory-mapped")?;
-                        // This thread cycles over connections
-                        // first..first + conns.
-                        bss.phase = hs_phase {
-                            next: 0,
-                            count: conns * ph.per_conn,
-                            span: conns,
-                            base: first,
-                            ..*phase
-                        };
-                        send_live(&skel, ctx, frame, conns * ph.per_conn, rate)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| bail!("a flood thread panicked"))
-                })
-                .collect::<Result<Vec<()>>>()
-        })?;
-        Ok(())
-    }
-
-    /// Sends connections `first..first + n` of a phase from userspace.
-    fn send_socket(
-        &self,
-        sock: &PacketSocket,
-        eth: &Ether,
-        ph: &Phase,
-        first: u64,
-        n: u64,
-    ) -> Result<()> {
-        let s = Endpoint::new(self.o.server, self.o.dport);
-        for i in first..first + n {
-            let c = self.client_of(i);
-            let frame = if ph.client_is_src {
-                packet::tcp(eth, c, s, ph.flags, ph.seq, ph.ack, b"")
-            } else {
-                packet::tcp(eth, s, c, ph.flags, ph.seq, ph.ack, b"")
-            };
-            sock.send(&frame)?;
-        }
-        Ok(())
-    }
-
+impl Generator<'_, '_> {
+    /// Sends round `round` of `ph`, then waits for it to arrive.
     fn phase(&mut self, ph: &Phase, round: u64) -> Result<PhaseReport> {
-        let o = self.o;
         let (src, dst) = if ph.client_is_src {
             (self.client, self.server)
         } else {
             (self.server, self.client)
         };
-        enter(&src.ns)?;
-
-        let eth = Ether {
-            dst: dst.iface.mac,
-            src: src.iface.mac,
+        let _in = Guard::enter_file(&src.ns)?;
+        let stream = Stream {
+            phase: ph,
+            frames: self.plan.frames(ph, round, self.span),
+            clients: self.plan.clients,
+            server: Endpoint::new(self.o.server, self.o.dport),
+            eth: Ether {
+                dst: dst.iface.mac,
+                src: src.iface.mac,
+            },
+            ifindex: src.iface.index,
+            ns: &src.ns,
         };
-        let c = Endpoint::new(o.client, o.sport);
-        let s = Endpoint::new(o.server, o.dport);
-        let frame = if ph.client_is_src {
-            packet::tcp(&eth, c, s, ph.flags, ph.seq, ph.ack, b"")
-        } else {
-            packet::tcp(&eth, s, c, ph.flags, ph.seq, ph.ack, b"")
-        };
-
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .context("the generator's .bss is not memory-mapped")?;
-        // A flood phase cycles over this round's connections.
-        let total = o.count * ph.per_conn;
-        let (next, span) = if ph.per_conn > 1 {
-            (0, o.count)
-        } else {
-            (round * o.count, self.span)
-        };
-        let bss_phase = hs_phase {
-            next,
-            count: next + total,
-            span,
-            client_addr: u32::from(o.client),
-            ports_per_addr: self.ports_per_addr,
-            client_port: o.sport,
-            port_step: o.port_step,
-            client_is_src: u8::from(ph.client_is_src),
-            ..Default::default()
-        };
-        bss.phase = bss_phase;
+        let total = stream.frames.len();
 
         // A progress line only for people watching a terminal.
-        let progress = !o.quiet && std::io::stderr().is_terminal();
+        let progress = !self.o.quiet && std::io::stderr().is_terminal();
         let before = sink_total(self.skel, ph.kind)?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let mut ctx = [0u32; 6];
-        ctx[1] = frame.len() as u32;
-        ctx[3] = src.iface.index;
         let start = Instant::now();
         let mut last_progress = start;
-        let mut sent = 0u64;
-        let mut socket: Option<PacketSocket> = None;
-        if ph.per_conn > 1 && !self.cpus.is_empty() {
-            self.flood_threads(src, &bss_phase, &ctx, &frame, ph)?;
-            sent = total;
-        }
-        while sent < total {
-            let batch = match o.rate {
-                Rate::Max => (total - sent).min(MAX_RUN),
-                // Each live-frames run has a fixed cost of several ms (a
-                // page pool is set up and torn down), so pace in chunks of
-                // a tenth of a second rather than packet by packet.
-                Rate::Pps(r) => (total - sent).min((r / 10).clamp(1, 65_536)),
-            };
-            if self.sender != Sender::Socket {
-                let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
-                let input = ProgramInput {
-                    context_in: Some(&mut ctx_bytes),
-                    data_in: Some(&frame),
-                    repeat: batch as u32,
-                    flags: LIVE_FRAMES,
-                    ..Default::default()
-                };
-                match self.skel.progs.hs_gen.test_run(input) {
-                    Ok(_) => {}
-                    Err(e) if self.sender == Sender::Auto && sent == 0 => {
-                        // No live frames on this kernel (before 5.18).
-                        eprintln!(
-                            "xdp-conntrack: note: live XDP frames unavailable ({e}); \
-                             sending through an AF_PACKET socket"
-                        );
-                        self.sender = Sender::Socket;
-                    }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e)).with_context(|| {
-                            format!("sending the {} stream (live XDP frames)", ph.name)
-                        })
-                    }
-                }
-                if self.sender == Sender::Auto {
-                    self.sender = Sender::Live;
-                }
-            }
-            if self.sender == Sender::Socket {
-                let sock = match &socket {
-                    Some(s) => s,
-                    None => socket.insert(PacketSocket::open(src.iface.index)?),
-                };
-                self.send_socket(sock, &eth, ph, next + sent, batch)?;
-            }
-            sent += batch;
-            if let Rate::Pps(r) = o.rate {
-                let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    // Pacing the stream, not waiting for an event.
-                    std::thread::sleep(wait);
-                }
-            }
+        self.tx.send(self.skel, &stream, |sent| {
             if progress && last_progress.elapsed() > Duration::from_millis(250) {
                 last_progress = Instant::now();
                 let rate = sent as f64 / start.elapsed().as_secs_f64();
@@ -744,15 +348,29 @@ impl Run<'_, '_> {
                 );
                 let _ = std::io::stderr().flush();
             }
+        })?;
+        let (delivered, arrived) = self.arrival(ph.kind, before, total)?;
+        if progress {
+            eprint!("\r{:70}\r", "");
         }
+        Ok(PhaseReport {
+            name: ph.name,
+            sent: total,
+            delivered,
+            elapsed: arrived.duration_since(start),
+        })
+    }
 
-        // Everything is out; wait for it to arrive, or to stop arriving.
-        let mut delivered = sink_total(self.skel, ph.kind)? - before;
+    /// Waits until the sink of `kind` has counted `sent` frames over
+    /// `before`, or the count stopped moving for [`STALL`]: how many
+    /// arrived, and when the last one did.
+    fn arrival(&self, kind: hs_kind, before: u64, sent: u64) -> Result<(u64, Instant)> {
+        let mut delivered = sink_total(self.skel, kind)? - before;
         let mut moved = Instant::now();
         let mut arrived = Instant::now();
         while delivered < sent && moved.elapsed() < STALL {
             std::thread::sleep(Duration::from_millis(2));
-            let now = sink_total(self.skel, ph.kind)? - before;
+            let now = sink_total(self.skel, kind)? - before;
             if now != delivered {
                 delivered = now;
                 moved = Instant::now();
@@ -762,15 +380,7 @@ impl Run<'_, '_> {
         if delivered >= sent {
             arrived = Instant::now();
         }
-        if progress {
-            eprint!("\r{:70}\r", "");
-        }
-        Ok(PhaseReport {
-            name: ph.name,
-            sent,
-            delivered,
-            elapsed: arrived.duration_since(start),
-        })
+        Ok((delivered, arrived))
     }
 }
 
@@ -778,58 +388,30 @@ impl Run<'_, '_> {
 /// a bpf_link if `features` has one.
 pub fn generate(o: &Args, features: Features) -> Result<Report> {
     sys::require_root()?;
-    if o.count == 0 {
-        bail!("--count must be at least 1");
-    }
-    if o.port_step == 0 {
-        bail!("--port-step must be at least 1");
-    }
-    if o.rounds == 0 {
-        bail!("--rounds must be at least 1");
-    }
-    if o.flood > 0 && o.rounds > 1 {
-        bail!("--flood and --rounds do not go together");
-    }
-    if o.threads == 0 {
-        bail!("--threads must be at least 1");
-    }
-    let cpus = flood_cpus(o.threads)?;
-    if o.threads > 1 && (o.flood == 0 || o.sender == Sender::Socket) {
-        bail!("--threads takes --flood and live frames (not --sender socket)");
-    }
-    let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
-    let total = o.count.saturating_mul(o.rounds);
-    let ports_per_addr = ports.min(total) as u32;
-    // Addresses one round needs, and those the whole run could use.
-    let need = o.count.div_ceil(u64::from(ports_per_addr));
-    let want = total.div_ceil(u64::from(ports_per_addr));
-    if u64::from(u32::from(o.client)) + want > u64::from(u32::MAX) {
-        bail!(
-            "--count {} needs more client addresses than IPv4 has",
-            o.count
-        );
-    }
+    let allowed = if o.threads > 1 {
+        send::allowed_cpus()?
+    } else {
+        Vec::new()
+    };
+    let plan = Plan::new(o, &allowed)?;
 
-    let _home =
-        Home(File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?);
     let client = side(&o.client_ns, &o.client_iface)?;
     let server = side(&o.server_ns, &o.server_iface)?;
     // A round may not reuse a tuple; later rounds reuse those of earlier
     // ones once the assigned addresses run out.
-    let addrs = assigned_run(&client, o.client, want as u32)?;
-    if u64::from(addrs) < need {
+    let addrs = assigned_run(&client, o.client, plan.want as u32)?;
+    if u64::from(addrs) < plan.need {
         return Err(not_assigned(
             &o.client_ns,
             &client,
             o.client,
-            need as u32,
+            plan.need as u32,
             addrs,
         ));
     }
     if assigned_run(&server, o.server, 1)? == 0 {
         return Err(not_assigned(&o.server_ns, &server, o.server, 1, 0));
     }
-    let span = u64::from(addrs) * u64::from(ports_per_addr);
 
     let mut object = MaybeUninit::<OpenObject>::uninit();
     let open = HandshakeSkelBuilder::default()
@@ -841,33 +423,34 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
 
     // Sinks on both namespace ends: they count what arrives and drop it, so
     // the namespaces' stacks never answer.
-    let link = features.link;
-    let mut sinks: Vec<(&File, XdpLink)> = Vec::new();
+    let mut sinks = Vec::new();
     for (side, ns) in [(&server, &o.server_ns), (&client, &o.client_ns)] {
-        enter(&side.ns)?;
-        let sink = loader::attach(
+        let _in = Guard::enter_file(&side.ns)?;
+        let link = loader::attach(
             skel.progs.hs_sink.as_fd(),
             &side.iface,
             XdpMode::Native,
             false,
-            link,
+            features.link,
         )
         .with_context(|| format!("attaching the sink in namespace '{ns}'"))?;
-        sinks.push((&side.ns, sink));
+        sinks.push(Sink {
+            ns: &side.ns,
+            link: Some(link),
+        });
     }
 
-    let mut run = Run {
+    let mut gen = Generator {
         o,
+        plan: &plan,
         skel: &mut skel,
         client: &client,
         server: &server,
-        ports_per_addr,
-        span,
-        sender: o.sender,
-        cpus,
+        span: plan.span(addrs),
+        tx: Transmitter::new(o.sender, o.rate, plan.cpus.clone()),
     };
     let start = Instant::now();
-    let phases = phases(o);
+    let phases = plan::phases(o);
     let mut reports: Vec<PhaseReport> = phases
         .iter()
         .map(|p| PhaseReport {
@@ -879,7 +462,7 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
         .collect();
     for round in 0..o.rounds {
         for (ph, sum) in phases.iter().zip(&mut reports) {
-            let r = run.phase(ph, round)?;
+            let r = gen.phase(ph, round)?;
             sum.sent += r.sent;
             sum.delivered += r.delivered;
             sum.elapsed += r.elapsed;
@@ -888,13 +471,10 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
             eprint!("\rhandshake: round {}/{}   ", round + 1, o.rounds);
         }
     }
-    // Netlink attachments detach in their own namespace.
-    for (ns, sink) in sinks {
-        enter(ns)?;
-        drop(sink);
-    }
+    // Each detaches in its own namespace.
+    drop(sinks);
     Ok(Report {
-        count: total,
+        count: plan.total,
         phases: reports,
         elapsed: start.elapsed(),
     })

@@ -4,8 +4,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use nix::sched::{setns, CloneFlags};
-
+use super::netns::in_netns_file;
 use super::Iface;
 
 /// ethtool and interface ioctls, for the veth peer check.
@@ -378,13 +377,10 @@ pub fn veth_peer(iface: &Iface) -> Option<PeerState> {
     })?;
     // A thread of its own, so that entering the namespace does not move
     // the tracker itself.
-    let (name, gro, xdp, tx_csum) = std::thread::spawn(move || {
-        setns(File::open(&path).ok()?, CloneFlags::CLONE_NEWNET).ok()?;
-        link_state(peer_index)
-    })
-    .join()
-    .ok()
-    .flatten()?;
+    let file = File::open(&path).ok()?;
+    let (name, gro, xdp, tx_csum) = in_netns_file(&file, || link_state(peer_index))
+        .ok()
+        .flatten()?;
     Some(PeerState {
         name,
         netns: ns,

@@ -1,9 +1,11 @@
 //! The system around the tracker: privileges, kernel BTF, interfaces, and
-//! the bpf and trace filesystems.  Network namespaces and what a veth's
-//! peer will do with redirected frames have rooms of their own.
+//! the bpf and trace filesystems.  Network namespaces, AF_PACKET sockets
+//! and what a veth's peer will do with redirected frames have rooms of
+//! their own.
 
 pub mod link;
 pub mod netns;
+pub mod packet_socket;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,7 @@ use nix::sys::statfs::{statfs, BPF_FS_MAGIC, TRACEFS_MAGIC};
 
 pub use link::{multibuf_warning, peer_warning, veth_peer, SINGLE_BUFFER_MTU};
 pub use netns::{enter_netns, netns_file};
+pub use packet_socket::PacketSocket;
 
 /// Where the kernel exposes its own BTF.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";

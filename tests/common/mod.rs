@@ -3,7 +3,6 @@
 //! even when a test fails.
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -14,7 +13,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{OpenObject, ProgramInput};
-use nix::sched::{setns, CloneFlags};
 use xdp_conntrack::bpf::types::ct_entry;
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::counters::Totals;
@@ -365,16 +363,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// returns its result.  Sockets keep the namespace they were created in, so
 /// the caller may go on using what `f` returns from any thread.
 pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let path = Path::new("/run/netns").join(ns);
-            let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path:?}: {e}"));
-            setns(file, CloneFlags::CLONE_NEWNET).expect("entering the namespace");
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
+    xdp_conntrack::sys::netns::in_netns(ns, f).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A TCP listener on 10.0.0.2 in ns2, on a port the kernel picks.

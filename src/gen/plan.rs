@@ -1,0 +1,547 @@
+//! The plan of a generator run, as pure code: the checks on the options,
+//! the phases with their sequence numbers, which client address and port
+//! each connection uses (as hs_gen computes it), and which frames each
+//! stream and each flood thread covers, at what share of the rate.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Result};
+
+use super::{Args, Lifecycle, Rate, Sender};
+use crate::bpf::hs::types::hs_kind;
+use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
+
+/// One stream of one packet per connection (the flood sends many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phase {
+    /// SYN, SYN-ACK, ...: the name in the report.
+    pub name: &'static str,
+    /// Packets per connection in this phase (the data flood sends many).
+    pub per_conn: u64,
+    /// The client sends it (else the server).
+    pub client_is_src: bool,
+    /// TCP flags.
+    pub flags: u8,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// What the receiving sink counts it as.
+    pub kind: hs_kind,
+}
+
+impl Phase {
+    /// This phase's frame between `client` and `server`, in its direction.
+    pub fn frame(&self, eth: &Ether, client: Endpoint, server: Endpoint) -> Vec<u8> {
+        let (src, dst) = if self.client_is_src {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        packet::tcp(eth, src, dst, self.flags, self.seq, self.ack, b"")
+    }
+}
+
+/// The phases of one round, in order: the handshake, the flood if any,
+/// and the lifecycle's end.
+pub fn phases(o: &Args) -> Vec<Phase> {
+    let (s, t) = (o.syn_seq, o.synack_seq);
+    let client = |name, flags, seq, ack, kind| Phase {
+        name,
+        per_conn: 1,
+        client_is_src: true,
+        flags,
+        seq,
+        ack,
+        kind,
+    };
+    let server = |name, flags, seq, ack, kind| Phase {
+        client_is_src: false,
+        ..client(name, flags, seq, ack, kind)
+    };
+    let mut v = vec![
+        client("SYN", SYN, s, 0, hs_kind::HS_SYN),
+        server(
+            "SYN-ACK",
+            SYN | ACK,
+            t,
+            o.synack_ack.unwrap_or(s.wrapping_add(1)),
+            hs_kind::HS_SYNACK,
+        ),
+        client(
+            "ACK",
+            ACK,
+            s.wrapping_add(1),
+            o.ack_ack.unwrap_or(t.wrapping_add(1)),
+            hs_kind::HS_ACK,
+        ),
+    ];
+    if o.flood > 0 {
+        // Plain ACKs of the established connections: the tracker's fast
+        // path, and the small-packet rate of the whole path.
+        v.push(Phase {
+            per_conn: o.flood,
+            ..client(
+                "DATA",
+                ACK,
+                s.wrapping_add(1),
+                t.wrapping_add(1),
+                hs_kind::HS_ACK,
+            )
+        });
+    }
+    match o.lifecycle {
+        Lifecycle::Handshake => {}
+        Lifecycle::Full => v.extend([
+            client(
+                "FIN",
+                FIN | ACK,
+                s.wrapping_add(1),
+                t.wrapping_add(1),
+                hs_kind::HS_FIN,
+            ),
+            server(
+                "FIN-ACK",
+                FIN | ACK,
+                t.wrapping_add(1),
+                s.wrapping_add(2),
+                hs_kind::HS_FIN,
+            ),
+            client(
+                "LAST-ACK",
+                ACK,
+                s.wrapping_add(2),
+                t.wrapping_add(2),
+                hs_kind::HS_ACK,
+            ),
+        ]),
+        Lifecycle::Rst => v.push(client("RST", RST, s.wrapping_add(1), 0, hs_kind::HS_RST)),
+    }
+    v
+}
+
+/// Where the clients live: connection `j` (after any wrap) uses address
+/// `first + j / ports_per_addr` and port `sport + (j % ports_per_addr) *
+/// port_step`, as hs_gen computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clients {
+    /// The first client address.
+    pub first: Ipv4Addr,
+    /// The first client port.
+    pub sport: u16,
+    /// The port step between connections.
+    pub port_step: u16,
+    /// Connections per client address.
+    pub ports_per_addr: u32,
+}
+
+impl Clients {
+    /// The client endpoint of connection `j`.
+    pub fn endpoint(&self, j: u64) -> Endpoint {
+        let per = u64::from(self.ports_per_addr.max(1));
+        // hs_gen's u32 and u16 arithmetic; nothing wraps in a checked plan.
+        let addr = u32::from(self.first).wrapping_add((j / per) as u32);
+        let port = self
+            .sport
+            .wrapping_add(((j % per) as u16).wrapping_mul(self.port_step));
+        Endpoint::new(Ipv4Addr::from(addr), port)
+    }
+}
+
+/// The frames of one stream as hs_gen walks them (struct hs_phase): frame
+/// `i`, for `next <= i < end`, belongs to connection `base + i % span`
+/// (`base + i` when `span` is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frames {
+    /// The first frame's index.
+    pub next: u64,
+    /// Stop before this index (hs_phase.count).
+    pub end: u64,
+    /// Client tuples: indexes wrap here.
+    pub span: u64,
+    /// Added after the wrap: a flood thread's share.
+    pub base: u64,
+}
+
+impl Frames {
+    /// How many frames.
+    pub fn len(&self) -> u64 {
+        self.end - self.next
+    }
+
+    /// The connection of frame `i`.
+    pub fn conn(&self, i: u64) -> u64 {
+        (if self.span > 0 { i % self.span } else { i }) + self.base
+    }
+}
+
+/// A checked run: the options' arithmetic done once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Connections per round.
+    pub count: u64,
+    /// Connections over all rounds.
+    pub total: u64,
+    /// Where the clients live.
+    pub clients: Clients,
+    /// Client addresses one round needs.
+    pub need: u64,
+    /// Client addresses the whole run could use; later rounds reuse the
+    /// tuples of earlier ones where fewer are assigned.
+    pub want: u64,
+    /// The CPUs of the flood threads (empty: the calling thread sends).
+    pub cpus: Vec<usize>,
+}
+
+impl Plan {
+    /// Checks the options and lays the run out.  `allowed` lists the CPUs
+    /// this process may run on, of which `--threads` takes the first ones.
+    pub fn new(o: &Args, allowed: &[usize]) -> Result<Self> {
+        if o.count == 0 {
+            bail!("--count must be at least 1");
+        }
+        if o.port_step == 0 {
+            bail!("--port-step must be at least 1");
+        }
+        if o.rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        if o.flood > 0 && o.rounds > 1 {
+            bail!("--flood and --rounds do not go together");
+        }
+        if o.threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        let cpus = flood_cpus(o.threads, allowed)?;
+        if o.threads > 1 && (o.flood == 0 || o.sender == Sender::Socket) {
+            bail!("--threads takes --flood and live frames (not --sender socket)");
+        }
+        let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
+        let total = o.count.saturating_mul(o.rounds);
+        let ports_per_addr = ports.min(total) as u32;
+        let need = o.count.div_ceil(u64::from(ports_per_addr));
+        let want = total.div_ceil(u64::from(ports_per_addr));
+        if u64::from(u32::from(o.client)) + want > u64::from(u32::MAX) {
+            bail!(
+                "--count {} needs more client addresses than IPv4 has",
+                o.count
+            );
+        }
+        Ok(Self {
+            count: o.count,
+            total,
+            clients: Clients {
+                first: o.client,
+                sport: o.sport,
+                port_step: o.port_step,
+                ports_per_addr,
+            },
+            need,
+            want,
+            cpus,
+        })
+    }
+
+    /// Client tuples over `addrs` assigned client addresses: a round may
+    /// not reuse a tuple, later rounds reuse those of earlier ones.
+    pub fn span(&self, addrs: u32) -> u64 {
+        u64::from(addrs) * u64::from(self.clients.ports_per_addr)
+    }
+
+    /// The frames of `ph` in round `round`, over `span` client tuples.  The
+    /// handshake phases take the round's connections, wrapping at `span`;
+    /// the flood cycles over this round's connections.
+    pub fn frames(&self, ph: &Phase, round: u64, span: u64) -> Frames {
+        let len = self.count * ph.per_conn;
+        let (next, span) = if ph.per_conn > 1 {
+            (0, self.count)
+        } else {
+            (round * self.count, span)
+        };
+        Frames {
+            next,
+            end: next + len,
+            span,
+            base: 0,
+        }
+    }
+}
+
+/// The first `n` of the `allowed` CPUs, when `n` > 1.
+fn flood_cpus(n: usize, allowed: &[usize]) -> Result<Vec<usize>> {
+    if n == 1 {
+        return Ok(Vec::new());
+    }
+    if allowed.len() < n {
+        bail!(
+            "--threads {n}: only {} CPUs are available to this process",
+            allowed.len()
+        );
+    }
+    Ok(allowed[..n].to_vec())
+}
+
+/// The shares of `threads` flood threads in a flood of `per_conn` frames
+/// for each of `conns` connections: thread t cycles over its own slice of
+/// the connections, and the first one takes the remainder.
+pub fn shares(conns: u64, per_conn: u64, threads: usize) -> Vec<Frames> {
+    let n = threads as u64;
+    (0..n)
+        .map(|t| {
+            let mine = conns / n + if t == 0 { conns % n } else { 0 };
+            let first = t * (conns / n) + if t > 0 { conns % n } else { 0 };
+            Frames {
+                next: 0,
+                end: mine * per_conn,
+                span: mine,
+                base: first,
+            }
+        })
+        .collect()
+}
+
+/// Each of `threads` flood threads' share of `rate`.
+pub fn rate_share(rate: Rate, threads: usize) -> Rate {
+    match rate {
+        Rate::Max => Rate::Max,
+        Rate::Pps(r) => Rate::Pps((r / threads as u64).max(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// The options as the command line would give them.
+    fn args(extra: &[&str]) -> Args {
+        Cli::parse_from(std::iter::once("handshake").chain(extra.iter().copied())).args
+    }
+
+    fn plan(extra: &[&str]) -> Result<Plan> {
+        Plan::new(&args(extra), &[0, 1])
+    }
+
+    fn err(extra: &[&str]) -> String {
+        plan(extra).unwrap_err().to_string()
+    }
+
+    /// (name, client sends, flags, seq, ack) of each phase.
+    fn numbers(o: &Args) -> Vec<(&'static str, bool, u8, u32, u32)> {
+        phases(o)
+            .iter()
+            .map(|p| (p.name, p.client_is_src, p.flags, p.seq, p.ack))
+            .collect()
+    }
+
+    #[test]
+    fn the_seed_handshake() {
+        assert_eq!(
+            numbers(&args(&[])),
+            [
+                ("SYN", true, SYN, 100, 0),
+                ("SYN-ACK", false, SYN | ACK, 200, 101),
+                ("ACK", true, ACK, 101, 201),
+            ]
+        );
+    }
+
+    #[test]
+    fn acks_may_be_set_apart_from_the_seqs() {
+        let v = numbers(&args(&["--synack-ack", "102", "--ack-ack", "7"]));
+        assert_eq!(v[1], ("SYN-ACK", false, SYN | ACK, 200, 102));
+        assert_eq!(v[2], ("ACK", true, ACK, 101, 7));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let v = numbers(&args(&["--syn-seq", "4294967295", "--lifecycle", "full"]));
+        assert_eq!(v[1].4, 0);
+        assert_eq!(v[2].3, 0);
+        assert_eq!(v[4], ("FIN-ACK", false, FIN | ACK, 201, 1));
+    }
+
+    #[test]
+    fn the_flood_and_the_lifecycles_follow_the_handshake() {
+        let full = numbers(&args(&["--flood", "10", "--lifecycle", "full"]));
+        assert_eq!(
+            full[3..],
+            [
+                ("DATA", true, ACK, 101, 201),
+                ("FIN", true, FIN | ACK, 101, 201),
+                ("FIN-ACK", false, FIN | ACK, 201, 102),
+                ("LAST-ACK", true, ACK, 102, 202),
+            ]
+        );
+        let o = args(&["--flood", "10"]);
+        assert_eq!(phases(&o).iter().map(|p| p.per_conn).sum::<u64>(), 13);
+        assert_eq!(
+            numbers(&args(&["--lifecycle", "rst"]))[3..],
+            [("RST", true, RST, 101, 0)]
+        );
+    }
+
+    #[test]
+    fn a_phase_frame_goes_its_own_way() {
+        let o = args(&[]);
+        let (c, s) = (
+            Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420),
+            Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080),
+        );
+        let eth = Ether::default();
+        let ph = phases(&o);
+        assert_eq!(
+            ph[0].frame(&eth, c, s),
+            packet::tcp(&eth, c, s, SYN, 100, 0, b"")
+        );
+        assert_eq!(
+            ph[1].frame(&eth, c, s),
+            packet::tcp(&eth, s, c, SYN | ACK, 200, 101, b"")
+        );
+    }
+
+    #[test]
+    fn options_are_checked_in_order() {
+        assert_eq!(err(&["--count", "0"]), "--count must be at least 1");
+        assert_eq!(err(&["--port-step", "0"]), "--port-step must be at least 1");
+        assert_eq!(err(&["--rounds", "0"]), "--rounds must be at least 1");
+        assert_eq!(
+            err(&["--flood", "2", "--rounds", "2"]),
+            "--flood and --rounds do not go together"
+        );
+        assert_eq!(err(&["--threads", "0"]), "--threads must be at least 1");
+        assert_eq!(
+            err(&["--threads", "3"]),
+            "--threads 3: only 2 CPUs are available to this process"
+        );
+        let live = "--threads takes --flood and live frames (not --sender socket)";
+        assert_eq!(err(&["--threads", "2"]), live);
+        assert_eq!(
+            err(&["--threads", "2", "--flood", "2", "--sender", "socket"]),
+            live
+        );
+        assert_eq!(
+            err(&["--client", "255.255.255.250", "--count", "400000"]),
+            "--count 400000 needs more client addresses than IPv4 has"
+        );
+    }
+
+    #[test]
+    fn flood_threads_take_the_first_allowed_cpus() {
+        let o = args(&["--flood", "2", "--threads", "2"]);
+        assert_eq!(Plan::new(&o, &[3, 5, 7]).unwrap().cpus, [3, 5]);
+        assert!(plan(&["--flood", "2"]).unwrap().cpus.is_empty());
+    }
+
+    #[test]
+    fn ports_run_over_into_the_next_address() {
+        // Ports 65000..=65535: 536 per address.
+        let p = plan(&["--count", "1000", "--sport", "65000"]).unwrap();
+        assert_eq!(p.clients.ports_per_addr, 536);
+        assert_eq!((p.need, p.want), (2, 2));
+        let c = |j| p.clients.endpoint(j);
+        assert_eq!(c(0), Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 65000));
+        assert_eq!(c(535), Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 65535));
+        assert_eq!(c(536), Endpoint::new(Ipv4Addr::new(10, 1, 1, 101), 65000));
+        assert_eq!(c(999), Endpoint::new(Ipv4Addr::new(10, 1, 1, 101), 65463));
+    }
+
+    #[test]
+    fn a_port_step_spaces_the_ports() {
+        let p = plan(&["--count", "10", "--sport", "65500", "--port-step", "10"]).unwrap();
+        // 65500, 65510, ..., 65530: 4 per address.
+        assert_eq!(p.clients.ports_per_addr, 4);
+        assert_eq!(p.need, 3);
+        assert_eq!(
+            p.clients.endpoint(5),
+            Endpoint::new(Ipv4Addr::new(10, 1, 1, 101), 65510)
+        );
+    }
+
+    #[test]
+    fn a_small_run_uses_one_address() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.clients.ports_per_addr, 1000);
+        assert_eq!((p.count, p.total, p.need, p.want), (1000, 1000, 1, 1));
+        assert_eq!(p.span(1), 1000);
+    }
+
+    #[test]
+    fn rounds_take_new_tuples_until_the_addresses_run_out() {
+        // 3 rounds of 1000 over 30000 ports per address (sport 35536).
+        let p = plan(&["--rounds", "3", "--sport", "35536"]).unwrap();
+        assert_eq!(p.clients.ports_per_addr, 3000);
+        assert_eq!((p.need, p.want, p.total), (1, 1, 3000));
+        let syn = phases(&args(&[]))[0];
+        let span = p.span(1);
+        let f = p.frames(&syn, 2, span);
+        assert_eq!((f.next, f.end, f.len()), (2000, 3000, 1000));
+        assert_eq!(f.conn(2999), 2999);
+
+        // 4 rounds of 1000 with 1000 ports per address, one address
+        // assigned of the 4 the run could use: every round reuses round 0's.
+        let p = plan(&["--rounds", "4", "--sport", "64536"]).unwrap();
+        assert_eq!(p.clients.ports_per_addr, 1000);
+        assert_eq!((p.need, p.want), (1, 4));
+        let span = p.span(1);
+        for round in 0..4 {
+            let f = p.frames(&syn, round, span);
+            assert_eq!(f.len(), 1000);
+            assert_eq!(f.conn(f.next), 0, "round {round}");
+            assert_eq!(f.conn(f.end - 1), 999, "round {round}");
+        }
+        // Two addresses: rounds 0 and 2 share tuples, 1 and 3 share theirs.
+        let span = p.span(2);
+        let firsts: Vec<_> = (0..4).map(|r| p.frames(&syn, r, span)).collect();
+        let firsts: Vec<_> = firsts.iter().map(|f| f.conn(f.next)).collect();
+        assert_eq!(firsts, [0, 1000, 0, 1000]);
+    }
+
+    #[test]
+    fn the_flood_cycles_over_the_rounds_connections() {
+        let o = args(&["--count", "500", "--flood", "10"]);
+        let p = Plan::new(&o, &[]).unwrap();
+        let data = phases(&o)[3];
+        let f = p.frames(&data, 0, p.span(1));
+        assert_eq!((f.next, f.end, f.span, f.base), (0, 5000, 500, 0));
+        assert_eq!(f.conn(499), 499);
+        assert_eq!(f.conn(500), 0);
+        assert_eq!(f.conn(4999), 499);
+    }
+
+    #[test]
+    fn thread_shares_cover_every_connection_once() {
+        for (conns, per_conn, threads) in [(501, 10, 2), (500, 3, 2), (7, 1, 3), (1000, 2, 7)] {
+            let shares = shares(conns, per_conn, threads);
+            assert_eq!(shares.len(), threads);
+            let mut seen = vec![0u64; conns as usize];
+            for s in &shares {
+                assert_eq!(s.len(), s.span * per_conn);
+                for i in s.next..s.end {
+                    seen[s.conn(i) as usize] += 1;
+                }
+            }
+            assert!(
+                seen.iter().all(|&n| n == per_conn),
+                "{conns} x {per_conn} over {threads}: {seen:?}"
+            );
+        }
+        // The first thread takes the remainder.
+        let s = shares(501, 10, 2);
+        assert_eq!((s[0].span, s[0].base), (251, 0));
+        assert_eq!((s[1].span, s[1].base), (250, 251));
+    }
+
+    #[test]
+    fn threads_share_the_rate() {
+        assert_eq!(rate_share(Rate::Pps(200_000), 2), Rate::Pps(100_000));
+        assert_eq!(rate_share(Rate::Pps(1), 2), Rate::Pps(1));
+        assert_eq!(rate_share(Rate::Max, 2), Rate::Max);
+    }
+}

@@ -1,0 +1,261 @@
+//! How the generator's frames leave the sending namespace: as live XDP
+//! frames (hs_gen through BPF_PROG_TEST_RUN with
+//! BPF_F_TEST_XDP_LIVE_FRAMES), through an AF_PACKET socket, or from flood
+//! threads with a generator each, behind one [`Transmitter::send`] that
+//! paces them all.
+
+use std::fs::File;
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{OpenObject, ProgramInput};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+use super::plan::{self, Clients, Frames, Phase};
+use super::{Rate, Sender};
+use crate::bpf::hs::types::hs_phase;
+use crate::bpf::hs::{HandshakeSkel, HandshakeSkelBuilder};
+use crate::packet::{Endpoint, Ether};
+use crate::sys::netns::Guard;
+use crate::sys::PacketSocket;
+
+/// BPF_F_TEST_XDP_LIVE_FRAMES: transmit what the program returns XDP_TX for.
+const LIVE_FRAMES: u32 = 1 << 1;
+/// Frames per live-frames run at `--rate max`.  Each run sets up and tears
+/// down a page pool, which waits for an RCU grace period (milliseconds, the
+/// CPUs idle meanwhile), so runs must be long for the path to stay busy.
+const MAX_RUN: u64 = 1 << 22;
+
+/// One phase's frames, sent from one side.
+#[derive(Debug, Clone, Copy)]
+pub struct Stream<'a> {
+    /// What each frame is.
+    pub phase: &'a Phase,
+    /// Which connections the frames belong to.
+    pub frames: Frames,
+    /// Where those connections' clients live.
+    pub clients: Clients,
+    /// The server end of every connection.
+    pub server: Endpoint,
+    /// From the sending interface to the receiving one.
+    pub eth: Ether,
+    /// The sending interface, in the sending namespace.
+    pub ifindex: u32,
+    /// The sending namespace, for the flood threads to enter.
+    pub ns: &'a File,
+}
+
+impl Stream<'_> {
+    /// The frame of connection `conn`.
+    fn frame(&self, conn: u64) -> Vec<u8> {
+        self.phase
+            .frame(&self.eth, self.clients.endpoint(conn), self.server)
+    }
+
+    /// The generator's description of these frames, for hs_gen.
+    fn hs_phase(&self) -> hs_phase {
+        hs_phase {
+            next: self.frames.next,
+            count: self.frames.end,
+            span: self.frames.span,
+            base: self.frames.base,
+            client_addr: u32::from(self.clients.first),
+            ports_per_addr: self.clients.ports_per_addr,
+            client_port: self.clients.sport,
+            port_step: self.clients.port_step,
+            client_is_src: u8::from(self.phase.client_is_src),
+            ..Default::default()
+        }
+    }
+}
+
+/// Sends streams the way `--sender`, `--rate` and `--threads` say.
+#[derive(Debug)]
+pub struct Transmitter {
+    /// Live frames or the socket; `Auto` until the first live run tells.
+    how: Sender,
+    rate: Rate,
+    /// The CPUs of the flood threads (empty: the calling thread sends).
+    cpus: Vec<usize>,
+}
+
+impl Transmitter {
+    /// A transmitter for `--sender how --rate rate`, flooding from one
+    /// thread per CPU in `cpus`.
+    pub fn new(how: Sender, rate: Rate, cpus: Vec<usize>) -> Self {
+        Self { how, rate, cpus }
+    }
+
+    /// Sends `s` from the calling thread, which must be in the sending
+    /// namespace, through `skel`'s hs_gen or the socket, or from the flood
+    /// threads.  `progress(sent)` hears after each batch the calling
+    /// thread sends.  With `--sender auto`, a kernel without live frames
+    /// falls back to the socket at the first run.
+    pub fn send(
+        &mut self,
+        skel: &mut HandshakeSkel<'_>,
+        s: &Stream<'_>,
+        progress: impl FnMut(u64),
+    ) -> Result<()> {
+        if s.phase.per_conn > 1 && !self.cpus.is_empty() {
+            return self.flood(s);
+        }
+        skel.maps
+            .bss_data
+            .as_deref_mut()
+            .context("the generator's .bss is not memory-mapped")?
+            .phase = s.hs_phase();
+        // The template: hs_gen writes each connection's client in.
+        let template = s.frame(0);
+        let mut socket: Option<PacketSocket> = None;
+        let how = &mut self.how;
+        paced(s.frames.len(), self.rate, progress, |sent, n| {
+            if *how != Sender::Socket {
+                match live_run(skel, &template, s.ifindex, n) {
+                    Ok(()) => *how = Sender::Live,
+                    Err(e) if *how == Sender::Auto && sent == 0 => {
+                        // No live frames on this kernel (before 5.18).
+                        eprintln!(
+                            "xdp-conntrack: note: live XDP frames unavailable ({e}); \
+                             sending through an AF_PACKET socket"
+                        );
+                        *how = Sender::Socket;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)).with_context(|| {
+                            format!("sending the {} stream (live XDP frames)", s.phase.name)
+                        })
+                    }
+                }
+            }
+            if *how == Sender::Socket {
+                let sock = match &socket {
+                    Some(sock) => sock,
+                    None => socket.insert(PacketSocket::bound(s.ifindex, true)?),
+                };
+                let first = s.frames.next + sent;
+                for i in first..first + n {
+                    sock.send(&s.frame(s.frames.conn(i)))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends a flood from one thread per CPU in `self.cpus`.  Each thread
+    /// loads its own generator, so that none shares the phase's counter
+    /// with another, pins itself, enters the sending namespace (setns is
+    /// per thread) and sends its share of the connections, at its share of
+    /// the rate.
+    fn flood(&self, s: &Stream<'_>) -> Result<()> {
+        let n = self.cpus.len();
+        let rate = plan::rate_share(self.rate, n);
+        let template = s.frame(0);
+        let shares = plan::shares(s.frames.span, s.phase.per_conn, n);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .cpus
+                .iter()
+                .zip(shares)
+                .map(|(&cpu, frames)| {
+                    let template = &template;
+                    scope.spawn(move || -> Result<()> {
+                        let mut set = CpuSet::new();
+                        set.set(cpu).context("CPU number")?;
+                        sched_setaffinity(Pid::from_raw(0), &set)
+                            .with_context(|| format!("pinning a flood thread to CPU {cpu}"))?;
+                        let _in = Guard::enter_file(s.ns)?;
+                        let mut object = MaybeUninit::<OpenObject>::uninit();
+                        let mut skel = HandshakeSkelBuilder::default()
+                            .open(&mut object)
+                            .context("opening the generator's BPF object")?
+                            .load()
+                            .context("loading the generator's BPF programs")?;
+                        skel.maps
+                            .bss_data
+                            .as_deref_mut()
+                            .context("the generator's .bss is not memory-mapped")?
+                            .phase = Stream { frames, ..*s }.hs_phase();
+                        paced(
+                            frames.len(),
+                            rate,
+                            |_| {},
+                            |_, n| {
+                                live_run(&skel, template, s.ifindex, n)
+                                    .context("sending live XDP frames")
+                            },
+                        )
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| bail!("a flood thread panicked"))
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
+        Ok(())
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    let set = sched_getaffinity(Pid::from_raw(0)).context("reading the CPU affinity")?;
+    Ok((0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect())
+}
+
+/// Sends `total` frames in batches paced at `rate`: `batch(sent, n)` sends
+/// frames `sent..sent + n`, and `progress(sent)` hears after each batch.
+/// A batch is one live-frames run: up to [`MAX_RUN`] frames at `--rate
+/// max`, else a tenth of a second's worth (at most 64k), since each run has
+/// a fixed cost of several ms (a page pool is set up and torn down).
+fn paced(
+    total: u64,
+    rate: Rate,
+    mut progress: impl FnMut(u64),
+    mut batch: impl FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let n = match rate {
+            Rate::Max => (total - sent).min(MAX_RUN),
+            Rate::Pps(r) => (total - sent).min((r / 10).clamp(1, 65_536)),
+        };
+        batch(sent, n)?;
+        sent += n;
+        if let Rate::Pps(r) = rate {
+            let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                // Pacing the stream, not waiting for an event.
+                std::thread::sleep(wait);
+            }
+        }
+        progress(sent);
+    }
+    Ok(())
+}
+
+/// Sends `n` copies of `frame` through `skel`'s hs_gen as live frames, in
+/// one BPF_PROG_TEST_RUN, as if they had arrived on `ifindex`.
+fn live_run(skel: &HandshakeSkel<'_>, frame: &[u8], ifindex: u32, n: u64) -> libbpf_rs::Result<()> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let ctx = [0, frame.len() as u32, 0, ifindex, 0, 0u32];
+    let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let input = ProgramInput {
+        context_in: Some(&mut ctx_bytes),
+        data_in: Some(frame),
+        repeat: n as u32,
+        flags: LIVE_FRAMES,
+        ..Default::default()
+    };
+    skel.progs.hs_gen.test_run(input).map(drop)
+}

@@ -394,11 +394,14 @@ fn config_with(timeouts: &[&str]) -> Config {
     cfg
 }
 
-/// Waits until the entry under `key` has expired (at most `secs` + 2 s).
+/// Moves the program's clock `secs` seconds on: the entry under `key`,
+/// live before, must have expired by then.
 #[track_caller]
-fn wait_expired(h: &Harness, key: &ct_key, secs: u64) {
+fn expire(h: &Harness, key: &ct_key, secs: u64) {
+    assert!(h.entry(key).is_some(), "no live entry to expire");
+    h.advance(Duration::from_secs(secs));
     assert!(
-        wait_for(Duration::from_secs(secs + 2), || h.entry(key).is_none()),
+        h.entry(key).is_none(),
         "the entry did not expire within {secs} s"
     );
 }
@@ -543,9 +546,9 @@ fn syn_retransmit_does_not_renew_the_timeout() {
     let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
     t.fwd(&f.c(SYN, 100, 0), &["new"], ss);
     let (_, first) = h.entry(&t.key).expect("the SYN's entry");
-    // Let the clock move so that a renewal would show in `expires`.
-    let moved_on = || h.now() > first.created + 20_000_000;
-    assert!(wait_for(Duration::from_secs(1), moved_on));
+    // Move the clock on so that a renewal would show in `expires`.
+    h.advance(Duration::from_secs(10));
+    assert!(h.now() >= first.created + 10_000_000_000, "the clock stood");
     t.fwd(&f.c(SYN, 100, 0), &[], ss);
     let (_, again) = h.entry(&t.key).expect("the SYN's entry");
     assert_eq!(again.expires, first.expires, "the deadline moved");
@@ -964,10 +967,11 @@ fn udp_is_assured_only_when_seen_both_ways_for_more_than_two_seconds() {
     t.fwd(&f.c_udp(b"more"), &[], replied);
     t.timeout("udp");
 
-    // The semantics under test is the entry's age: wait on the clock.
+    // The semantics under test is the entry's age, on the program's clock.
     let (_, e) = h.entry(&t.key).expect("the UDP entry");
-    let old_enough = || h.now() > e.created + 2_100_000_000;
-    assert!(wait_for(Duration::from_secs(5), old_enough));
+    h.advance_to(e.created + 1_900_000_000);
+    t.fwd(&f.c_udp(b"not yet"), &[], replied);
+    h.advance_to(e.created + 2_100_000_000);
     t.fwd(&f.c_udp(b"still here"), &[], assured);
     t.timeout("udp_stream");
     u.fwd(&g.c_udp(b"still here"), &[], g_unreplied);
@@ -1058,7 +1062,7 @@ fn expired_entries_are_invisible_until_the_sweep_removes_them() {
     let udp = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
     u.fwd(&g.c_udp(b"x"), &["new"], udp);
 
-    wait_expired(&h, &t.key, 1);
+    expire(&h, &t.key, 1);
     assert_eq!(h.raw_len(), 2, "the expired key stays until the sweep");
     assert_eq!(h.conns().len(), 1);
 
@@ -1092,7 +1096,7 @@ fn without_for_each_the_userspace_sweep_removes_expired_entries() {
     let udp = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
     u.fwd(&g.c_udp(b"x"), &["new"], udp);
 
-    wait_expired(&h, &t.key, 1);
+    expire(&h, &t.key, 1);
     assert_eq!(h.raw_len(), 2);
     let before = h.stats();
     h.sweep();
@@ -1111,7 +1115,7 @@ fn a_packet_meeting_an_expired_entry_finds_none() {
     let by_client = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c);
     let by_server = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.s);
     t.fwd(&f.c_udp(b"query"), &["new"], by_client);
-    wait_expired(&h, &t.key, 1);
+    expire(&h, &t.key, 1);
     let late = f.s_udp(b"late answer");
     t.fwd(&late, &["expired", "new"], by_server);
     assert_eq!(h.raw_len(), 1);
@@ -1121,7 +1125,7 @@ fn a_packet_meeting_an_expired_entry_finds_none() {
     let u = Track::new(&h, g.tcp_key());
     let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, g.c);
     u.fwd(&g.c(SYN, 100, 0), &["new"], ss);
-    wait_expired(&h, &u.key, 1);
+    expire(&h, &u.key, 1);
     u.dropped(&g.s(SYN | ACK, 200, 101), &["expired", "invalid"], None);
     assert_eq!(h.raw_len(), 1, "the expired TCP key is gone");
 }
@@ -1149,10 +1153,8 @@ fn a_full_table_refuses_new_connections_but_not_existing_ones() {
     track(last).fwd(&last.c_udp(b"again"), &[], opened(last));
     assert_eq!(h.raw_len(), 4);
 
-    assert!(
-        wait_for(Duration::from_secs(5), || h.conns().is_empty()),
-        "the four entries did not expire"
-    );
+    h.advance(Duration::from_secs(2));
+    assert!(h.conns().is_empty(), "the four entries did not expire");
     let before = h.stats();
     h.sweep();
     assert_moved(&before, &h.stats(), &[("swept", 4)], "sweep");
@@ -1636,8 +1638,7 @@ fn without_the_jiffies_clock_the_ktime_helper_reads_clock_monotonic() {
 fn recalibration_brings_a_drifted_clock_back_to_clock_monotonic() {
     let mut h = Harness::new(test_config());
     // Five seconds of drift, far more than a day's worth here.
-    let bss = h.skel.maps.bss_data.as_deref_mut().expect(".bss");
-    bss.ct_clock.offset_ns = bss.ct_clock.offset_ns.wrapping_add(5_000_000_000);
+    h.advance(Duration::from_secs(5));
     let f = Flow::new(0);
     let before = monotonic_ns();
     assert_eq!(h.run(&f.c(SYN, 100, 0)), XDP_REDIRECT);

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use libbpf_rs::{OpenObject, ProgramInput};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
 use nix::sched::{setns, CloneFlags};
-use xdp_conntrack::bpf::types::ct_entry;
+use xdp_conntrack::bpf::types::{bss, ct_clock, ct_entry};
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::counters::Totals;
 use xdp_conntrack::loader::{self, Config, Features};
@@ -115,9 +115,46 @@ impl Harness {
         loader::program_now(&self.skel).expect("reading the program's clock")
     }
 
+    /// Moves the program's clock `d` forward, as if that much time had
+    /// passed: its jiffies clock reads `jiffies * tick_ns + offset_ns`
+    /// (`struct ct_clock` in its .bss), so this adds `d` to the offset.
+    /// The datapath, both sweeps and [`Harness::now`] (and so every table
+    /// read here) follow; CLOCK_MONOTONIC does not.
+    pub fn advance(&self, d: Duration) {
+        // The .bss is written through the map, as the clock probe writes
+        // it, so that a shared Harness can move its clock.
+        let key = 0u32.to_ne_bytes();
+        let map = &self.skel.maps.bss;
+        let mut value = map
+            .lookup(&key, MapFlags::ANY)
+            .expect("reading the program's .bss")
+            .expect("the .bss value");
+        let at = std::mem::offset_of!(bss, ct_clock);
+        let field = |v: &[u8], off: usize| {
+            let b = &v[at + off..at + off + 8];
+            u64::from_ne_bytes(b.try_into().unwrap())
+        };
+        let tick_ns = field(&value, std::mem::offset_of!(ct_clock, tick_ns));
+        assert_ne!(tick_ns, 0, "only the jiffies clock can be moved");
+        let off = at + std::mem::offset_of!(ct_clock, offset_ns);
+        let moved = field(&value, std::mem::offset_of!(ct_clock, offset_ns))
+            .wrapping_add(u64::try_from(d.as_nanos()).expect("a shorter step"));
+        value[off..off + 8].copy_from_slice(&moved.to_ne_bytes());
+        map.update(&key, &value, MapFlags::ANY)
+            .expect("writing the program's .bss");
+    }
+
+    /// Moves the program's clock forward to `t` (its own nanoseconds), if
+    /// it is not there yet.
+    pub fn advance_to(&self, t: u64) {
+        let now = self.now();
+        if t > now {
+            self.advance(Duration::from_nanos(t - now));
+        }
+    }
+
     /// Number of keys in the map, live or expired.
     pub fn raw_len(&self) -> usize {
-        use libbpf_rs::MapCore;
         self.skel.maps.ct_table.keys().count()
     }
 

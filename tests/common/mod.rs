@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -481,4 +481,196 @@ pub fn link_show(topo: &Topology, side: u8) -> String {
 /// Whether an XDP program is attached to a veth's host end.
 pub fn xdp_attached(topo: &Topology, side: u8) -> bool {
     link_show(topo, side).contains("xdp")
+}
+
+// ---------------------------------------------------------------------------
+// `conntrack -L` lines
+
+/// The layer-4 half of a conntrack tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum L4 {
+    /// TCP and UDP: `sport=N dport=N`.
+    Ports { sport: u16, dport: u16 },
+    /// ICMP: `type=N code=N id=N`.
+    Icmp { icmp_type: u8, code: u8, id: u16 },
+}
+
+/// One direction of a connection: `src=A dst=B` and its layer-4 half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub l4: L4,
+}
+
+impl Tuple {
+    /// A TCP or UDP tuple from `from` to `to`.
+    pub fn ports(from: SocketAddr, to: SocketAddr) -> Self {
+        Self {
+            src: from.ip(),
+            dst: to.ip(),
+            l4: L4::Ports {
+                sport: from.port(),
+                dport: to.port(),
+            },
+        }
+    }
+
+    /// An ICMP tuple.
+    pub fn icmp(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8, id: u16) -> Self {
+        Self {
+            src,
+            dst,
+            l4: L4::Icmp {
+                icmp_type,
+                code,
+                id,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Tuple {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "src={} dst={} ", self.src, self.dst)?;
+        match self.l4 {
+            L4::Ports { sport, dport } => write!(f, "sport={sport} dport={dport}"),
+            L4::Icmp {
+                icmp_type,
+                code,
+                id,
+            } => write!(f, "type={icmp_type} code={code} id={id}"),
+        }
+    }
+}
+
+/// One line of `conntrack -L` (conntrack-tools), or of `xdp-conntrack
+/// dump`, which prints the same format:
+///
+/// `tcp      6 431999 ESTABLISHED src=A dst=B sport=1 dport=2 [UNREPLIED]
+/// src=B dst=A sport=2 dport=1 [ASSURED] mark=0 use=1`
+///
+/// The kernel's per-tuple `packets= bytes=` (nf_conntrack_acct) and its
+/// `[OFFLOAD]` flags are read past; any other word is an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackLine {
+    /// "tcp", "udp", "icmp".
+    pub proto: String,
+    /// Its IP protocol number.
+    pub l4proto: u8,
+    /// Seconds left.
+    pub timeout: u64,
+    /// The TCP state, e.g. "ESTABLISHED"; None for UDP and ICMP.
+    pub state: Option<String>,
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub unreplied: bool,
+    pub assured: bool,
+    pub mark: Option<u32>,
+    pub use_count: Option<u32>,
+}
+
+impl ConntrackLine {
+    /// Parses one line; Err says what is wrong with it.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let mut words = line.split_whitespace().peekable();
+        let mut next = |what: &str| words.next().ok_or(format!("no {what}"));
+        let proto = next("protocol name")?.to_string();
+        let l4proto: u8 = number(next("protocol number")?)?;
+        let known = xdp_conntrack::proto::proto_name(l4proto);
+        if known != "unknown" && known != proto {
+            return Err(format!("protocol {l4proto} is {known}, not {proto}"));
+        }
+        let timeout = number(next("timeout")?)?;
+        let state = match words.peek() {
+            Some(w) if !w.contains('=') && !w.starts_with('[') => {
+                Some(words.next().unwrap_or_default().to_string())
+            }
+            _ => None,
+        };
+        let orig = read_tuple(&mut words)?;
+        let unreplied = words.next_if_eq(&"[UNREPLIED]").is_some();
+        let reply = read_tuple(&mut words)?;
+        let mut assured = false;
+        while let Some(flag) = words.next_if(|w| w.starts_with('[')) {
+            match flag {
+                "[ASSURED]" => assured = true,
+                "[OFFLOAD]" | "[HW_OFFLOAD]" => {}
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        let (mut mark, mut use_count) = (None, None);
+        for w in words {
+            match w.split_once('=') {
+                Some(("mark", v)) => mark = Some(number(v)?),
+                Some(("use", v)) => use_count = Some(number(v)?),
+                Some(("zone" | "secctx" | "labels", _)) => {}
+                _ => return Err(format!("unexpected {w:?}")),
+            }
+        }
+        Ok(Self {
+            proto,
+            l4proto,
+            timeout,
+            state,
+            orig,
+            reply,
+            unreplied,
+            assured,
+            mark,
+            use_count,
+        })
+    }
+
+    /// [`ConntrackLine::parse`], failing the test with the line.
+    #[track_caller]
+    pub fn parse_or_panic(line: &str) -> Self {
+        Self::parse(line).unwrap_or_else(|e| panic!("{e} in conntrack line {line:?}"))
+    }
+
+    /// The TCP state is `name`.
+    pub fn in_state(&self, name: &str) -> bool {
+        self.state.as_deref() == Some(name)
+    }
+}
+
+/// A decimal number.
+fn number<T: std::str::FromStr>(w: &str) -> Result<T, String> {
+    w.parse().map_err(|_| format!("{w:?} is not a number"))
+}
+
+/// The value of the next word, which must be `key=value`.
+fn field<'a>(words: &mut impl Iterator<Item = &'a str>, key: &str) -> Result<&'a str, String> {
+    let w = words.next().ok_or(format!("no {key}="))?;
+    w.strip_prefix(key)
+        .and_then(|v| v.strip_prefix('='))
+        .ok_or(format!("{w:?} where {key}= belongs"))
+}
+
+/// One tuple, and the kernel's `packets= bytes=` behind it if there.
+fn read_tuple<'a>(
+    words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+) -> Result<Tuple, String> {
+    let addr = |w: &str| -> Result<IpAddr, String> {
+        w.parse().map_err(|_| format!("{w:?} is not an address"))
+    };
+    let src = addr(field(words, "src")?)?;
+    let dst = addr(field(words, "dst")?)?;
+    let l4 = if words.peek().is_some_and(|w| w.starts_with("type=")) {
+        L4::Icmp {
+            icmp_type: number(field(words, "type")?)?,
+            code: number(field(words, "code")?)?,
+            id: number(field(words, "id")?)?,
+        }
+    } else {
+        L4::Ports {
+            sport: number(field(words, "sport")?)?,
+            dport: number(field(words, "dport")?)?,
+        }
+    };
+    if words.peek().is_some_and(|w| w.starts_with("packets=")) {
+        number::<u64>(field(words, "packets")?)?;
+        number::<u64>(field(words, "bytes")?)?;
+    }
+    Ok(Tuple { src, dst, l4 })
 }

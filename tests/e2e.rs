@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
@@ -130,21 +130,25 @@ fn ping_passes_and_is_tracked() {
         ping_all_answered(&topo, 3),
         "ping from ns1 to ns2 through the tracker"
     );
-    let (lines, _) = tracker.dump();
-    let icmp: Vec<&String> = lines
+    let table = tracker.table();
+    let (a1, a2) = (ADDR1.into(), ADDR2.into());
+    let icmp: Vec<&ConntrackLine> = table
         .iter()
-        .filter(|l| {
-            l.starts_with("icmp ")
-                && l.contains("src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=")
-                && l.contains("src=10.0.0.2 dst=10.0.0.1 type=0 code=0 id=")
+        .filter(|e| {
+            let L4::Icmp { id, .. } = e.orig.l4 else {
+                return false;
+            };
+            e.proto == "icmp"
+                && e.orig == Tuple::icmp(a1, a2, 8, 0, id)
+                && e.reply == Tuple::icmp(a2, a1, 0, 0, id)
         })
         .collect();
     assert!(
         !icmp.is_empty(),
-        "no icmp echo entry in the dump: {lines:#?}"
+        "no icmp echo entry in the dump: {table:#?}"
     );
     assert!(
-        icmp.iter().any(|l| !l.contains("[UNREPLIED]")),
+        icmp.iter().any(|e| !e.unreplied),
         "the answered echo is still UNREPLIED: {icmp:#?}"
     );
 }
@@ -196,16 +200,13 @@ fn tcp_transfer_arrives_intact_and_is_tracked() {
     assert_eq!(u64::from_be_bytes(count), LEN as u64, "bytes that arrived");
 
     // Open and both ways: ESTABLISHED and ASSURED.
-    let t = tuple(client_addr, server_addr);
-    let line = dump_line(&tracker.pin_path, "tcp", &t)
-        .unwrap_or_else(|| panic!("no tcp entry for {t} in the dump"));
-    assert!(
-        line.contains(" ESTABLISHED ") && line.contains("[ASSURED]"),
-        "{line}"
-    );
-    assert!(!line.contains("[UNREPLIED]"), "{line}");
-    let reply = tuple(server_addr, client_addr);
-    assert!(line.contains(&reply), "reply tuple missing: {line}");
+    let entry = || dump_flow(&tracker.pin_path, "tcp", client_addr, server_addr);
+    let e = entry()
+        .unwrap_or_else(|| panic!("no tcp entry for {client_addr} -> {server_addr} in the dump"));
+    assert!(e.in_state("ESTABLISHED") && e.assured, "{e:?}");
+    assert!(!e.unreplied, "{e:?}");
+    let reply = Tuple::ports(server_addr, client_addr);
+    assert_eq!(e.reply, reply, "reply tuple: {e:?}");
 
     // Orderly close from both ends: TIME_WAIT, still ASSURED.
     client.shutdown(std::net::Shutdown::Write).unwrap();
@@ -217,9 +218,9 @@ fn tcp_transfer_arrives_intact_and_is_tracked() {
     drop(client);
     let mut last = None;
     let closed = wait_for(Duration::from_secs(5), || {
-        last = dump_line(&tracker.pin_path, "tcp", &t);
-        last.as_deref()
-            .is_some_and(|l| l.contains(" TIME_WAIT ") && l.contains("[ASSURED]"))
+        last = entry();
+        last.as_ref()
+            .is_some_and(|e| e.in_state("TIME_WAIT") && e.assured)
     });
     assert!(closed, "not TIME_WAIT [ASSURED] after the close: {last:?}");
 }
@@ -268,13 +269,9 @@ fn udp_datagrams_pass_and_one_way_flow_is_unreplied() {
         "only {got} of {N} datagrams arrived"
     );
 
-    let t = tuple(from, to);
-    let line = dump_line(&tracker.pin_path, "udp", &t)
-        .unwrap_or_else(|| panic!("no udp entry for {t} in the dump"));
-    assert!(
-        line.contains("[UNREPLIED]"),
-        "a one-way flow must be UNREPLIED: {line}"
-    );
+    let e = dump_flow(&tracker.pin_path, "udp", from, to)
+        .unwrap_or_else(|| panic!("no udp entry for {from} -> {to} in the dump"));
+    assert!(e.unreplied, "a one-way flow must be UNREPLIED: {e:?}");
 }
 
 #[test]
@@ -314,17 +311,13 @@ fn udp_exchange_both_ways_is_replied() {
         "only {answered} of {N} datagrams came back"
     );
 
-    let t = tuple(from, to);
-    let line = dump_line(&tracker.pin_path, "udp", &t)
-        .unwrap_or_else(|| panic!("no udp entry for {t} in the dump"));
+    let e = dump_flow(&tracker.pin_path, "udp", from, to)
+        .unwrap_or_else(|| panic!("no udp entry for {from} -> {to} in the dump"));
     assert!(
-        !line.contains("[UNREPLIED]"),
-        "a flow seen both ways must not be UNREPLIED: {line}"
+        !e.unreplied,
+        "a flow seen both ways must not be UNREPLIED: {e:?}"
     );
-    assert!(
-        line.contains(&tuple(to, from)),
-        "reply tuple missing: {line}"
-    );
+    assert_eq!(e.reply, Tuple::ports(to, from), "reply tuple: {e:?}");
 }
 
 #[test]
@@ -467,7 +460,7 @@ fn midstream(topo: &Topology, extra: &[&str]) -> Midstream {
     let addr = listener.local_addr().unwrap();
     let first = Tracker::start(topo, &[]);
     let mut client = tcp_connect(topo, addr, Duration::from_secs(5)).expect("connect");
-    let flow = tuple(client.local_addr().unwrap(), addr);
+    let flow = (client.local_addr().unwrap(), addr);
     let mut server = tcp_accept(&listener);
     client.write_all(b"hello").unwrap();
     let mut buf = [0u8; 5];
@@ -499,8 +492,8 @@ struct Midstream {
     got: std::io::Result<Vec<u8>>,
     /// The server's listener, for further connections.
     listener: TcpListener,
-    /// The connection's original tuple.
-    flow: String,
+    /// The connection's original direction: (client, server).
+    flow: (SocketAddr, SocketAddr),
 }
 
 #[test]
@@ -511,10 +504,10 @@ fn midstream_tcp_is_picked_up_by_default() {
         m.got.expect("the mid-stream message did not arrive"),
         b"mid-stream"
     );
+    let (from, to) = m.flow;
     assert!(
-        dump_line(&m.tracker.pin_path, "tcp", &m.flow).is_some(),
-        "the picked-up connection {} is not in the table",
-        m.flow
+        dump_flow(&m.tracker.pin_path, "tcp", from, to).is_some(),
+        "the picked-up connection {from} -> {to} is not in the table"
     );
 }
 
@@ -527,10 +520,10 @@ fn midstream_tcp_is_dropped_with_strict() {
         "a mid-stream message passed with --strict: {:?}",
         m.got
     );
+    let (from, to) = m.flow;
     assert!(
-        dump_line(&m.tracker.pin_path, "tcp", &m.flow).is_none(),
-        "--strict put the mid-stream connection {} in the table",
-        m.flow
+        dump_flow(&m.tracker.pin_path, "tcp", from, to).is_none(),
+        "--strict put the mid-stream connection {from} -> {to} in the table"
     );
     assert!(
         wait_strict_drops(&m.tracker, Duration::from_secs(10)).is_some(),
@@ -583,10 +576,10 @@ fn second_tracker_on_the_same_interfaces_is_refused() {
         ping_all_answered(&topo, 3),
         "the first tracker stopped forwarding"
     );
-    let (lines, _) = first.dump();
+    let table = first.table();
     assert!(
-        lines.iter().any(|l| l.starts_with("icmp ")),
-        "the first tracker no longer tracks: {lines:#?}"
+        table.iter().any(|e| e.proto == "icmp"),
+        "the first tracker no longer tracks: {table:#?}"
     );
     assert!(first.stop().success());
 }
@@ -783,7 +776,7 @@ fn jumbo_frames_cross_at_mtu_9000_or_the_kernel_limit_is_reported() {
         assert!(warned.iter().all(|l| l.contains("MTU 9000")), "{warned:?}");
         assert_eq!(pings_answered(&topo, 8000), 0);
     }
-    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1 dst=10.0.0.2").is_some());
+    assert!(dump_echo(&topo.pin_path(), ADDR1.into(), ADDR2.into()).is_some());
     assert_eq!(interrupt(child).code(), Some(0));
 }
 
@@ -847,7 +840,7 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
 
     assert!(ping_all_answered(&topo, 2), "no traffic with the fallbacks");
-    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1 dst=10.0.0.2").is_some());
+    assert!(dump_echo(&topo.pin_path(), ADDR1.into(), ADDR2.into()).is_some());
     // icmp=1: the entry expires, and the userspace sweep removes it.
     let swept = wait_for(Duration::from_secs(10), || {
         let out = Command::new(binary())
@@ -860,7 +853,12 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
             .any(|l| l.starts_with("swept ") && l != "swept 0")
     });
     assert!(swept, "the userspace sweep removed nothing");
-    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1").is_none());
+    let table = dump_table(&topo.pin_path());
+    assert!(
+        !table.iter().any(|e| e.proto == "icmp"
+            && (e.orig.src == IpAddr::from(ADDR1) || e.reply.src == IpAddr::from(ADDR1))),
+        "the swept echo is still in the dump: {table:#?}"
+    );
 
     assert_eq!(interrupt(child).code(), Some(0));
     assert!(

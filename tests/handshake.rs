@@ -39,26 +39,18 @@ type Clients = BTreeSet<(String, u16)>;
 
 /// The tracker's table, summed up.
 fn table(tracker: &Tracker) -> (ByState, Clients) {
-    let (lines, _) = tracker.dump();
     let mut by_state = BTreeMap::new();
     let mut clients = BTreeSet::new();
-    for l in &lines {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        assert_eq!(f[0], "tcp", "unexpected entry: {l}");
-        let key = (
-            f[3].to_string(),
-            l.contains("[ASSURED]"),
-            l.contains("[UNREPLIED]"),
-        );
-        *by_state.entry(key).or_insert(0) += 1;
-        let field = |name: &str| {
-            f.iter()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {l}"))
+    for e in tracker.table() {
+        let (Some(state), L4::Ports { sport, dport }) = (&e.state, e.orig.l4) else {
+            panic!("unexpected entry: {e:?}");
         };
-        assert_eq!(field("dst="), SERVER, "{l}");
-        assert_eq!(field("dport="), "8080", "{l}");
-        clients.insert((field("src=").to_string(), field("sport=").parse().unwrap()));
+        assert_eq!(e.proto, "tcp", "unexpected entry: {e:?}");
+        let key = (state.clone(), e.assured, e.unreplied);
+        *by_state.entry(key).or_insert(0) += 1;
+        assert_eq!(e.orig.dst.to_string(), SERVER, "{e:?}");
+        assert_eq!(dport, 8080, "{e:?}");
+        clients.insert((e.orig.src.to_string(), sport));
     }
     (by_state, clients)
 }

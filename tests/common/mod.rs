@@ -345,6 +345,11 @@ impl Tracker {
     pub fn dump(&self) -> (Vec<String>, String) {
         dump(&self.pin_path)
     }
+
+    /// Every entry `dump` shows for this tracker, parsed.
+    pub fn table(&self) -> Vec<ConntrackLine> {
+        dump_table(&self.pin_path)
+    }
 }
 
 impl Drop for Tracker {
@@ -443,9 +448,8 @@ pub fn tcp_accept(listener: &TcpListener) -> TcpStream {
     s
 }
 
-/// The `dump` line whose original tuple is `tuple`, e.g.
-/// `src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2`.
-pub fn dump_line(pin_path: &Path, proto: &str, tuple: &str) -> Option<String> {
+/// Every entry `dump` shows, parsed; its footer must count them.
+pub fn dump_table(pin_path: &Path) -> Vec<ConntrackLine> {
     let (lines, footer) = dump(pin_path);
     assert!(
         footer.contains(&format!("{} flow entries have been shown", lines.len())),
@@ -453,19 +457,30 @@ pub fn dump_line(pin_path: &Path, proto: &str, tuple: &str) -> Option<String> {
         lines.len()
     );
     lines
-        .into_iter()
-        .find(|l| l.starts_with(&format!("{proto} ")) && l.contains(&format!("{tuple} ")))
+        .iter()
+        .map(|l| ConntrackLine::parse_or_panic(l))
+        .collect()
 }
 
-/// The original tuple of an L4 flow from `from` to `to`.
-pub fn tuple(from: SocketAddr, to: SocketAddr) -> String {
-    format!(
-        "src={} dst={} sport={} dport={}",
-        from.ip(),
-        to.ip(),
-        from.port(),
-        to.port()
-    )
+/// The `dump` entry of the TCP or UDP flow whose original direction goes
+/// from `from` to `to`.
+pub fn dump_flow(
+    pin_path: &Path,
+    proto: &str,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Option<ConntrackLine> {
+    let orig = Tuple::ports(from, to);
+    dump_table(pin_path)
+        .into_iter()
+        .find(|e| e.proto == proto && e.orig == orig)
+}
+
+/// The `dump` entry of an ICMP echo exchange from `from` to `to`.
+pub fn dump_echo(pin_path: &Path, from: IpAddr, to: IpAddr) -> Option<ConntrackLine> {
+    dump_table(pin_path)
+        .into_iter()
+        .find(|e| e.proto == "icmp" && e.orig.src == from && e.orig.dst == to)
 }
 
 /// The output of `ip -n FW link show VETH`.

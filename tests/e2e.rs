@@ -76,26 +76,6 @@ fn eth0_mac(ns: &str) -> String {
     mac.to_string()
 }
 
-/// Runs a command that is expected to exit by itself within `timeout`;
-/// kills it and fails the test if it does not.
-fn output_within(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning");
-    let exited = wait_for(timeout, || matches!(child.try_wait(), Ok(Some(_))));
-    if !exited {
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("waiting");
-        panic!(
-            "{cmd:?} was still running after {timeout:?}; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    child.wait_with_output().expect("collecting the output")
-}
-
 /// Waits (bounded) for the tracker to exit and returns its status.
 fn wait_exit(tracker: &mut Tracker, timeout: Duration) -> ExitStatus {
     let exited = wait_for(timeout, || matches!(tracker.child.try_wait(), Ok(Some(_))));
@@ -125,7 +105,7 @@ fn wait_strict_drops(tracker: &Tracker, timeout: Duration) -> Option<u64> {
 #[test]
 fn ping_passes_and_is_tracked() {
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     assert!(
         ping_all_answered(&topo, 3),
         "ping from ns1 to ns2 through the tracker"
@@ -159,7 +139,7 @@ fn tcp_transfer_arrives_intact_and_is_tracked() {
     let pattern = |i: usize| (i % 251) as u8;
 
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     let listener = tcp_listener(&topo);
     let server_addr = listener.local_addr().unwrap();
 
@@ -236,7 +216,7 @@ fn udp_datagrams_pass_and_one_way_flow_is_unreplied() {
     };
 
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     let rx = udp_socket(&topo.ns2(), ADDR2);
     // Room for the whole burst, so that only the path can lose datagrams.
     setsockopt(&rx, sockopt::RcvBufForce, &(16 << 20)).expect("SO_RCVBUFFORCE");
@@ -278,7 +258,7 @@ fn udp_datagrams_pass_and_one_way_flow_is_unreplied() {
 fn udp_exchange_both_ways_is_replied() {
     const N: u32 = 200;
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     let server = udp_socket(&topo.ns2(), ADDR2);
     let client = udp_socket(&topo.ns1(), ADDR1);
     let (from, to) = (client.local_addr().unwrap(), server.local_addr().unwrap());
@@ -333,7 +313,7 @@ fn nothing_passes_without_a_running_tracker() {
         "TCP connected before the tracker started"
     );
 
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     // The failed attempts left unresolved (or failing) neighbour entries
     // whose expiry would fail the next connect with EHOSTUNREACH; start
     // the comparison from clean caches.
@@ -361,7 +341,7 @@ fn nothing_passes_without_a_running_tracker() {
 /// neither XDP programs nor pins behind.
 fn signal_cleans_up(sig: Signal) {
     let topo = Topology::up();
-    let mut tracker = Tracker::start(&topo, &[]);
+    let mut tracker = Tracker::builder(&topo).start();
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
     assert!(tracker.pin_path.join("ct_table").exists());
 
@@ -393,7 +373,7 @@ fn sigterm_exits_zero_and_cleans_up() {
 #[test]
 fn log_level_5_prints_trace_lines() {
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &["-l", "5"]);
+    let tracker = Tracker::builder(&topo).args(&["-l", "5"]).start();
     // Pings keep coming until the trace shows one (or the deadline).
     let mut pinger = Command::new("ip")
         .args(["netns", "exec", &topo.ns1()])
@@ -431,13 +411,13 @@ fn dst_mac_options_rewrite_frames_by_egress_side() {
         assert!(st.success());
     }
 
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     assert!(ping_fails(&topo), "ping passed without the MAC rewrite");
     assert!(tracker.stop().success());
 
     // --dst-mac1 applies to frames leaving through iface1, towards ns1.
     let swapped = ["--dst-mac1", &mac2, "--dst-mac2", &mac1];
-    let tracker = Tracker::start(&topo, &swapped);
+    let tracker = Tracker::builder(&topo).args(&swapped).start();
     assert!(
         ping_fails(&topo),
         "ping passed with the MACs given to the wrong sides"
@@ -445,7 +425,7 @@ fn dst_mac_options_rewrite_frames_by_egress_side() {
     assert!(tracker.stop().success());
 
     let right = ["--dst-mac1", &mac1, "--dst-mac2", &mac2];
-    let _tracker = Tracker::start(&topo, &right);
+    let _tracker = Tracker::builder(&topo).args(&right).start();
     assert!(
         ping_all_answered(&topo, 3),
         "ping fails with --dst-mac1 {mac1} --dst-mac2 {mac2}"
@@ -458,7 +438,7 @@ fn dst_mac_options_rewrite_frames_by_egress_side() {
 fn midstream(topo: &Topology, extra: &[&str]) -> Midstream {
     let listener = tcp_listener(topo);
     let addr = listener.local_addr().unwrap();
-    let first = Tracker::start(topo, &[]);
+    let first = Tracker::builder(topo).start();
     let mut client = tcp_connect(topo, addr, Duration::from_secs(5)).expect("connect");
     let flow = (client.local_addr().unwrap(), addr);
     let mut server = tcp_accept(&listener);
@@ -469,7 +449,7 @@ fn midstream(topo: &Topology, extra: &[&str]) -> Midstream {
     client.read_exact(&mut buf[..2]).expect("first answer");
     assert!(first.stop().success());
 
-    let second = Tracker::start(topo, extra);
+    let second = Tracker::builder(topo).args(extra).start();
     client.write_all(b"mid-stream").unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -542,22 +522,16 @@ fn midstream_tcp_is_dropped_with_strict() {
 #[test]
 fn second_tracker_on_the_same_interfaces_is_refused() {
     let topo = Topology::up();
-    let first = Tracker::start(&topo, &[]);
+    let first = Tracker::builder(&topo).start();
     let other_pins = PathBuf::from(format!("/sys/fs/bpf/{}b", topo.prefix));
-    let out = output_within(
-        Command::new(binary())
-            .args(["-1", &topo.veth(1), "-2", &topo.veth(2)])
-            .args(["--netns", &topo.fw(), "--pin-path"])
-            .arg(&other_pins),
-        Duration::from_secs(20),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the second tracker started");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "want one line on stderr: {stderr:?}");
+    let (status, lines) = Tracker::builder(&topo)
+        .pin_path(&other_pins)
+        .start_failing();
+    assert!(!status.success(), "the second tracker exited with {status}");
+    assert_eq!(lines.len(), 1, "want one line on stderr: {lines:?}");
     assert!(
         lines[0].starts_with("xdp-conntrack: ") && lines[0].contains("already has an XDP program"),
-        "{stderr:?}"
+        "{lines:?}"
     );
     assert!(
         !other_pins.exists(),
@@ -584,73 +558,12 @@ fn second_tracker_on_the_same_interfaces_is_refused() {
     assert!(first.stop().success());
 }
 
-/// Starts the binary on the topology with extra arguments and environment,
-/// and returns it with the stderr lines it wrote up to "forwarding" (or
-/// until it stopped writing).
-fn start_collecting(
-    topo: &Topology,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> (std::process::Child, Vec<String>) {
-    let mut child = Command::new(binary())
-        .args([
-            "-1",
-            &topo.veth(1),
-            "-2",
-            &topo.veth(2),
-            "--netns",
-            &topo.fw(),
-            "-q",
-        ])
-        .arg("--pin-path")
-        .arg(topo.pin_path())
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning xdp-conntrack");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let done = l.contains("forwarding");
-        lines.push(l);
-        if done {
-            break;
-        }
-    }
-    (child, lines)
-}
-
-/// SIGINT, then the exit status.
-fn interrupt(mut child: std::process::Child) -> ExitStatus {
-    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
-    child.wait().expect("waiting for xdp-conntrack")
-}
-
-/// Starts the binary on the topology and returns the stderr lines it wrote
-/// before reporting that it forwards, then stops it.
-fn startup_messages(topo: &Topology, extra: &[&str]) -> (Vec<String>, ExitStatus) {
-    let (child, lines) = start_collecting(topo, extra, &[]);
-    (lines, interrupt(child))
-}
-
 #[test]
 fn warns_when_a_veth_peer_would_drop_redirected_frames() {
     let topo = Topology::up();
-    let (lines, status) = startup_messages(&topo, &[]);
-    assert!(status.success(), "{lines:?}");
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let lines = tracker.startup.clone();
+    assert!(tracker.stop().success(), "{lines:?}");
     assert!(
         lines.iter().any(|l| l.contains("forwarding"))
             && !lines.iter().any(|l| l.contains("warning")),
@@ -660,8 +573,9 @@ fn warns_when_a_veth_peer_would_drop_redirected_frames() {
     // Without GRO (and no XDP program) ns1's end drops redirected frames.
     let out = topo.exec(&topo.ns1(), &["ethtool", "-K", "eth0", "gro", "off"]);
     assert!(out.status.success());
-    let (lines, status) = startup_messages(&topo, &[]);
-    assert!(status.success(), "{lines:?}");
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let lines = tracker.startup.clone();
+    assert!(tracker.stop().success(), "{lines:?}");
     let warnings: Vec<_> = lines.iter().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{lines:?}");
     assert!(
@@ -695,7 +609,7 @@ fn force_replaces_an_xdp_program_attached_over_netlink() {
     });
     assert!(xdp_attached(&topo, 1));
 
-    let (lines, status) = startup_messages(&topo, &[]);
+    let (status, lines) = Tracker::builder(&topo).args(&["-q"]).start_failing();
     assert!(!status.success());
     assert!(
         lines.len() == 1
@@ -704,7 +618,7 @@ fn force_replaces_an_xdp_program_attached_over_netlink() {
         "{lines:?}"
     );
 
-    let tracker = Tracker::start(&topo, &["--force", "-q"]);
+    let tracker = Tracker::builder(&topo).args(&["--force", "-q"]).start();
     assert!(ping_all_answered(&topo, 2), "no traffic after --force");
     assert_eq!(tracker.stop().code(), Some(0));
     assert!(
@@ -742,7 +656,8 @@ fn pings_answered(topo: &Topology, size: u32) -> usize {
 #[test]
 fn jumbo_frames_cross_at_mtu_9000_or_the_kernel_limit_is_reported() {
     let topo = Topology::up_env(&[("MTU", "9000")]);
-    let (child, lines) = start_collecting(&topo, &[], &[]);
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let lines = tracker.startup.clone();
     let warned: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("cannot redirect multi-buffer XDP frames"))
@@ -777,7 +692,7 @@ fn jumbo_frames_cross_at_mtu_9000_or_the_kernel_limit_is_reported() {
         assert_eq!(pings_answered(&topo, 8000), 0);
     }
     assert!(dump_echo(&topo.pin_path(), ADDR1.into(), ADDR2.into()).is_some());
-    assert_eq!(interrupt(child).code(), Some(0));
+    assert_eq!(tracker.stop().code(), Some(0));
 }
 
 #[test]
@@ -830,11 +745,11 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
     let topo = Topology::up();
     // Netlink attach, the userspace sweep and plain (non-frags) XDP, as on
     // kernels before 5.9, 5.13 and 5.18, and the ktime clock.
-    let (child, lines) = start_collecting(
-        &topo,
-        &["--timeout", "icmp=1", "--sweep-interval", "100"],
-        &[("XDP_CONNTRACK_DISABLE", "frags,for_each,link,jiffies")],
-    );
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--timeout", "icmp=1", "--sweep-interval", "100"])
+        .env("XDP_CONNTRACK_DISABLE", "frags,for_each,link,jiffies")
+        .start();
+    let lines = &tracker.startup;
     let notes = lines.iter().filter(|l| l.contains("note:")).count();
     assert_eq!(notes, 4, "one note per fallback: {lines:?}");
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
@@ -860,7 +775,7 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
         "the swept echo is still in the dump: {table:#?}"
     );
 
-    assert_eq!(interrupt(child).code(), Some(0));
+    assert_eq!(tracker.stop().code(), Some(0));
     assert!(
         !xdp_attached(&topo, 1) && !xdp_attached(&topo, 2),
         "the netlink attachments must be gone"

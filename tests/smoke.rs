@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn load_attach_one_tcp_handshake_dump_detach() {
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
 
     let listener = tcp_listener(&topo);

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -254,90 +254,182 @@ impl Drop for Topology {
 }
 
 /// A running `xdp-conntrack` between a topology's veths; SIGINT on drop.
+/// Started one way only: [`Tracker::builder`].
 pub struct Tracker {
     pub child: Child,
+    /// Its stdout, line by line.
     pub stdout: mpsc::Receiver<String>,
+    /// What it wrote to stderr up to and including the line that says it
+    /// is forwarding.
+    pub startup: Vec<String>,
     pub pin_path: PathBuf,
 }
 
-impl Tracker {
-    /// Starts the tracker in the topology's middle namespace with extra
-    /// arguments, and waits until it reports that it forwards.
-    pub fn start(topo: &Topology, extra: &[&str]) -> Self {
-        let pin = topo.pin_path();
+/// How to start a tracker: `Tracker::builder(&topo).args(..).env(..)`,
+/// then [`start`](TrackerBuilder::start), or
+/// [`start_failing`](TrackerBuilder::start_failing) for a start that must
+/// be refused.
+pub struct TrackerBuilder {
+    /// The interfaces and the namespace.
+    base: Vec<String>,
+    /// What the test adds.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    pin_path: PathBuf,
+}
+
+/// A running child's output: (stdout lines, stderr lines), each read by a
+/// thread of its own so that the child never blocks on a full pipe.
+type Lines = (mpsc::Receiver<String>, mpsc::Receiver<String>);
+
+impl TrackerBuilder {
+    /// More arguments, after the interfaces, the namespace and the pins.
+    pub fn args(mut self, extra: &[&str]) -> Self {
+        self.args.extend(extra.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable for it.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Pins somewhere else than the topology's own pin path.
+    pub fn pin_path(mut self, path: &Path) -> Self {
+        path.clone_into(&mut self.pin_path);
+        self
+    }
+
+    fn spawn(&self) -> (Child, Lines) {
         let mut child = Command::new(binary())
-            .args([
-                "-1",
-                &topo.veth(1),
-                "-2",
-                &topo.veth(2),
-                "--netns",
-                &topo.fw(),
-            ])
+            .args(&self.base)
             .arg("--pin-path")
-            .arg(&pin)
-            .args(extra)
+            .arg(&self.pin_path)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning xdp-conntrack");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx2.send(l);
-            }
-        });
-        let (etx, erx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = etx.send(l);
-            }
-        });
-        // Ready once it says it is forwarding.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+            rx
+        };
+        let out = lines(Box::new(child.stdout.take().unwrap()));
+        let err = lines(Box::new(child.stderr.take().unwrap()));
+        (child, (out, err))
+    }
+
+    /// Starts the tracker and waits until it reports that it forwards.
+    pub fn start(self) -> Tracker {
+        let (mut child, (stdout, stderr)) = self.spawn();
+        let mut startup = Vec::new();
+        let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match erx.recv_timeout(left) {
-                Ok(l) if l.contains("forwarding") => break,
-                Ok(l) => eprintln!("tracker: {l}"),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("xdp-conntrack did not start: {:?}", child.wait());
-                }
+            let Ok(l) = stderr.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!(
+                    "xdp-conntrack {:?} did not start: {:?}; stderr: {startup:#?}",
+                    self.args,
+                    child.wait()
+                );
+            };
+            let forwarding = l.contains("forwarding");
+            if !forwarding {
+                eprintln!("tracker: {l}");
+            }
+            startup.push(l);
+            if forwarding {
+                break;
             }
         }
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in erx {});
-        Self {
+        std::thread::spawn(move || for _ in stderr {});
+        Tracker {
             child,
-            stdout: rx,
-            pin_path: pin,
+            stdout,
+            startup,
+            pin_path: self.pin_path,
+        }
+    }
+
+    /// Runs a tracker that must refuse to start: fails the test if it
+    /// reports that it forwards, or if it has not exited within
+    /// [`IO_TIMEOUT`].  Returns its exit status and its stderr lines.
+    pub fn start_failing(self) -> (ExitStatus, Vec<String>) {
+        let (mut child, (_, stderr)) = self.spawn();
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        // Until it closes stderr, by exiting.
+        while let Ok(l) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if l.contains("forwarding") {
+                let _ = child.kill();
+                panic!("xdp-conntrack {:?} started: {l}", self.args);
+            }
+            lines.push(l);
+        }
+        let exited = wait_for(deadline.saturating_duration_since(Instant::now()), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+            panic!(
+                "xdp-conntrack {:?} was still running after {IO_TIMEOUT:?}; stderr: {lines:#?}",
+                self.args
+            );
+        }
+        (child.wait().expect("the exit status"), lines)
+    }
+}
+
+impl Tracker {
+    /// A tracker in the topology's middle namespace between its two veths
+    /// (`-1 VETH1 -2 VETH2 --netns FW --pin-path /sys/fs/bpf/PREFIX`).
+    pub fn builder(topo: &Topology) -> TrackerBuilder {
+        let pin_path = topo.pin_path();
+        let base = [
+            "-1",
+            &topo.veth(1),
+            "-2",
+            &topo.veth(2),
+            "--netns",
+            &topo.fw(),
+        ]
+        .map(String::from)
+        .to_vec();
+        TrackerBuilder {
+            base,
+            args: Vec::new(),
+            env: Vec::new(),
+            pin_path,
         }
     }
 
     /// Sends SIGINT and waits for the exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(mut self) -> ExitStatus {
         self.interrupt()
     }
 
-    fn interrupt(&mut self) -> std::process::ExitStatus {
+    fn interrupt(&mut self) -> ExitStatus {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
         if let Ok(Some(st)) = self.child.try_wait() {
             return st;
         }
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = wait_for(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = self.child.kill();
         }
-        let _ = self.child.kill();
         self.child.wait().expect("waiting for xdp-conntrack")
     }
 

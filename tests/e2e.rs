@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
@@ -76,26 +76,6 @@ fn eth0_mac(ns: &str) -> String {
     mac.to_string()
 }
 
-/// Runs a command that is expected to exit by itself within `timeout`;
-/// kills it and fails the test if it does not.
-fn output_within(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning");
-    let exited = wait_for(timeout, || matches!(child.try_wait(), Ok(Some(_))));
-    if !exited {
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("waiting");
-        panic!(
-            "{cmd:?} was still running after {timeout:?}; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    child.wait_with_output().expect("collecting the output")
-}
-
 /// Waits (bounded) for the tracker to exit and returns its status.
 fn wait_exit(tracker: &mut Tracker, timeout: Duration) -> ExitStatus {
     let exited = wait_for(timeout, || matches!(tracker.child.try_wait(), Ok(Some(_))));
@@ -125,26 +105,30 @@ fn wait_strict_drops(tracker: &Tracker, timeout: Duration) -> Option<u64> {
 #[test]
 fn ping_passes_and_is_tracked() {
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     assert!(
         ping_all_answered(&topo, 3),
         "ping from ns1 to ns2 through the tracker"
     );
-    let (lines, _) = tracker.dump();
-    let icmp: Vec<&String> = lines
+    let table = tracker.table();
+    let (a1, a2) = (ADDR1.into(), ADDR2.into());
+    let icmp: Vec<&ConntrackLine> = table
         .iter()
-        .filter(|l| {
-            l.starts_with("icmp ")
-                && l.contains("src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=")
-                && l.contains("src=10.0.0.2 dst=10.0.0.1 type=0 code=0 id=")
+        .filter(|e| {
+            let L4::Icmp { id, .. } = e.orig.l4 else {
+                return false;
+            };
+            e.proto == "icmp"
+                && e.orig == Tuple::icmp(a1, a2, 8, 0, id)
+                && e.reply == Tuple::icmp(a2, a1, 0, 0, id)
         })
         .collect();
     assert!(
         !icmp.is_empty(),
-        "no icmp echo entry in the dump: {lines:#?}"
+        "no icmp echo entry in the dump: {table:#?}"
     );
     assert!(
-        icmp.iter().any(|l| !l.contains("[UNREPLIED]")),
+        icmp.iter().any(|e| !e.unreplied),
         "the answered echo is still UNREPLIED: {icmp:#?}"
     );
 }
@@ -155,7 +139,7 @@ fn tcp_transfer_arrives_intact_and_is_tracked() {
     let pattern = |i: usize| (i % 251) as u8;
 
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     let listener = tcp_listener(&topo);
     let server_addr = listener.local_addr().unwrap();
 
@@ -196,16 +180,13 @@ fn tcp_transfer_arrives_intact_and_is_tracked() {
     assert_eq!(u64::from_be_bytes(count), LEN as u64, "bytes that arrived");
 
     // Open and both ways: ESTABLISHED and ASSURED.
-    let t = tuple(client_addr, server_addr);
-    let line = dump_line(&tracker.pin_path, "tcp", &t)
-        .unwrap_or_else(|| panic!("no tcp entry for {t} in the dump"));
-    assert!(
-        line.contains(" ESTABLISHED ") && line.contains("[ASSURED]"),
-        "{line}"
-    );
-    assert!(!line.contains("[UNREPLIED]"), "{line}");
-    let reply = tuple(server_addr, client_addr);
-    assert!(line.contains(&reply), "reply tuple missing: {line}");
+    let entry = || dump_flow(&tracker.pin_path, "tcp", client_addr, server_addr);
+    let e = entry()
+        .unwrap_or_else(|| panic!("no tcp entry for {client_addr} -> {server_addr} in the dump"));
+    assert!(e.in_state("ESTABLISHED") && e.assured, "{e:?}");
+    assert!(!e.unreplied, "{e:?}");
+    let reply = Tuple::ports(server_addr, client_addr);
+    assert_eq!(e.reply, reply, "reply tuple: {e:?}");
 
     // Orderly close from both ends: TIME_WAIT, still ASSURED.
     client.shutdown(std::net::Shutdown::Write).unwrap();
@@ -217,9 +198,9 @@ fn tcp_transfer_arrives_intact_and_is_tracked() {
     drop(client);
     let mut last = None;
     let closed = wait_for(Duration::from_secs(5), || {
-        last = dump_line(&tracker.pin_path, "tcp", &t);
-        last.as_deref()
-            .is_some_and(|l| l.contains(" TIME_WAIT ") && l.contains("[ASSURED]"))
+        last = entry();
+        last.as_ref()
+            .is_some_and(|e| e.in_state("TIME_WAIT") && e.assured)
     });
     assert!(closed, "not TIME_WAIT [ASSURED] after the close: {last:?}");
 }
@@ -235,7 +216,7 @@ fn udp_datagrams_pass_and_one_way_flow_is_unreplied() {
     };
 
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     let rx = udp_socket(&topo.ns2(), ADDR2);
     // Room for the whole burst, so that only the path can lose datagrams.
     setsockopt(&rx, sockopt::RcvBufForce, &(16 << 20)).expect("SO_RCVBUFFORCE");
@@ -268,20 +249,16 @@ fn udp_datagrams_pass_and_one_way_flow_is_unreplied() {
         "only {got} of {N} datagrams arrived"
     );
 
-    let t = tuple(from, to);
-    let line = dump_line(&tracker.pin_path, "udp", &t)
-        .unwrap_or_else(|| panic!("no udp entry for {t} in the dump"));
-    assert!(
-        line.contains("[UNREPLIED]"),
-        "a one-way flow must be UNREPLIED: {line}"
-    );
+    let e = dump_flow(&tracker.pin_path, "udp", from, to)
+        .unwrap_or_else(|| panic!("no udp entry for {from} -> {to} in the dump"));
+    assert!(e.unreplied, "a one-way flow must be UNREPLIED: {e:?}");
 }
 
 #[test]
 fn udp_exchange_both_ways_is_replied() {
     const N: u32 = 200;
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     let server = udp_socket(&topo.ns2(), ADDR2);
     let client = udp_socket(&topo.ns1(), ADDR1);
     let (from, to) = (client.local_addr().unwrap(), server.local_addr().unwrap());
@@ -314,17 +291,13 @@ fn udp_exchange_both_ways_is_replied() {
         "only {answered} of {N} datagrams came back"
     );
 
-    let t = tuple(from, to);
-    let line = dump_line(&tracker.pin_path, "udp", &t)
-        .unwrap_or_else(|| panic!("no udp entry for {t} in the dump"));
+    let e = dump_flow(&tracker.pin_path, "udp", from, to)
+        .unwrap_or_else(|| panic!("no udp entry for {from} -> {to} in the dump"));
     assert!(
-        !line.contains("[UNREPLIED]"),
-        "a flow seen both ways must not be UNREPLIED: {line}"
+        !e.unreplied,
+        "a flow seen both ways must not be UNREPLIED: {e:?}"
     );
-    assert!(
-        line.contains(&tuple(to, from)),
-        "reply tuple missing: {line}"
-    );
+    assert_eq!(e.reply, Tuple::ports(to, from), "reply tuple: {e:?}");
 }
 
 #[test]
@@ -340,7 +313,7 @@ fn nothing_passes_without_a_running_tracker() {
         "TCP connected before the tracker started"
     );
 
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     // The failed attempts left unresolved (or failing) neighbour entries
     // whose expiry would fail the next connect with EHOSTUNREACH; start
     // the comparison from clean caches.
@@ -368,7 +341,7 @@ fn nothing_passes_without_a_running_tracker() {
 /// neither XDP programs nor pins behind.
 fn signal_cleans_up(sig: Signal) {
     let topo = Topology::up();
-    let mut tracker = Tracker::start(&topo, &[]);
+    let mut tracker = Tracker::builder(&topo).start();
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
     assert!(tracker.pin_path.join("ct_table").exists());
 
@@ -400,7 +373,7 @@ fn sigterm_exits_zero_and_cleans_up() {
 #[test]
 fn log_level_5_prints_trace_lines() {
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &["-l", "5"]);
+    let tracker = Tracker::builder(&topo).args(&["-l", "5"]).start();
     // Pings keep coming until the trace shows one (or the deadline).
     let mut pinger = Command::new("ip")
         .args(["netns", "exec", &topo.ns1()])
@@ -438,13 +411,13 @@ fn dst_mac_options_rewrite_frames_by_egress_side() {
         assert!(st.success());
     }
 
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     assert!(ping_fails(&topo), "ping passed without the MAC rewrite");
     assert!(tracker.stop().success());
 
     // --dst-mac1 applies to frames leaving through iface1, towards ns1.
     let swapped = ["--dst-mac1", &mac2, "--dst-mac2", &mac1];
-    let tracker = Tracker::start(&topo, &swapped);
+    let tracker = Tracker::builder(&topo).args(&swapped).start();
     assert!(
         ping_fails(&topo),
         "ping passed with the MACs given to the wrong sides"
@@ -452,7 +425,7 @@ fn dst_mac_options_rewrite_frames_by_egress_side() {
     assert!(tracker.stop().success());
 
     let right = ["--dst-mac1", &mac1, "--dst-mac2", &mac2];
-    let _tracker = Tracker::start(&topo, &right);
+    let _tracker = Tracker::builder(&topo).args(&right).start();
     assert!(
         ping_all_answered(&topo, 3),
         "ping fails with --dst-mac1 {mac1} --dst-mac2 {mac2}"
@@ -465,9 +438,9 @@ fn dst_mac_options_rewrite_frames_by_egress_side() {
 fn midstream(topo: &Topology, extra: &[&str]) -> Midstream {
     let listener = tcp_listener(topo);
     let addr = listener.local_addr().unwrap();
-    let first = Tracker::start(topo, &[]);
+    let first = Tracker::builder(topo).start();
     let mut client = tcp_connect(topo, addr, Duration::from_secs(5)).expect("connect");
-    let flow = tuple(client.local_addr().unwrap(), addr);
+    let flow = (client.local_addr().unwrap(), addr);
     let mut server = tcp_accept(&listener);
     client.write_all(b"hello").unwrap();
     let mut buf = [0u8; 5];
@@ -476,7 +449,7 @@ fn midstream(topo: &Topology, extra: &[&str]) -> Midstream {
     client.read_exact(&mut buf[..2]).expect("first answer");
     assert!(first.stop().success());
 
-    let second = Tracker::start(topo, extra);
+    let second = Tracker::builder(topo).args(extra).start();
     client.write_all(b"mid-stream").unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -499,8 +472,8 @@ struct Midstream {
     got: std::io::Result<Vec<u8>>,
     /// The server's listener, for further connections.
     listener: TcpListener,
-    /// The connection's original tuple.
-    flow: String,
+    /// The connection's original direction: (client, server).
+    flow: (SocketAddr, SocketAddr),
 }
 
 #[test]
@@ -511,10 +484,10 @@ fn midstream_tcp_is_picked_up_by_default() {
         m.got.expect("the mid-stream message did not arrive"),
         b"mid-stream"
     );
+    let (from, to) = m.flow;
     assert!(
-        dump_line(&m.tracker.pin_path, "tcp", &m.flow).is_some(),
-        "the picked-up connection {} is not in the table",
-        m.flow
+        dump_flow(&m.tracker.pin_path, "tcp", from, to).is_some(),
+        "the picked-up connection {from} -> {to} is not in the table"
     );
 }
 
@@ -527,10 +500,10 @@ fn midstream_tcp_is_dropped_with_strict() {
         "a mid-stream message passed with --strict: {:?}",
         m.got
     );
+    let (from, to) = m.flow;
     assert!(
-        dump_line(&m.tracker.pin_path, "tcp", &m.flow).is_none(),
-        "--strict put the mid-stream connection {} in the table",
-        m.flow
+        dump_flow(&m.tracker.pin_path, "tcp", from, to).is_none(),
+        "--strict put the mid-stream connection {from} -> {to} in the table"
     );
     assert!(
         wait_strict_drops(&m.tracker, Duration::from_secs(10)).is_some(),
@@ -549,22 +522,16 @@ fn midstream_tcp_is_dropped_with_strict() {
 #[test]
 fn second_tracker_on_the_same_interfaces_is_refused() {
     let topo = Topology::up();
-    let first = Tracker::start(&topo, &[]);
+    let first = Tracker::builder(&topo).start();
     let other_pins = PathBuf::from(format!("/sys/fs/bpf/{}b", topo.prefix));
-    let out = output_within(
-        Command::new(binary())
-            .args(["-1", &topo.veth(1), "-2", &topo.veth(2)])
-            .args(["--netns", &topo.fw(), "--pin-path"])
-            .arg(&other_pins),
-        Duration::from_secs(20),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the second tracker started");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "want one line on stderr: {stderr:?}");
+    let (status, lines) = Tracker::builder(&topo)
+        .pin_path(&other_pins)
+        .start_failing();
+    assert!(!status.success(), "the second tracker exited with {status}");
+    assert_eq!(lines.len(), 1, "want one line on stderr: {lines:?}");
     assert!(
         lines[0].starts_with("xdp-conntrack: ") && lines[0].contains("already has an XDP program"),
-        "{stderr:?}"
+        "{lines:?}"
     );
     assert!(
         !other_pins.exists(),
@@ -583,81 +550,20 @@ fn second_tracker_on_the_same_interfaces_is_refused() {
         ping_all_answered(&topo, 3),
         "the first tracker stopped forwarding"
     );
-    let (lines, _) = first.dump();
+    let table = first.table();
     assert!(
-        lines.iter().any(|l| l.starts_with("icmp ")),
-        "the first tracker no longer tracks: {lines:#?}"
+        table.iter().any(|e| e.proto == "icmp"),
+        "the first tracker no longer tracks: {table:#?}"
     );
     assert!(first.stop().success());
-}
-
-/// Starts the binary on the topology with extra arguments and environment,
-/// and returns it with the stderr lines it wrote up to "forwarding" (or
-/// until it stopped writing).
-fn start_collecting(
-    topo: &Topology,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> (std::process::Child, Vec<String>) {
-    let mut child = Command::new(binary())
-        .args([
-            "-1",
-            &topo.veth(1),
-            "-2",
-            &topo.veth(2),
-            "--netns",
-            &topo.fw(),
-            "-q",
-        ])
-        .arg("--pin-path")
-        .arg(topo.pin_path())
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning xdp-conntrack");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let done = l.contains("forwarding");
-        lines.push(l);
-        if done {
-            break;
-        }
-    }
-    (child, lines)
-}
-
-/// SIGINT, then the exit status.
-fn interrupt(mut child: std::process::Child) -> ExitStatus {
-    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
-    child.wait().expect("waiting for xdp-conntrack")
-}
-
-/// Starts the binary on the topology and returns the stderr lines it wrote
-/// before reporting that it forwards, then stops it.
-fn startup_messages(topo: &Topology, extra: &[&str]) -> (Vec<String>, ExitStatus) {
-    let (child, lines) = start_collecting(topo, extra, &[]);
-    (lines, interrupt(child))
 }
 
 #[test]
 fn warns_when_a_veth_peer_would_drop_redirected_frames() {
     let topo = Topology::up();
-    let (lines, status) = startup_messages(&topo, &[]);
-    assert!(status.success(), "{lines:?}");
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let lines = tracker.startup.clone();
+    assert!(tracker.stop().success(), "{lines:?}");
     assert!(
         lines.iter().any(|l| l.contains("forwarding"))
             && !lines.iter().any(|l| l.contains("warning")),
@@ -667,8 +573,9 @@ fn warns_when_a_veth_peer_would_drop_redirected_frames() {
     // Without GRO (and no XDP program) ns1's end drops redirected frames.
     let out = topo.exec(&topo.ns1(), &["ethtool", "-K", "eth0", "gro", "off"]);
     assert!(out.status.success());
-    let (lines, status) = startup_messages(&topo, &[]);
-    assert!(status.success(), "{lines:?}");
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let lines = tracker.startup.clone();
+    assert!(tracker.stop().success(), "{lines:?}");
     let warnings: Vec<_> = lines.iter().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{lines:?}");
     assert!(
@@ -702,7 +609,7 @@ fn force_replaces_an_xdp_program_attached_over_netlink() {
     });
     assert!(xdp_attached(&topo, 1));
 
-    let (lines, status) = startup_messages(&topo, &[]);
+    let (status, lines) = Tracker::builder(&topo).args(&["-q"]).start_failing();
     assert!(!status.success());
     assert!(
         lines.len() == 1
@@ -711,7 +618,7 @@ fn force_replaces_an_xdp_program_attached_over_netlink() {
         "{lines:?}"
     );
 
-    let tracker = Tracker::start(&topo, &["--force", "-q"]);
+    let tracker = Tracker::builder(&topo).args(&["--force", "-q"]).start();
     assert!(ping_all_answered(&topo, 2), "no traffic after --force");
     assert_eq!(tracker.stop().code(), Some(0));
     assert!(
@@ -749,7 +656,8 @@ fn pings_answered(topo: &Topology, size: u32) -> usize {
 #[test]
 fn jumbo_frames_cross_at_mtu_9000_or_the_kernel_limit_is_reported() {
     let topo = Topology::up_env(&[("MTU", "9000")]);
-    let (child, lines) = start_collecting(&topo, &[], &[]);
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let lines = tracker.startup.clone();
     let warned: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("cannot redirect multi-buffer XDP frames"))
@@ -783,8 +691,8 @@ fn jumbo_frames_cross_at_mtu_9000_or_the_kernel_limit_is_reported() {
         assert!(warned.iter().all(|l| l.contains("MTU 9000")), "{warned:?}");
         assert_eq!(pings_answered(&topo, 8000), 0);
     }
-    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1 dst=10.0.0.2").is_some());
-    assert_eq!(interrupt(child).code(), Some(0));
+    assert!(dump_echo(&topo.pin_path(), ADDR1.into(), ADDR2.into()).is_some());
+    assert_eq!(tracker.stop().code(), Some(0));
 }
 
 #[test]
@@ -837,17 +745,17 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
     let topo = Topology::up();
     // Netlink attach, the userspace sweep and plain (non-frags) XDP, as on
     // kernels before 5.9, 5.13 and 5.18, and the ktime clock.
-    let (child, lines) = start_collecting(
-        &topo,
-        &["--timeout", "icmp=1", "--sweep-interval", "100"],
-        &[("XDP_CONNTRACK_DISABLE", "frags,for_each,link,jiffies")],
-    );
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--timeout", "icmp=1", "--sweep-interval", "100"])
+        .env("XDP_CONNTRACK_DISABLE", "frags,for_each,link,jiffies")
+        .start();
+    let lines = &tracker.startup;
     let notes = lines.iter().filter(|l| l.contains("note:")).count();
     assert_eq!(notes, 4, "one note per fallback: {lines:?}");
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
 
     assert!(ping_all_answered(&topo, 2), "no traffic with the fallbacks");
-    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1 dst=10.0.0.2").is_some());
+    assert!(dump_echo(&topo.pin_path(), ADDR1.into(), ADDR2.into()).is_some());
     // icmp=1: the entry expires, and the userspace sweep removes it.
     let swept = wait_for(Duration::from_secs(10), || {
         let out = Command::new(binary())
@@ -860,9 +768,14 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
             .any(|l| l.starts_with("swept ") && l != "swept 0")
     });
     assert!(swept, "the userspace sweep removed nothing");
-    assert!(dump_line(&topo.pin_path(), "icmp", "src=10.0.0.1").is_none());
+    let table = dump_table(&topo.pin_path());
+    assert!(
+        !table.iter().any(|e| e.proto == "icmp"
+            && (e.orig.src == IpAddr::from(ADDR1) || e.reply.src == IpAddr::from(ADDR1))),
+        "the swept echo is still in the dump: {table:#?}"
+    );
 
-    assert_eq!(interrupt(child).code(), Some(0));
+    assert_eq!(tracker.stop().code(), Some(0));
     assert!(
         !xdp_attached(&topo, 1) && !xdp_attached(&topo, 2),
         "the netlink attachments must be gone"

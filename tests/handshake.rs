@@ -39,26 +39,18 @@ type Clients = BTreeSet<(String, u16)>;
 
 /// The tracker's table, summed up.
 fn table(tracker: &Tracker) -> (ByState, Clients) {
-    let (lines, _) = tracker.dump();
     let mut by_state = BTreeMap::new();
     let mut clients = BTreeSet::new();
-    for l in &lines {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        assert_eq!(f[0], "tcp", "unexpected entry: {l}");
-        let key = (
-            f[3].to_string(),
-            l.contains("[ASSURED]"),
-            l.contains("[UNREPLIED]"),
-        );
-        *by_state.entry(key).or_insert(0) += 1;
-        let field = |name: &str| {
-            f.iter()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {l}"))
+    for e in tracker.table() {
+        let (Some(state), L4::Ports { sport, dport }) = (&e.state, e.orig.l4) else {
+            panic!("unexpected entry: {e:?}");
         };
-        assert_eq!(field("dst="), SERVER, "{l}");
-        assert_eq!(field("dport="), "8080", "{l}");
-        clients.insert((field("src=").to_string(), field("sport=").parse().unwrap()));
+        assert_eq!(e.proto, "tcp", "unexpected entry: {e:?}");
+        let key = (state.clone(), e.assured, e.unreplied);
+        *by_state.entry(key).or_insert(0) += 1;
+        assert_eq!(e.orig.dst.to_string(), SERVER, "{e:?}");
+        assert_eq!(dport, 8080, "{e:?}");
+        clients.insert((e.orig.src.to_string(), sport));
     }
     (by_state, clients)
 }
@@ -83,7 +75,9 @@ fn assert_established(out: &Output, tracker: &Tracker, n: usize) -> Clients {
 #[test]
 fn every_seed_handshake_reaches_established_assured() {
     let topo = seed_topology();
-    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "8192"])
+        .start();
     let out = handshake(&topo, &["--count", &N.to_string()]);
     let clients = assert_established(&out, &tracker, N);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -105,7 +99,9 @@ fn every_seed_handshake_reaches_established_assured() {
 #[test]
 fn a_synack_acking_beyond_the_syn_establishes_nothing() {
     let topo = seed_topology();
-    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "8192"])
+        .start();
     let out = handshake(&topo, &["--count", &N.to_string(), "--synack-ack", "102"]);
     assert!(
         out.status.success(),
@@ -127,7 +123,9 @@ fn a_synack_acking_beyond_the_syn_establishes_nothing() {
 #[test]
 fn full_and_rst_lifecycles_close_every_connection() {
     let topo = seed_topology();
-    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "8192"])
+        .start();
     let full = handshake(&topo, &["--count", "1000", "--lifecycle", "full"]);
     assert!(
         full.status.success(),
@@ -160,7 +158,7 @@ fn client_ports_run_over_into_the_next_address() {
         &["ip", "addr", "add", "10.1.1.101/24", "dev", "eth0"],
     );
     assert!(out.status.success());
-    let tracker = Tracker::start(&topo, &["-q"]);
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
     // Ports 65000..=65535 fit 536 connections; the rest use 10.1.1.101.
     let out = handshake(&topo, &["--count", "1000", "--sport", "65000"]);
     let clients = assert_established(&out, &tracker, 1000);
@@ -190,7 +188,9 @@ fn addresses_outside_the_namespaces_are_refused() {
 #[test]
 fn the_af_packet_sender_establishes_the_same_connections() {
     let topo = seed_topology();
-    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "8192"])
+        .start();
     let out = handshake(&topo, &["--count", "1000", "--sender", "socket"]);
     let clients = assert_established(&out, &tracker, 1000);
     let want: BTreeSet<_> = (0..1000u16)
@@ -202,7 +202,9 @@ fn the_af_packet_sender_establishes_the_same_connections() {
 #[test]
 fn a_data_flood_after_the_handshake_crosses_on_the_established_path() {
     let topo = seed_topology();
-    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "8192"])
+        .start();
     let out = handshake(&topo, &["--count", "500", "--flood", "10"]);
     assert_flooded(&out, &tracker, 500, 10);
 }
@@ -248,7 +250,9 @@ fn a_flood_from_two_threads_spreads_over_two_queues() {
         ("ADDR2", &format!("{SERVER}/24")),
         ("QUEUES", "2"),
     ]);
-    let tracker = Tracker::start(&topo, &["-q", "--max-entries", "8192"]);
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "8192"])
+        .start();
     // An odd count: the first thread takes the remainder.
     let out = handshake(
         &topo,

@@ -12,7 +12,7 @@ use common::*;
 use libbpf_rs::{ErrorKind, MapCore, ProgramInput, ProgramMut};
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
-use xdp_conntrack::bpf::types::{ct_counter, ct_key, ct_tcp_state};
+use xdp_conntrack::bpf::types::{ct_clock, ct_counter, ct_key, ct_tcp_state};
 use xdp_conntrack::counters::{self, Totals};
 use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{self, icmp_echo, ip_frame, tcp, tcp_flags::*, udp, Endpoint, Ether};
@@ -394,11 +394,14 @@ fn config_with(timeouts: &[&str]) -> Config {
     cfg
 }
 
-/// Waits until the entry under `key` has expired (at most `secs` + 2 s).
+/// Moves the program's clock `secs` seconds on: the entry under `key`,
+/// live before, must have expired by then.
 #[track_caller]
-fn wait_expired(h: &Harness, key: &ct_key, secs: u64) {
+fn expire(h: &Harness, key: &ct_key, secs: u64) {
+    assert!(h.entry(key).is_some(), "no live entry to expire");
+    h.advance(Duration::from_secs(secs));
     assert!(
-        wait_for(Duration::from_secs(secs + 2), || h.entry(key).is_none()),
+        h.entry(key).is_none(),
         "the entry did not expire within {secs} s"
     );
 }
@@ -543,9 +546,9 @@ fn syn_retransmit_does_not_renew_the_timeout() {
     let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c);
     t.fwd(&f.c(SYN, 100, 0), &["new"], ss);
     let (_, first) = h.entry(&t.key).expect("the SYN's entry");
-    // Let the clock move so that a renewal would show in `expires`.
-    let moved_on = || h.now() > first.created + 20_000_000;
-    assert!(wait_for(Duration::from_secs(1), moved_on));
+    // Move the clock on so that a renewal would show in `expires`.
+    h.advance(Duration::from_secs(10));
+    assert!(h.now() >= first.created + 10_000_000_000, "the clock stood");
     t.fwd(&f.c(SYN, 100, 0), &[], ss);
     let (_, again) = h.entry(&t.key).expect("the SYN's entry");
     assert_eq!(again.expires, first.expires, "the deadline moved");
@@ -964,10 +967,11 @@ fn udp_is_assured_only_when_seen_both_ways_for_more_than_two_seconds() {
     t.fwd(&f.c_udp(b"more"), &[], replied);
     t.timeout("udp");
 
-    // The semantics under test is the entry's age: wait on the clock.
+    // The semantics under test is the entry's age, on the program's clock.
     let (_, e) = h.entry(&t.key).expect("the UDP entry");
-    let old_enough = || h.now() > e.created + 2_100_000_000;
-    assert!(wait_for(Duration::from_secs(5), old_enough));
+    h.advance_to(e.created + 1_900_000_000);
+    t.fwd(&f.c_udp(b"not yet"), &[], replied);
+    h.advance_to(e.created + 2_100_000_000);
     t.fwd(&f.c_udp(b"still here"), &[], assured);
     t.timeout("udp_stream");
     u.fwd(&g.c_udp(b"still here"), &[], g_unreplied);
@@ -1058,7 +1062,7 @@ fn expired_entries_are_invisible_until_the_sweep_removes_them() {
     let udp = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
     u.fwd(&g.c_udp(b"x"), &["new"], udp);
 
-    wait_expired(&h, &t.key, 1);
+    expire(&h, &t.key, 1);
     assert_eq!(h.raw_len(), 2, "the expired key stays until the sweep");
     assert_eq!(h.conns().len(), 1);
 
@@ -1092,7 +1096,7 @@ fn without_for_each_the_userspace_sweep_removes_expired_entries() {
     let udp = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
     u.fwd(&g.c_udp(b"x"), &["new"], udp);
 
-    wait_expired(&h, &t.key, 1);
+    expire(&h, &t.key, 1);
     assert_eq!(h.raw_len(), 2);
     let before = h.stats();
     h.sweep();
@@ -1111,7 +1115,7 @@ fn a_packet_meeting_an_expired_entry_finds_none() {
     let by_client = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c);
     let by_server = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.s);
     t.fwd(&f.c_udp(b"query"), &["new"], by_client);
-    wait_expired(&h, &t.key, 1);
+    expire(&h, &t.key, 1);
     let late = f.s_udp(b"late answer");
     t.fwd(&late, &["expired", "new"], by_server);
     assert_eq!(h.raw_len(), 1);
@@ -1121,7 +1125,7 @@ fn a_packet_meeting_an_expired_entry_finds_none() {
     let u = Track::new(&h, g.tcp_key());
     let ss = v(SYN_SENT, UNREPLIED, NOT_ASSURED, g.c);
     u.fwd(&g.c(SYN, 100, 0), &["new"], ss);
-    wait_expired(&h, &u.key, 1);
+    expire(&h, &u.key, 1);
     u.dropped(&g.s(SYN | ACK, 200, 101), &["expired", "invalid"], None);
     assert_eq!(h.raw_len(), 1, "the expired TCP key is gone");
 }
@@ -1149,10 +1153,8 @@ fn a_full_table_refuses_new_connections_but_not_existing_ones() {
     track(last).fwd(&last.c_udp(b"again"), &[], opened(last));
     assert_eq!(h.raw_len(), 4);
 
-    assert!(
-        wait_for(Duration::from_secs(5), || h.conns().is_empty()),
-        "the four entries did not expire"
-    );
+    h.advance(Duration::from_secs(2));
+    assert!(h.conns().is_empty(), "the four entries did not expire");
     let before = h.stats();
     h.sweep();
     assert_moved(&before, &h.stats(), &[("swept", 4)], "sweep");
@@ -1539,30 +1541,80 @@ fn two_cpus_hammering_one_established_flow() {
     assert_eq!(h.raw_len(), 1);
 }
 
-/// The SYN's entry was created at the program's `now`: it must fall
-/// between CLOCK_MONOTONIC_COARSE before and after the run, within a tick
-/// either way, and the deadline must be that plus the SYN_SENT timeout.
+/// The program's clock state (`struct ct_clock` in its .bss).
+fn program_clock(h: &Harness) -> ct_clock {
+    h.skel.maps.bss_data.as_deref().expect(".bss").ct_clock
+}
+
+/// The drift between re-anchorings that [`assert_reads_clock_monotonic`]
+/// allows: 100 ppm over the tracker's one-second re-anchor period.
+/// Measured here: jiffies * TICK_NSEC runs 26 ppb slow against
+/// CLOCK_MONOTONIC_COARSE (0.105 ns a tick); clock.rs records 38 ppm the
+/// other way from an earlier comparison: size and sign follow the
+/// machine's NTP state.
+const DRIFT_NS: u64 = 100_000;
+
+/// Asserts that `created`, a reading of the program's clock taken between
+/// `before` and `after` (CLOCK_MONOTONIC_COARSE in userspace), agrees with
+/// CLOCK_MONOTONIC as far as the program's clock promises: to within a
+/// tick (conntrack.h).
+///
+/// The ktime helper reads the coarse clock itself, or the fine clock
+/// before 5.11, which runs up to a tick ahead of it: never behind, and at
+/// most a tick at HZ=100 ahead.
+///
+/// The jiffies clock is `jiffies * tick_ns + offset_ns`, the offset
+/// anchored to the coarse clock at one instant.  Both move at the tick,
+/// but not in lockstep:
+/// - the coarse clock moves by the NTP-adjusted tick, not TICK_NSEC, so
+///   the two drift apart (DRIFT_NS above) until the next re-anchor;
+/// - the coarse clock takes a tick's time only once a whole adjusted tick
+///   has elapsed on the clock source, which the kernel checks when it
+///   updates jiffies: on the periodic tick of a busy CPU, or whenever an
+///   idle CPU wakes.  So `coarse - jiffies * tick_ns` has two values a
+///   tick apart, each for a tick or more at a time (here, sampled 1 ms
+///   apart with the CPUs idle in between: 40 % of samples at the upper
+///   one; busy, always the lower).  An anchor taken at one and a reading
+///   at the other are a tick apart, either way;
+/// - for microseconds at each tick, jiffies has moved and the coarse
+///   clock (and userspace's vDSO copy of it) not yet: a tick more ahead.
+///
+/// So the program's clock may read a tick (and the drift) behind `before`,
+/// and two ticks (and the drift) ahead of `after`.  Over 2,700
+/// recalibrations here it read at most 4,000,001 ns behind and 4,000,000 ns
+/// ahead.
+#[track_caller]
+fn assert_reads_clock_monotonic(h: &Harness, created: u64, before: u64, after: u64) {
+    let tick = program_clock(h).tick_ns;
+    let (behind, ahead) = if tick == 0 {
+        (0, 10_000_000)
+    } else {
+        (tick + DRIFT_NS, 2 * tick + DRIFT_NS)
+    };
+    assert!(
+        before <= created + behind && created <= after + ahead,
+        "created {created} outside [{before} - {behind}, {after} + {ahead}] (tick_ns {tick})"
+    );
+}
+
+/// The SYN's entry was created at the program's `now`: it must read
+/// CLOCK_MONOTONIC_COARSE before and after the run as closely as the clock
+/// promises, and the deadline must be that plus the SYN_SENT timeout.
 fn assert_clock_reads_monotonic(cfg: Config, calibrated: bool) {
     let h = Harness::new(cfg);
-    let clock = h.skel.maps.bss_data.as_deref().expect(".bss").ct_clock;
+    let clock = program_clock(&h);
     assert_eq!(clock.tick_ns != 0, calibrated, "tick_ns {}", clock.tick_ns);
     if calibrated {
         // TICK_NSEC for some HZ between 24 and 1200.
         assert!((833_333..=41_666_667).contains(&clock.tick_ns));
     }
-    // One tick at HZ=100, the coarsest this needs to allow for.
-    const TICK: u64 = 10_000_000;
     for i in 0..20 {
         let f = Flow::new(i);
         let before = monotonic_ns();
         assert_eq!(h.run(&f.c(SYN, 100, 0)), XDP_REDIRECT);
         let after = monotonic_ns();
         let (_, e) = h.entry(&f.tcp_key()).expect("the SYN's entry");
-        assert!(
-            before <= e.created + TICK && e.created <= after + TICK,
-            "created {} outside [{before}, {after}] by more than a tick",
-            e.created
-        );
+        assert_reads_clock_monotonic(&h, e.created, before, after);
         assert_eq!(e.expires, e.created + 120 * 1_000_000_000);
         // Spread the samples over a few ticks.
         let later = after + 2_000_000;
@@ -1586,8 +1638,7 @@ fn without_the_jiffies_clock_the_ktime_helper_reads_clock_monotonic() {
 fn recalibration_brings_a_drifted_clock_back_to_clock_monotonic() {
     let mut h = Harness::new(test_config());
     // Five seconds of drift, far more than a day's worth here.
-    let bss = h.skel.maps.bss_data.as_deref_mut().expect(".bss");
-    bss.ct_clock.offset_ns = bss.ct_clock.offset_ns.wrapping_add(5_000_000_000);
+    h.advance(Duration::from_secs(5));
     let f = Flow::new(0);
     let before = monotonic_ns();
     assert_eq!(h.run(&f.c(SYN, 100, 0)), XDP_REDIRECT);
@@ -1603,21 +1654,11 @@ fn recalibration_brings_a_drifted_clock_back_to_clock_monotonic() {
     assert_eq!(h.run(&g.c(SYN, 100, 0)), XDP_REDIRECT);
     let after = monotonic_ns();
     let (_, e) = h.entry(&g.tcp_key()).expect("the SYN's entry");
-    // Never behind userspace's clock.  Ahead by up to two ticks for a few
-    // microseconds at a tick: the kernel advances jiffies before its coarse
-    // clock, and userspace reads the coarse clock's vDSO copy, updated
-    // after that.
-    let tick = h
-        .skel
-        .maps
-        .bss_data
-        .as_deref()
-        .expect(".bss")
-        .ct_clock
-        .tick_ns;
-    assert!(
-        before <= e.created && e.created <= after + 2 * tick,
-        "created {} outside [{before}, {after} + 2 x {tick}]",
-        e.created
-    );
+    // Back to CLOCK_MONOTONIC as closely as the clock promises (a tick
+    // either way): 5 s of drift left would be far outside that.  Not
+    // "never behind": an anchor is a tick off whenever it was taken at the
+    // other of the two alignments of jiffies and the coarse clock, and the
+    // two drift apart by a nanosecond every few ticks here until the next
+    // re-anchor (see assert_reads_clock_monotonic).
+    assert_reads_clock_monotonic(&h, e.created, before, after);
 }

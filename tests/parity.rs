@@ -659,48 +659,25 @@ impl Entry {
         }
     }
 
-    /// Parses one line of `conntrack -L`, e.g.
+    /// One line of `conntrack -L`, e.g.
     /// `tcp 6 119 SYN_SENT src=A dst=B sport=1 dport=2 [UNREPLIED] src=B ...`.
     fn from_conntrack_line(line: &str) -> Self {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let proto = match words.first().copied() {
-            Some("tcp") => "tcp",
-            Some("udp") => "udp",
-            Some("icmp") => "icmp",
-            _ => panic!("unexpected conntrack line: {line}"),
-        };
-        // The first occurrence of a key belongs to the original tuple.
-        let first = |key: &str| -> &str {
-            words
-                .iter()
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in conntrack line: {line}"))
-        };
-        let addr = |key: &str| -> IpAddr {
-            first(key)
-                .parse()
-                .unwrap_or_else(|_| panic!("bad {key} in: {line}"))
-        };
-        let num = |key: &str| -> u16 {
-            first(key)
-                .parse()
-                .unwrap_or_else(|_| panic!("bad {key} in: {line}"))
-        };
-        let (sport, dport) = if proto == "icmp" {
-            (num("id="), 0)
-        } else {
-            (num("sport="), num("dport="))
+        let e = ConntrackLine::parse_or_panic(line);
+        let proto = proto_name(e.l4proto);
+        assert!(
+            matches!(proto, "tcp" | "udp" | "icmp"),
+            "unexpected conntrack line: {line}"
+        );
+        let (sport, dport) = match e.orig.l4 {
+            L4::Ports { sport, dport } => (sport, dport),
+            L4::Icmp { id, .. } => (id, 0),
         };
         Self {
             proto,
-            state: if proto == "tcp" {
-                words.get(3).copied().unwrap_or_default().to_string()
-            } else {
-                String::new()
-            },
-            orig: orig(proto, addr("src="), addr("dst="), sport, dport),
-            unreplied: words.contains(&"[UNREPLIED]"),
-            assured: words.contains(&"[ASSURED]"),
+            state: e.state.unwrap_or_default(),
+            orig: orig(proto, e.orig.src, e.orig.dst, sport, dport),
+            unreplied: e.unreplied,
+            assured: e.assured,
         }
     }
 }
@@ -938,8 +915,9 @@ impl KernelCt {
             "the done chain does not run after conntrack's confirm hook: {after:?}"
         );
         let lines = self.conntrack_lines();
+        let probe = Tuple::ports((a.addr, a.port).into(), (b.addr, b.port).into());
         assert!(
-            lines.len() == 1 && lines[0].contains("dport=9"),
+            lines.len() == 1 && ConntrackLine::parse_or_panic(&lines[0]).orig == probe,
             "probe not in conntrack -L: {lines:?}"
         );
         self.flush();

@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn load_attach_one_tcp_handshake_dump_detach() {
     let topo = Topology::up();
-    let tracker = Tracker::start(&topo, &[]);
+    let tracker = Tracker::builder(&topo).start();
     assert!(xdp_attached(&topo, 1) && xdp_attached(&topo, 2));
 
     let listener = tcp_listener(&topo);
@@ -33,13 +33,10 @@ fn load_attach_one_tcp_handshake_dump_detach() {
     assert_eq!(&echo, b"hello");
     let server_end = server.join().expect("server thread");
 
-    let t = tuple(client.local_addr().unwrap(), server_addr);
-    let line = dump_line(&tracker.pin_path, "tcp", &t)
-        .unwrap_or_else(|| panic!("no tcp entry for {t} in the dump"));
-    assert!(
-        line.contains(" ESTABLISHED ") && line.contains("[ASSURED]"),
-        "{line}"
-    );
+    let client_addr = client.local_addr().unwrap();
+    let e = dump_flow(&tracker.pin_path, "tcp", client_addr, server_addr)
+        .unwrap_or_else(|| panic!("no tcp entry for {client_addr} -> {server_addr} in the dump"));
+    assert!(e.in_state("ESTABLISHED") && e.assured, "{e:?}");
 
     drop((client, server_end));
     let pins = tracker.pin_path.clone();

@@ -5,15 +5,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use libbpf_rs::{OpenObject, ProgramInput};
-use xdp_conntrack::bpf::types::ct_entry;
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
+use xdp_conntrack::bpf::types::{bss, ct_clock, ct_entry};
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::counters::Totals;
 use xdp_conntrack::loader::{self, Config, Features};
@@ -113,9 +113,46 @@ impl Harness {
         loader::program_now(&self.skel).expect("reading the program's clock")
     }
 
+    /// Moves the program's clock `d` forward, as if that much time had
+    /// passed: its jiffies clock reads `jiffies * tick_ns + offset_ns`
+    /// (`struct ct_clock` in its .bss), so this adds `d` to the offset.
+    /// The datapath, both sweeps and [`Harness::now`] (and so every table
+    /// read here) follow; CLOCK_MONOTONIC does not.
+    pub fn advance(&self, d: Duration) {
+        // The .bss is written through the map, as the clock probe writes
+        // it, so that a shared Harness can move its clock.
+        let key = 0u32.to_ne_bytes();
+        let map = &self.skel.maps.bss;
+        let mut value = map
+            .lookup(&key, MapFlags::ANY)
+            .expect("reading the program's .bss")
+            .expect("the .bss value");
+        let at = std::mem::offset_of!(bss, ct_clock);
+        let field = |v: &[u8], off: usize| {
+            let b = &v[at + off..at + off + 8];
+            u64::from_ne_bytes(b.try_into().unwrap())
+        };
+        let tick_ns = field(&value, std::mem::offset_of!(ct_clock, tick_ns));
+        assert_ne!(tick_ns, 0, "only the jiffies clock can be moved");
+        let off = at + std::mem::offset_of!(ct_clock, offset_ns);
+        let moved = field(&value, std::mem::offset_of!(ct_clock, offset_ns))
+            .wrapping_add(u64::try_from(d.as_nanos()).expect("a shorter step"));
+        value[off..off + 8].copy_from_slice(&moved.to_ne_bytes());
+        map.update(&key, &value, MapFlags::ANY)
+            .expect("writing the program's .bss");
+    }
+
+    /// Moves the program's clock forward to `t` (its own nanoseconds), if
+    /// it is not there yet.
+    pub fn advance_to(&self, t: u64) {
+        let now = self.now();
+        if t > now {
+            self.advance(Duration::from_nanos(t - now));
+        }
+    }
+
     /// Number of keys in the map, live or expired.
     pub fn raw_len(&self) -> usize {
-        use libbpf_rs::MapCore;
         self.skel.maps.ct_table.keys().count()
     }
 
@@ -215,96 +252,193 @@ impl Drop for Topology {
 }
 
 /// A running `xdp-conntrack` between a topology's veths; SIGINT on drop.
+/// Started one way only: [`Tracker::builder`].
 pub struct Tracker {
     pub child: Child,
+    /// Its stdout, line by line.
     pub stdout: mpsc::Receiver<String>,
+    /// What it wrote to stderr up to and including the line that says it
+    /// is forwarding.
+    pub startup: Vec<String>,
     pub pin_path: PathBuf,
 }
 
-impl Tracker {
-    /// Starts the tracker in the topology's middle namespace with extra
-    /// arguments, and waits until it reports that it forwards.
-    pub fn start(topo: &Topology, extra: &[&str]) -> Self {
-        let pin = topo.pin_path();
+/// How to start a tracker: `Tracker::builder(&topo).args(..).env(..)`,
+/// then [`start`](TrackerBuilder::start), or
+/// [`start_failing`](TrackerBuilder::start_failing) for a start that must
+/// be refused.
+pub struct TrackerBuilder {
+    /// The interfaces and the namespace.
+    base: Vec<String>,
+    /// What the test adds.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    pin_path: PathBuf,
+}
+
+/// A running child's output: (stdout lines, stderr lines), each read by a
+/// thread of its own so that the child never blocks on a full pipe.
+type Lines = (mpsc::Receiver<String>, mpsc::Receiver<String>);
+
+impl TrackerBuilder {
+    /// More arguments, after the interfaces, the namespace and the pins.
+    pub fn args(mut self, extra: &[&str]) -> Self {
+        self.args.extend(extra.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable for it.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Pins somewhere else than the topology's own pin path.
+    pub fn pin_path(mut self, path: &Path) -> Self {
+        path.clone_into(&mut self.pin_path);
+        self
+    }
+
+    fn spawn(&self) -> (Child, Lines) {
         let mut child = Command::new(binary())
-            .args([
-                "-1",
-                &topo.veth(1),
-                "-2",
-                &topo.veth(2),
-                "--netns",
-                &topo.fw(),
-            ])
+            .args(&self.base)
             .arg("--pin-path")
-            .arg(&pin)
-            .args(extra)
+            .arg(&self.pin_path)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning xdp-conntrack");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx2.send(l);
-            }
-        });
-        let (etx, erx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = etx.send(l);
-            }
-        });
-        // Ready once it says it is forwarding.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+            rx
+        };
+        let out = lines(Box::new(child.stdout.take().unwrap()));
+        let err = lines(Box::new(child.stderr.take().unwrap()));
+        (child, (out, err))
+    }
+
+    /// Starts the tracker and waits until it reports that it forwards.
+    pub fn start(self) -> Tracker {
+        let (mut child, (stdout, stderr)) = self.spawn();
+        let mut startup = Vec::new();
+        let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match erx.recv_timeout(left) {
-                Ok(l) if l.contains("forwarding") => break,
-                Ok(l) => eprintln!("tracker: {l}"),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("xdp-conntrack did not start: {:?}", child.wait());
-                }
+            let Ok(l) = stderr.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!(
+                    "xdp-conntrack {:?} did not start: {:?}; stderr: {startup:#?}",
+                    self.args,
+                    child.wait()
+                );
+            };
+            let forwarding = l.contains("forwarding");
+            if !forwarding {
+                eprintln!("tracker: {l}");
+            }
+            startup.push(l);
+            if forwarding {
+                break;
             }
         }
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in erx {});
-        Self {
+        std::thread::spawn(move || for _ in stderr {});
+        Tracker {
             child,
-            stdout: rx,
-            pin_path: pin,
+            stdout,
+            startup,
+            pin_path: self.pin_path,
+        }
+    }
+
+    /// Runs a tracker that must refuse to start: fails the test if it
+    /// reports that it forwards, or if it has not exited within
+    /// [`IO_TIMEOUT`].  Returns its exit status and its stderr lines.
+    pub fn start_failing(self) -> (ExitStatus, Vec<String>) {
+        let (mut child, (_, stderr)) = self.spawn();
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        // Until it closes stderr, by exiting.
+        while let Ok(l) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if l.contains("forwarding") {
+                let _ = child.kill();
+                panic!("xdp-conntrack {:?} started: {l}", self.args);
+            }
+            lines.push(l);
+        }
+        let exited = wait_for(deadline.saturating_duration_since(Instant::now()), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+            panic!(
+                "xdp-conntrack {:?} was still running after {IO_TIMEOUT:?}; stderr: {lines:#?}",
+                self.args
+            );
+        }
+        (child.wait().expect("the exit status"), lines)
+    }
+}
+
+impl Tracker {
+    /// A tracker in the topology's middle namespace between its two veths
+    /// (`-1 VETH1 -2 VETH2 --netns FW --pin-path /sys/fs/bpf/PREFIX`).
+    pub fn builder(topo: &Topology) -> TrackerBuilder {
+        let pin_path = topo.pin_path();
+        let base = [
+            "-1",
+            &topo.veth(1),
+            "-2",
+            &topo.veth(2),
+            "--netns",
+            &topo.fw(),
+        ]
+        .map(String::from)
+        .to_vec();
+        TrackerBuilder {
+            base,
+            args: Vec::new(),
+            env: Vec::new(),
+            pin_path,
         }
     }
 
     /// Sends SIGINT and waits for the exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(mut self) -> ExitStatus {
         self.interrupt()
     }
 
-    fn interrupt(&mut self) -> std::process::ExitStatus {
+    fn interrupt(&mut self) -> ExitStatus {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
         if let Ok(Some(st)) = self.child.try_wait() {
             return st;
         }
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = wait_for(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = self.child.kill();
         }
-        let _ = self.child.kill();
         self.child.wait().expect("waiting for xdp-conntrack")
     }
 
     /// `xdp-conntrack dump` against this tracker: (stdout lines, stderr).
     pub fn dump(&self) -> (Vec<String>, String) {
         dump(&self.pin_path)
+    }
+
+    /// Every entry `dump` shows for this tracker, parsed.
+    pub fn table(&self) -> Vec<ConntrackLine> {
+        dump_table(&self.pin_path)
     }
 }
 
@@ -395,9 +529,8 @@ pub fn tcp_accept(listener: &TcpListener) -> TcpStream {
     s
 }
 
-/// The `dump` line whose original tuple is `tuple`, e.g.
-/// `src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2`.
-pub fn dump_line(pin_path: &Path, proto: &str, tuple: &str) -> Option<String> {
+/// Every entry `dump` shows, parsed; its footer must count them.
+pub fn dump_table(pin_path: &Path) -> Vec<ConntrackLine> {
     let (lines, footer) = dump(pin_path);
     assert!(
         footer.contains(&format!("{} flow entries have been shown", lines.len())),
@@ -405,19 +538,30 @@ pub fn dump_line(pin_path: &Path, proto: &str, tuple: &str) -> Option<String> {
         lines.len()
     );
     lines
-        .into_iter()
-        .find(|l| l.starts_with(&format!("{proto} ")) && l.contains(&format!("{tuple} ")))
+        .iter()
+        .map(|l| ConntrackLine::parse_or_panic(l))
+        .collect()
 }
 
-/// The original tuple of an L4 flow from `from` to `to`.
-pub fn tuple(from: SocketAddr, to: SocketAddr) -> String {
-    format!(
-        "src={} dst={} sport={} dport={}",
-        from.ip(),
-        to.ip(),
-        from.port(),
-        to.port()
-    )
+/// The `dump` entry of the TCP or UDP flow whose original direction goes
+/// from `from` to `to`.
+pub fn dump_flow(
+    pin_path: &Path,
+    proto: &str,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Option<ConntrackLine> {
+    let orig = Tuple::ports(from, to);
+    dump_table(pin_path)
+        .into_iter()
+        .find(|e| e.proto == proto && e.orig == orig)
+}
+
+/// The `dump` entry of an ICMP echo exchange from `from` to `to`.
+pub fn dump_echo(pin_path: &Path, from: IpAddr, to: IpAddr) -> Option<ConntrackLine> {
+    dump_table(pin_path)
+        .into_iter()
+        .find(|e| e.proto == "icmp" && e.orig.src == from && e.orig.dst == to)
 }
 
 /// The output of `ip -n FW link show VETH`.
@@ -433,4 +577,196 @@ pub fn link_show(topo: &Topology, side: u8) -> String {
 /// Whether an XDP program is attached to a veth's host end.
 pub fn xdp_attached(topo: &Topology, side: u8) -> bool {
     link_show(topo, side).contains("xdp")
+}
+
+// ---------------------------------------------------------------------------
+// `conntrack -L` lines
+
+/// The layer-4 half of a conntrack tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum L4 {
+    /// TCP and UDP: `sport=N dport=N`.
+    Ports { sport: u16, dport: u16 },
+    /// ICMP: `type=N code=N id=N`.
+    Icmp { icmp_type: u8, code: u8, id: u16 },
+}
+
+/// One direction of a connection: `src=A dst=B` and its layer-4 half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub l4: L4,
+}
+
+impl Tuple {
+    /// A TCP or UDP tuple from `from` to `to`.
+    pub fn ports(from: SocketAddr, to: SocketAddr) -> Self {
+        Self {
+            src: from.ip(),
+            dst: to.ip(),
+            l4: L4::Ports {
+                sport: from.port(),
+                dport: to.port(),
+            },
+        }
+    }
+
+    /// An ICMP tuple.
+    pub fn icmp(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8, id: u16) -> Self {
+        Self {
+            src,
+            dst,
+            l4: L4::Icmp {
+                icmp_type,
+                code,
+                id,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Tuple {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "src={} dst={} ", self.src, self.dst)?;
+        match self.l4 {
+            L4::Ports { sport, dport } => write!(f, "sport={sport} dport={dport}"),
+            L4::Icmp {
+                icmp_type,
+                code,
+                id,
+            } => write!(f, "type={icmp_type} code={code} id={id}"),
+        }
+    }
+}
+
+/// One line of `conntrack -L` (conntrack-tools), or of `xdp-conntrack
+/// dump`, which prints the same format:
+///
+/// `tcp      6 431999 ESTABLISHED src=A dst=B sport=1 dport=2 [UNREPLIED]
+/// src=B dst=A sport=2 dport=1 [ASSURED] mark=0 use=1`
+///
+/// The kernel's per-tuple `packets= bytes=` (nf_conntrack_acct) and its
+/// `[OFFLOAD]` flags are read past; any other word is an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackLine {
+    /// "tcp", "udp", "icmp".
+    pub proto: String,
+    /// Its IP protocol number.
+    pub l4proto: u8,
+    /// Seconds left.
+    pub timeout: u64,
+    /// The TCP state, e.g. "ESTABLISHED"; None for UDP and ICMP.
+    pub state: Option<String>,
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub unreplied: bool,
+    pub assured: bool,
+    pub mark: Option<u32>,
+    pub use_count: Option<u32>,
+}
+
+impl ConntrackLine {
+    /// Parses one line; Err says what is wrong with it.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let mut words = line.split_whitespace().peekable();
+        let mut next = |what: &str| words.next().ok_or(format!("no {what}"));
+        let proto = next("protocol name")?.to_string();
+        let l4proto: u8 = number(next("protocol number")?)?;
+        let known = xdp_conntrack::proto::proto_name(l4proto);
+        if known != "unknown" && known != proto {
+            return Err(format!("protocol {l4proto} is {known}, not {proto}"));
+        }
+        let timeout = number(next("timeout")?)?;
+        let state = match words.peek() {
+            Some(w) if !w.contains('=') && !w.starts_with('[') => {
+                Some(words.next().unwrap_or_default().to_string())
+            }
+            _ => None,
+        };
+        let orig = read_tuple(&mut words)?;
+        let unreplied = words.next_if_eq(&"[UNREPLIED]").is_some();
+        let reply = read_tuple(&mut words)?;
+        let mut assured = false;
+        while let Some(flag) = words.next_if(|w| w.starts_with('[')) {
+            match flag {
+                "[ASSURED]" => assured = true,
+                "[OFFLOAD]" | "[HW_OFFLOAD]" => {}
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        let (mut mark, mut use_count) = (None, None);
+        for w in words {
+            match w.split_once('=') {
+                Some(("mark", v)) => mark = Some(number(v)?),
+                Some(("use", v)) => use_count = Some(number(v)?),
+                Some(("zone" | "secctx" | "labels", _)) => {}
+                _ => return Err(format!("unexpected {w:?}")),
+            }
+        }
+        Ok(Self {
+            proto,
+            l4proto,
+            timeout,
+            state,
+            orig,
+            reply,
+            unreplied,
+            assured,
+            mark,
+            use_count,
+        })
+    }
+
+    /// [`ConntrackLine::parse`], failing the test with the line.
+    #[track_caller]
+    pub fn parse_or_panic(line: &str) -> Self {
+        Self::parse(line).unwrap_or_else(|e| panic!("{e} in conntrack line {line:?}"))
+    }
+
+    /// The TCP state is `name`.
+    pub fn in_state(&self, name: &str) -> bool {
+        self.state.as_deref() == Some(name)
+    }
+}
+
+/// A decimal number.
+fn number<T: std::str::FromStr>(w: &str) -> Result<T, String> {
+    w.parse().map_err(|_| format!("{w:?} is not a number"))
+}
+
+/// The value of the next word, which must be `key=value`.
+fn field<'a>(words: &mut impl Iterator<Item = &'a str>, key: &str) -> Result<&'a str, String> {
+    let w = words.next().ok_or(format!("no {key}="))?;
+    w.strip_prefix(key)
+        .and_then(|v| v.strip_prefix('='))
+        .ok_or(format!("{w:?} where {key}= belongs"))
+}
+
+/// One tuple, and the kernel's `packets= bytes=` behind it if there.
+fn read_tuple<'a>(
+    words: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+) -> Result<Tuple, String> {
+    let addr = |w: &str| -> Result<IpAddr, String> {
+        w.parse().map_err(|_| format!("{w:?} is not an address"))
+    };
+    let src = addr(field(words, "src")?)?;
+    let dst = addr(field(words, "dst")?)?;
+    let l4 = if words.peek().is_some_and(|w| w.starts_with("type=")) {
+        L4::Icmp {
+            icmp_type: number(field(words, "type")?)?,
+            code: number(field(words, "code")?)?,
+            id: number(field(words, "id")?)?,
+        }
+    } else {
+        L4::Ports {
+            sport: number(field(words, "sport")?)?,
+            dport: number(field(words, "dport")?)?,
+        }
+    };
+    if words.peek().is_some_and(|w| w.starts_with("packets=")) {
+        number::<u64>(field(words, "packets")?)?;
+        number::<u64>(field(words, "bytes")?)?;
+    }
+    Ok(Tuple { src, dst, l4 })
 }

@@ -1549,8 +1549,7 @@ fn program_clock(h: &Harness) -> ct_clock {
 /// The drift between re-anchorings that [`assert_reads_clock_monotonic`]
 /// allows: 100 ppm over the tracker's one-second re-anchor period.
 /// Measured here: jiffies * TICK_NSEC runs 26 ppb slow against
-/// CLOCK_MONOTONIC_COARSE (0.105 ns a tick); clock.rs records 38 ppm the
-/// other way from an earlier comparison: size and sign follow the
+/// CLOCK_MONOTONIC_COARSE (0.105 ns a tick); size and sign follow the
 /// machine's NTP state.
 const DRIFT_NS: u64 = 100_000;
 

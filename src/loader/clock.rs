@@ -114,20 +114,75 @@ fn clock_offset(skel: &mut ConntrackSkel<'_>, tick_ns: u64, n: usize) -> Result<
     Ok(offsets[n / 2])
 }
 
-/// Re-anchors the program's jiffies clock to CLOCK_MONOTONIC_COARSE.  The
-/// two drift apart by tens of ppm (38 ppm, 3 s a day, measured here), so
-/// the tracker does this once a second; the clock then steps by tens of
-/// nanoseconds at most.
+/// Re-anchors the program's jiffies clock to CLOCK_MONOTONIC_COARSE, which
+/// the tracker does once a second.  The two drift apart slowly (about
+/// 0.1 ns a tick here, as NTP trims the coarse clock's tick), and faster
+/// while NTP slews; see [`reanchor`] for how a sample a tick off is kept
+/// from stepping the clock.
 pub fn recalibrate(skel: &mut ConntrackSkel<'_>) -> Result<()> {
-    let tick_ns = match skel.maps.bss_data.as_deref() {
-        Some(b) if b.ct_clock.tick_ns != 0 => b.ct_clock.tick_ns,
+    let (tick_ns, old) = match skel.maps.bss_data.as_deref() {
+        Some(b) if b.ct_clock.tick_ns != 0 => (b.ct_clock.tick_ns, b.ct_clock.offset_ns),
         _ => return Ok(()),
     };
-    let offset = clock_offset(skel, tick_ns, 3)?;
+    let offset = reanchor(old, clock_offset(skel, tick_ns, 3)?, tick_ns);
     if let Some(b) = skel.maps.bss_data.as_deref_mut() {
         // SAFETY: an aligned 64-bit store, which the program's CPUs see
         // whole; the pointer comes from a live mutable reference.
         unsafe { std::ptr::write_volatile(&mut b.ct_clock.offset_ns, offset) };
     }
     Ok(())
+}
+
+/// The offset to use after a re-anchor: `measured`, or `measured` moved by
+/// one tick when that lands within half a tick of `old`.
+///
+/// After an idle CPU wakes, CLOCK_MONOTONIC_COARSE can sit a whole tick
+/// away from its usual alignment with jiffies for milliseconds (the coarse
+/// clock advances only once a whole NTP-adjusted tick has accumulated), so
+/// two honest samples may give offsets a tick apart.  Taking each as it
+/// comes would step the program's clock a tick back and forth every
+/// second; keeping the alignment in use still follows slow drift (a small
+/// difference) and real jumps (more than a tick and a half).
+pub fn reanchor(old: u64, measured: u64, tick_ns: u64) -> u64 {
+    let half = (tick_ns / 2) as i64;
+    [
+        measured.wrapping_sub(tick_ns),
+        measured.wrapping_add(tick_ns),
+    ]
+    .into_iter()
+    .find(|c| (c.wrapping_sub(old) as i64).abs() < half)
+    .filter(|_| (measured.wrapping_sub(old) as i64).abs() >= half)
+    .unwrap_or(measured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reanchor;
+
+    const TICK: u64 = 4_000_000;
+
+    #[test]
+    fn slow_drift_is_followed() {
+        let old = 1_000_000_000_000;
+        assert_eq!(reanchor(old, old + 26, TICK), old + 26);
+        assert_eq!(reanchor(old, old - 26, TICK), old - 26);
+        assert_eq!(reanchor(old, old, TICK), old);
+    }
+
+    #[test]
+    fn a_sample_a_tick_off_keeps_the_alignment_in_use() {
+        let old = 1_000_000_000_000;
+        assert_eq!(reanchor(old, old + TICK, TICK), old);
+        assert_eq!(reanchor(old, old - TICK + 30, TICK), old + 30);
+        // Offsets live mod 2^64.
+        assert_eq!(reanchor(5, 5u64.wrapping_sub(TICK), TICK), 5);
+    }
+
+    #[test]
+    fn real_jumps_are_followed() {
+        let old = 1_000_000_000_000;
+        let five_s = 5_000_000_000;
+        assert_eq!(reanchor(old, old - five_s, TICK), old - five_s);
+        assert_eq!(reanchor(old, old + 2 * TICK, TICK), old + 2 * TICK);
+    }
 }

@@ -10,32 +10,18 @@ use anyhow::Result;
 use crate::loader::features::{kernel_version, probe_all, Need, Probe};
 use crate::sys::{self, Iface};
 
-/// Options of `check`.
+/// Options of `check`: with `-1`/`-2`, the veth peers of those interfaces
+/// are checked too.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Also check this interface's veth peer.
-    #[arg(short = '1', long = "iface1", value_name = "IFACE")]
-    pub iface1: Option<String>,
-    /// And this one's.
-    #[arg(short = '2', long = "iface2", value_name = "IFACE")]
-    pub iface2: Option<String>,
-    /// Look the interfaces up in this network namespace.
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub ifaces: super::Ifaces,
 }
 
 /// Prints the report; exits 1 when something required is missing.
 pub fn run(a: Args) -> Result<ExitCode> {
     sys::require_root()?;
-    if let Some(ns) = &a.netns {
-        sys::enter_netns(ns)?;
-    }
-    let ifaces = a
-        .iface1
-        .iter()
-        .chain(&a.iface2)
-        .map(|n| Iface::lookup(n))
-        .collect::<Result<Vec<_>>>()?;
+    let ifaces = a.ifaces.enter_and_lookup()?;
     libbpf_rs::set_print(None);
     let (text, ok) = report(&probe_all(), &ifaces);
     print!("{text}");

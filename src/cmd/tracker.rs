@@ -23,12 +23,8 @@ use crate::trace;
 /// Options of the tracker, which runs when no verb is given.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// First interface (side 1).
-    #[arg(short = '1', long = "iface1", value_name = "IFACE")]
-    pub iface1: Option<String>,
-    /// Second interface (side 2).
-    #[arg(short = '2', long = "iface2", value_name = "IFACE")]
-    pub iface2: Option<String>,
+    #[command(flatten)]
+    pub ifaces: super::Ifaces,
     /// 0 (silent) .. 5 (debug: print the program's bpf_printk lines).
     #[arg(short = 'l', long = "log-level", default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(0..=5))]
@@ -70,9 +66,6 @@ pub struct Args {
     #[arg(long, value_name = "MAC",
           value_parser = |s: &str| parse_mac(s).map_err(|e| e.to_string()))]
     pub dst_mac2: Option<[u8; 6]>,
-    /// Run inside this network namespace (from `ip netns add`).
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
     /// Milliseconds between two sweeps of expired entries.
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
@@ -87,18 +80,19 @@ fn info(level: u8, msg: impl AsRef<str>) {
 
 /// Runs the tracker until SIGINT, SIGTERM or SIGHUP.
 pub fn run(o: Args) -> Result<ExitCode> {
-    let (Some(name1), Some(name2)) = (&o.iface1, &o.iface2) else {
+    let (Some(name1), Some(name2)) = (&o.ifaces.iface1, &o.ifaces.iface2) else {
         bail!("both -1 IFACE and -2 IFACE are required (see --help)");
     };
     sys::require_root()?;
     sys::require_btf()?;
-    if let Some(ns) = &o.netns {
-        sys::enter_netns(ns)?;
-    }
     if name1 == name2 {
         bail!("-1 and -2 name the same interface '{name1}'");
     }
-    let ifaces = [Iface::lookup(name1)?, Iface::lookup(name2)?];
+    let ifaces: [Iface; 2] = o
+        .ifaces
+        .enter_and_lookup()?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("both interfaces must be found"))?;
 
     let mut cfg = Config {
         max_entries: o.max_entries,

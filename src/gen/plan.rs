@@ -341,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_handshake() {
+    fn the_ostinato_handshake() {
         assert_eq!(
             numbers(&args(&[])),
             [

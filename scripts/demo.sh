@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
-# `make demo`: the seed's workflow, end to end.  Creates ns1 (10.0.0.1) and
+# `make demo`: the three-terminal workflow, end to end.  Creates ns1 (10.0.0.1) and
 # ns2 (10.0.0.2) joined by veth1/veth2, runs xdp-conntrack on veth1/veth2,
 # pushes iperf3 TCP for 10 s and UDP at 1 Gbit/s through it, prints
 # throughput, retransmits and loss, then the connection table, and tears

@@ -1,5 +1,6 @@
 //! The handshake generator (`xdp-conntrack handshake`) through the real
-//! tracker, checked the seed's way: by the table `dump` shows.
+//! tracker, checked the way the Ostinato article checks it: by the table
+//! `dump` shows.
 
 mod common;
 
@@ -8,12 +9,12 @@ use std::process::{Command, Output};
 
 use common::*;
 
-/// The seed's addresses, on ns1's and ns2's eth0.
+/// The Ostinato article's addresses, on ns1's and ns2's eth0.
 const CLIENT: &str = "10.1.1.100";
 const SERVER: &str = "10.2.2.100";
 const N: usize = 3000;
 
-fn seed_topology() -> Topology {
+fn ostinato_topology() -> Topology {
     Topology::up_with(&format!("{CLIENT}/24"), &format!("{SERVER}/24"))
 }
 
@@ -73,8 +74,8 @@ fn assert_established(out: &Output, tracker: &Tracker, n: usize) -> Clients {
 }
 
 #[test]
-fn every_seed_handshake_reaches_established_assured() {
-    let topo = seed_topology();
+fn every_ostinato_handshake_reaches_established_assured() {
+    let topo = ostinato_topology();
     let tracker = Tracker::builder(&topo)
         .args(&["-q", "--max-entries", "8192"])
         .start();
@@ -89,7 +90,7 @@ fn every_seed_handshake_reaches_established_assured() {
         assert!(line.contains(&format!("delivered {N:>10}")), "{line}");
     }
 
-    // One connection per client port, stepping from the seed's 23420.
+    // One connection per client port, stepping from 23420.
     let want: BTreeSet<_> = (0..N as u16)
         .map(|i| (CLIENT.to_string(), 23420 + i))
         .collect();
@@ -98,7 +99,7 @@ fn every_seed_handshake_reaches_established_assured() {
 
 #[test]
 fn a_synack_acking_beyond_the_syn_establishes_nothing() {
-    let topo = seed_topology();
+    let topo = ostinato_topology();
     let tracker = Tracker::builder(&topo)
         .args(&["-q", "--max-entries", "8192"])
         .start();
@@ -122,7 +123,7 @@ fn a_synack_acking_beyond_the_syn_establishes_nothing() {
 
 #[test]
 fn full_and_rst_lifecycles_close_every_connection() {
-    let topo = seed_topology();
+    let topo = ostinato_topology();
     let tracker = Tracker::builder(&topo)
         .args(&["-q", "--max-entries", "8192"])
         .start();
@@ -152,7 +153,7 @@ fn full_and_rst_lifecycles_close_every_connection() {
 
 #[test]
 fn client_ports_run_over_into_the_next_address() {
-    let topo = seed_topology();
+    let topo = ostinato_topology();
     let out = topo.exec(
         &topo.ns1(),
         &["ip", "addr", "add", "10.1.1.101/24", "dev", "eth0"],
@@ -173,7 +174,7 @@ fn client_ports_run_over_into_the_next_address() {
 
 #[test]
 fn addresses_outside_the_namespaces_are_refused() {
-    let topo = seed_topology();
+    let topo = ostinato_topology();
     let out = handshake(&topo, &["--count", "10", "--client", "10.9.9.9"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -187,7 +188,7 @@ fn addresses_outside_the_namespaces_are_refused() {
 
 #[test]
 fn the_af_packet_sender_establishes_the_same_connections() {
-    let topo = seed_topology();
+    let topo = ostinato_topology();
     let tracker = Tracker::builder(&topo)
         .args(&["-q", "--max-entries", "8192"])
         .start();
@@ -201,7 +202,7 @@ fn the_af_packet_sender_establishes_the_same_connections() {
 
 #[test]
 fn a_data_flood_after_the_handshake_crosses_on_the_established_path() {
-    let topo = seed_topology();
+    let topo = ostinato_topology();
     let tracker = Tracker::builder(&topo)
         .args(&["-q", "--max-entries", "8192"])
         .start();
@@ -279,7 +280,7 @@ fn a_flood_from_two_threads_spreads_over_two_queues() {
 
 #[test]
 fn threads_need_a_flood_of_live_frames() {
-    let topo = seed_topology();
+    let topo = ostinato_topology();
     for extra in [
         &["--count", "5", "--threads", "2"][..],
         &[

@@ -56,7 +56,7 @@ struct Flow {
 }
 
 impl Flow {
-    /// The seed's client and server; `n` moves the client port so that
+    /// The Ostinato article's client and server; `n` moves the client port so that
     /// several flows can share one table.
     fn new(n: u16) -> Self {
         Self::between(
@@ -114,7 +114,7 @@ impl Flow {
         udp(&Ether::default(), self.s, self.c, data)
     }
 
-    /// The seed handshake (SYN 100; SYN-ACK 200/101; ACK 101/201): afterwards
+    /// The Ostinato handshake (SYN 100; SYN-ACK 200/101; ACK 101/201): afterwards
     /// the client sends from 101 and the server from 201.
     fn establish(&self, h: &Harness) {
         for frame in [
@@ -410,7 +410,7 @@ fn expire(h: &Harness, key: &ct_key, secs: u64) {
 // TCP: the handshake
 
 #[test]
-fn handshake_every_transition_with_the_seed_numbers() {
+fn handshake_every_transition_with_the_ostinato_numbers() {
     let h = Harness::default_config();
     let a = Ipv4Addr::new(10, 1, 1, 100);
     let b = Ipv4Addr::new(10, 2, 2, 100);

@@ -222,7 +222,7 @@ impl Seq {
     fn s(self, flags: u8, seq: u32, ack: u32) -> Self {
         self.tcp(Side::Server, flags, seq, ack, 0)
     }
-    /// The Ostinato seed handshake: SYN 100, SYN-ACK 200 ack 101, ACK 101
+    /// The Ostinato handshake: SYN 100, SYN-ACK 200 ack 101, ACK 101
     /// ack 201.  Afterwards the client's next seq is 101, the server's 201.
     fn handshake(self) -> Self {
         self.c(SYN, 100, 0).s(SYN | ACK, 200, 101).c(ACK, 101, 201)
@@ -264,7 +264,7 @@ fn tcp_sequences() -> Vec<Seq> {
     const S0: u32 = 0xa1f0_e2d4;
     vec![
         // --- handshakes
-        Seq::new("handshake, Ostinato seed numbers")
+        Seq::new("handshake, Ostinato numbers")
             .handshake()
             .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
         Seq::new("handshake with real ISNs, data both ways")

@@ -136,8 +136,105 @@ pub fn ip_frame(
     pad(f)
 }
 
-/// A TCP segment with `flags` (`tcp_flags`), `seq`, `ack` and `payload`.
-/// The ack number is written whether or not ACK is set.
+/// A TCP option, as a segment carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpOpt {
+    /// No-operation (1).
+    Nop,
+    /// Maximum segment size (2).
+    Mss(u16),
+    /// Window scale (3): the shift.
+    WindowScale(u8),
+    /// SACK permitted (4).
+    SackPerm,
+    /// SACK (5): (left, right) edges of up to four blocks.
+    Sack(Vec<(u32, u32)>),
+    /// Timestamps (8): value and echo reply.
+    Timestamp(u32, u32),
+    /// Bytes as they are, for malformed options.
+    Raw(Vec<u8>),
+}
+
+impl TcpOpt {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Nop => vec![1],
+            Self::Mss(m) => [&[2, 4][..], &m.to_be_bytes()].concat(),
+            Self::WindowScale(s) => vec![3, 3, *s],
+            Self::SackPerm => vec![4, 2],
+            Self::Sack(blocks) => {
+                let mut b = vec![5, (2 + 8 * blocks.len()) as u8];
+                for (l, r) in blocks {
+                    b.extend_from_slice(&l.to_be_bytes());
+                    b.extend_from_slice(&r.to_be_bytes());
+                }
+                b
+            }
+            Self::Timestamp(v, e) => [&[8, 10][..], &v.to_be_bytes(), &e.to_be_bytes()].concat(),
+            Self::Raw(b) => b.clone(),
+        }
+    }
+}
+
+/// A TCP segment: flags (`tcp_flags`), numbers, window, options, payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// TCP flag bits.
+    pub flags: u8,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number, written whether or not ACK is set.
+    pub ack: u32,
+    /// Window, unscaled.
+    pub win: u16,
+    /// Options, padded with end-of-list to a multiple of 4 bytes.
+    pub opts: Vec<TcpOpt>,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl Segment {
+    /// A segment with the default window, no options and no payload.
+    pub fn new(flags: u8, seq: u32, ack: u32) -> Self {
+        Self {
+            flags,
+            seq,
+            ack,
+            win: TCP_WINDOW,
+            opts: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+}
+
+/// The frame of a TCP segment from `src` to `dst`.
+pub fn tcp_segment(eth: &Ether, src: Endpoint, dst: Endpoint, seg: &Segment) -> Vec<u8> {
+    use tcp_flags::*;
+    let flags = seg.flags;
+    let mut th = TcpHeader::new(src.port, dst.port, seg.seq, seg.win);
+    th.acknowledgment_number = seg.ack;
+    th.fin = flags & FIN != 0;
+    th.syn = flags & SYN != 0;
+    th.rst = flags & RST != 0;
+    th.psh = flags & PSH != 0;
+    th.ack = flags & ACK != 0;
+    th.urg = flags & URG != 0;
+    th.ece = flags & ECE != 0;
+    th.cwr = flags & CWR != 0;
+    let mut opts: Vec<u8> = seg.opts.iter().flat_map(TcpOpt::bytes).collect();
+    opts.resize(opts.len().div_ceil(4) * 4, 0);
+    th.set_options_raw(&opts)
+        .expect("at most 40 bytes of options");
+    let mut f = Vec::new();
+    ip_builder(eth, src.addr, dst.addr)
+        .tcp_header(th)
+        .write(&mut f, &seg.payload)
+        .expect("writing into a Vec");
+    pad(f)
+}
+
+/// A TCP segment with `flags` (`tcp_flags`), `seq`, `ack` and `payload`,
+/// the default window and no options.
 pub fn tcp(
     eth: &Ether,
     src: Endpoint,
@@ -147,23 +244,11 @@ pub fn tcp(
     ack: u32,
     payload: &[u8],
 ) -> Vec<u8> {
-    use tcp_flags::*;
-    let mut th = TcpHeader::new(src.port, dst.port, seq, TCP_WINDOW);
-    th.acknowledgment_number = ack;
-    th.fin = flags & FIN != 0;
-    th.syn = flags & SYN != 0;
-    th.rst = flags & RST != 0;
-    th.psh = flags & PSH != 0;
-    th.ack = flags & ACK != 0;
-    th.urg = flags & URG != 0;
-    th.ece = flags & ECE != 0;
-    th.cwr = flags & CWR != 0;
-    let mut f = Vec::new();
-    ip_builder(eth, src.addr, dst.addr)
-        .tcp_header(th)
-        .write(&mut f, payload)
-        .expect("writing into a Vec");
-    pad(f)
+    let seg = Segment {
+        payload: payload.to_vec(),
+        ..Segment::new(flags, seq, ack)
+    };
+    tcp_segment(eth, src, dst, &seg)
 }
 
 /// A UDP datagram.
@@ -281,6 +366,36 @@ mod tests {
             };
             assert_eq!(checksum(&e[at..at + len], ps), 0, "ICMP of {s}");
         }
+    }
+
+    #[test]
+    fn tcp_options_are_laid_out_and_padded() {
+        let a = Endpoint::new(Ipv4Addr::new(10, 0, 0, 1), 1);
+        let b = Endpoint::new(Ipv4Addr::new(10, 0, 0, 2), 2);
+        let seg = Segment {
+            win: 512,
+            opts: vec![
+                TcpOpt::Mss(1460),
+                TcpOpt::SackPerm,
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(7),
+                TcpOpt::Sack(vec![(5, 9)]),
+            ],
+            ..Segment::new(SYN, 100, 0)
+        };
+        let f = tcp_segment(&Ether::default(), a, b, &seg);
+        let t = &f[34..];
+        // 4 + 2 + 1 + 3 + 10 = 20 bytes of options: doff 10.
+        assert_eq!(t[12] >> 4, 10);
+        assert_eq!(&t[14..16], &512u16.to_be_bytes());
+        assert_eq!(&t[20..30], &[2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7]);
+        assert_eq!(&t[30..40], &[5, 10, 0, 0, 0, 5, 0, 0, 0, 9]);
+        let odd = Segment {
+            opts: vec![TcpOpt::WindowScale(2)],
+            ..Segment::new(SYN, 1, 0)
+        };
+        let f = tcp_segment(&Ether::default(), a, b, &odd);
+        assert_eq!(&f[34 + 20..34 + 24], &[3, 3, 2, 0], "EOL pads to 4");
     }
 
     #[test]

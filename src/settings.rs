@@ -23,7 +23,8 @@ pub const DEFAULT_TIMEOUTS: &[(u32, u32)] = &[
     (ct_tcp_state::CT_TCP_TIME_WAIT.0, 120),
     (ct_tcp_state::CT_TCP_CLOSE.0, 10),
     (ct_tcp_state::CT_TCP_SYN_SENT2.0, 120),
-    (ct_timeout::CT_TO_UNACK.0, 300),
+    (ct_timeout::CT_TO_MAX_RETRANS.0, 300),
+    (ct_timeout::CT_TO_UNACKNOWLEDGED.0, 300),
     (ct_timeout::CT_TO_UDP.0, 300),
     (ct_timeout::CT_TO_UDP_STREAM.0, 600),
     (ct_timeout::CT_TO_ICMP.0, 30),
@@ -58,12 +59,18 @@ pub fn default_timeouts() -> [u32; TIMEOUT_SLOTS] {
     t
 }
 
+/// Older `--timeout` names, kept working: (alias, name).
+pub const TIMEOUT_ALIASES: &[(&str, &str)] = &[("unack", "unacknowledged")];
+
 /// Parses `STATE=SECONDS`, e.g. `established=3600` or `UDP=30`.
 pub fn parse_timeout(s: &str) -> Result<(usize, u32)> {
     let (name, secs) = s
         .split_once('=')
         .with_context(|| format!("timeout '{s}' is not STATE=SECONDS"))?;
-    let name = name.trim().to_ascii_lowercase();
+    let mut name = name.trim().to_ascii_lowercase();
+    if let Some(&(_, full)) = TIMEOUT_ALIASES.iter().find(|(a, _)| *a == name) {
+        name = full.to_string();
+    }
     let Some((_, slot, _)) = timeouts().find(|(n, _, _)| *n == name) else {
         let known: Vec<String> = timeouts().map(|(n, _, _)| n).collect();
         bail!(
@@ -115,6 +122,10 @@ mod tests {
         let (slot, secs) = parse_timeout("ESTABLISHED=3600").unwrap();
         assert_eq!(slot, ct_tcp_state::CT_TCP_ESTABLISHED.0 as usize);
         assert_eq!(secs, 3600);
+        assert_eq!(
+            parse_timeout("unack=9").unwrap(),
+            (ct_timeout::CT_TO_UNACKNOWLEDGED.0 as usize, 9)
+        );
         assert!(parse_timeout("established").is_err());
         assert!(parse_timeout("bogus=1").is_err());
         assert!(parse_timeout("udp=x").is_err());
@@ -136,7 +147,8 @@ mod tests {
                 "time_wait",
                 "close",
                 "syn_sent2",
-                "unack",
+                "max_retrans",
+                "unacknowledged",
                 "udp",
                 "udp_stream",
                 "icmp"

@@ -915,11 +915,11 @@ fn midstream_ack_is_picked_up_and_assured_after_an_answer() {
     let data = f.c_with(PSH | ACK, 5000, 9000, b"data");
     t.fwd(&data, &["new"], unreplied);
     // Not the established timeout while nobody answered.
-    t.timeout("unack");
+    t.timeout("unacknowledged");
     t.fwd(&f.c(ACK, 5004, 9000), &[], unreplied);
-    t.timeout("unack");
+    t.timeout("unacknowledged");
     t.fwd(&f.s(ACK, 9000, 5004), &[], replied);
-    t.timeout("unack");
+    t.timeout("unacknowledged");
     t.fwd(&f.c(ACK, 5004, 9000), &[], assured);
     t.timeout("established");
 }
@@ -1537,7 +1537,17 @@ fn two_cpus_hammering_one_established_flow() {
     assert_moved(&before, &h.stats(), &want, "concurrent ACKs");
     let t = Track::new(&h, f.tcp_key());
     assert_eq!(view(&h, &t.key), v(ESTABLISHED, REPLIED, ASSURED, f.c));
+    // Both storms were retransmissions of one ACK each: whichever ended
+    // last left the retransmission timeout.  One ACK from each side in
+    // turn ends the streak, and the state's own timeout is back.
+    t.fwd(&frames[0], &[], v(ESTABLISHED, REPLIED, ASSURED, f.c));
+    t.fwd(&frames[1], &[], v(ESTABLISHED, REPLIED, ASSURED, f.c));
     t.timeout("established");
+    // Neither CPU lost the other's window: each side's end is where the
+    // handshake left it (seen[] is by direction; the client opened).
+    let (_, e) = h.entry(&t.key).expect("the entry");
+    let (client, server) = (&e.tcp.seen[0], &e.tcp.seen[1]);
+    assert_eq!((client.td_end, server.td_end), (101, 201));
     assert_eq!(h.raw_len(), 1);
 }
 

@@ -45,7 +45,8 @@ const volatile struct {
 	enum ct_tcp_state state;
 	enum ct_timeout timeout;
 	enum ct_status status;
-	enum ct_seen seen;
+	enum ct_tcp_flag tcp_flag;
+	enum ct_tcp_last_flag tcp_last_flag;
 	enum ct_dir dir;
 	enum ct_verdict verdict;
 	enum ct_update update;
@@ -234,20 +235,17 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 
 	switch (p->key.proto) {
 	case IPPROTO_TCP:
-		/* Fast path: a plain ACK of an assured, established
-		 * connection changes nothing but the deadline, so it needs
-		 * no lock.  last_index must be ACK too, or a pending
-		 * ignored-SYN resync would be missed.
-		 */
-		if (likely(p->index == CT_IDX_ACK &&
-			   e->state == CT_TCP_ESTABLISHED &&
-			   (e->status & CT_S_ASSURED) &&
-			   e->last_index == CT_IDX_ACK)) {
-			ct_refresh(e, now, CT_TCP_ESTABLISHED);
+		/* The lock-free path: see ct_tcp_fast() for why it is safe. */
+		if (ct_tcp_fast(e, p, dir)) {
+			ct_refresh(e, now,
+				   ct_tcp_timeout_slot(&e->tcp,
+						       CT_TCP_ESTABLISHED,
+						       CT_IDX_ACK));
 			return CT_UPD_ACCEPT;
 		}
 		bpf_spin_lock(&e->lock);
 		upd = ct_tcp_packet(e, p, dir, now, &from);
+		/* After a reopen, the packet is the new original. */
 		if ((upd == CT_UPD_ACCEPT || upd == CT_UPD_KILL) &&
 		    dir == CT_DIR_REPLY)
 			e->status |= CT_S_SEEN_REPLY;
@@ -285,15 +283,20 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
  * @now: the program's clock
  * @st: this CPU's counters
  *
- * Return: the packet's verdict.
+ * Inserts the entry the packet opens, as the kernel's *_new() handlers
+ * shape it, in state NONE; ct_track() then hands the packet to it like
+ * any other.  A CPU that loses the race to insert goes through the
+ * winner's entry the same way.  (Advancing a private copy before the
+ * insert would cost less, but the verifier follows every path of the TCP
+ * rules once more for each copy, and the program outgrows its budget.)
+ *
+ * Return: CT_FORWARD to go on with the entry, or why the packet cannot
+ * open a connection.
  */
 static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
 						 __u64 now, struct ct_stats *st)
 {
 	struct ct_entry n = {};
-	enum ct_update upd;
-	struct ct_entry *e;
-	__u8 from = 0;
 	int err;
 
 	n.orig = p->src_slot;
@@ -307,20 +310,15 @@ static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
 			 */
 			if (ct_cfg.strict)
 				return CT_DROP_STRICT;
-			n.status |= CT_S_LIBERAL;
-		} else if (p->index == CT_IDX_SYN) {
-			n.seen[CT_DIR_ORIGINAL] = CT_SEEN_END_SET;
-			n.td_end[CT_DIR_ORIGINAL] = p->end;
-		} else {
+		} else if (p->index != CT_IDX_SYN) {
 			/* SYN-ACK, FIN, RST or nothing for an unknown
 			 * connection: the table has sIV for all of them.
 			 */
 			return CT_DROP_INVALID;
 		}
-		if (ct_tcp_packet(&n, p, CT_DIR_ORIGINAL, now, &from) !=
-		    CT_UPD_ACCEPT)
-			return CT_DROP_INVALID;
-		ct_log("xct: tcp NONE -> %s new", state_name(n.state));
+		ct_tcp_new(&n, p);
+		/* Alive until its first packet sets the real deadline. */
+		n.expires = now + ct_timeout_ns(CT_TCP_SYN_SENT);
 		break;
 	case IPPROTO_UDP:
 		n.expires = now + ct_timeout_ns(CT_TO_UDP);
@@ -339,14 +337,9 @@ static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
 		ct_count(st, CT_C_NEW);
 		return CT_FORWARD;
 	}
-	if (err == -EEXIST) {
-		/* Another CPU created it first: go through its entry. */
-		e = bpf_map_lookup_elem(&ct_table, &p->key);
-		if (!e)
-			return CT_FORWARD;
-		upd = ct_existing(e, p, now);
-		return upd == CT_UPD_INVALID ? CT_DROP_INVALID : CT_FORWARD;
-	}
+	/* -EEXIST: another CPU created it first; use its entry. */
+	if (err == -EEXIST)
+		return CT_FORWARD;
 	/* -E2BIG: the table is full.  Refuse the newcomer. */
 	return CT_DROP_FULL;
 }
@@ -363,28 +356,42 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
 						struct ct_stats *st)
 {
 	__u64 now = ct_now();
+	enum ct_verdict verdict;
 	enum ct_update upd;
 	struct ct_entry *e;
 
 	e = bpf_map_lookup_elem(&ct_table, &p->key);
-	if (likely(e)) {
-		if (likely(READ_ONCE(e->expires) > now)) {
-			upd = ct_existing(e, p, now);
-			if (likely(upd == CT_UPD_ACCEPT))
-				return CT_FORWARD;
-			if (upd == CT_UPD_INVALID)
-				return CT_DROP_INVALID;
-			/* Only the CPU whose delete succeeds counts it. */
-			if (!bpf_map_delete_elem(&ct_table, &p->key))
-				ct_count(st, CT_C_CLOSED);
-			if (upd == CT_UPD_KILL)
-				return CT_FORWARD;
-		} else if (!bpf_map_delete_elem(&ct_table, &p->key)) {
-			/* An expired entry is as good as absent. */
+	if (e && unlikely(READ_ONCE(e->expires) <= now)) {
+		/* An expired entry is as good as absent. */
+		if (!bpf_map_delete_elem(&ct_table, &p->key))
 			ct_count(st, CT_C_EXPIRED);
-		}
+		e = NULL;
 	}
-	return ct_create(p, now, st);
+	if (!e) {
+		verdict = ct_create(p, now, st);
+		if (verdict != CT_FORWARD)
+			return verdict;
+		e = bpf_map_lookup_elem(&ct_table, &p->key);
+		/* Gone already: another CPU's packet closed it. */
+		if (!e)
+			return CT_FORWARD;
+	}
+	upd = ct_existing(e, p, now);
+	switch (upd) {
+	case CT_UPD_ACCEPT:
+		return CT_FORWARD;
+	case CT_UPD_REOPEN:
+		ct_count(st, CT_C_CLOSED);
+		ct_count(st, CT_C_NEW);
+		return CT_FORWARD;
+	case CT_UPD_KILL:
+		/* Only the CPU whose delete succeeds counts it. */
+		if (!bpf_map_delete_elem(&ct_table, &p->key))
+			ct_count(st, CT_C_CLOSED);
+		return CT_FORWARD;
+	default:
+		return CT_DROP_INVALID;
+	}
 }
 
 /*

@@ -46,9 +46,12 @@ enum ct_tcp_state {
  * writes every slot before load.
  */
 enum ct_timeout {
-	CT_TO_UNACK = CT_TCP_MAX, /* picked-up TCP that has seen no reply */
-	CT_TO_UDP,		  /* UDP, unreplied or younger than 2 s */
-	CT_TO_UDP_STREAM,	  /* UDP seen both ways for more than 2 s */
+	CT_TO_MAX_RETRANS = CT_TCP_MAX, /* TCP: retransmitted 3 times or more,
+					 * or a zero window */
+	CT_TO_UNACKNOWLEDGED,		/* TCP: data in flight, or picked up and
+			       * unanswered */
+	CT_TO_UDP,			/* UDP, unreplied or younger than 2 s */
+	CT_TO_UDP_STREAM, /* UDP seen both ways for more than 2 s */
 	CT_TO_ICMP,
 	CT_TO_MAX,
 };
@@ -57,15 +60,27 @@ enum ct_timeout {
 enum ct_status {
 	CT_S_SEEN_REPLY = 1 << 0,
 	CT_S_ASSURED = 1 << 1,
-	CT_S_LIBERAL = 1 << 2,	 /* picked up mid-stream: skip ack checks */
-	CT_S_SIMOPEN = 1 << 3,	 /* TCP simultaneous open seen */
-	CT_S_CHALLENGE = 1 << 4, /* a SYN was ignored in LAST_ACK */
 };
 
-/* struct ct_entry.seen[] bits, one byte per direction. */
-enum ct_seen {
-	CT_SEEN_CLOSE_INIT = 1 << 0, /* this side sent the first FIN */
-	CT_SEEN_END_SET = 1 << 1,    /* td_end[] holds a sequence number */
+/*
+ * struct ct_tcp_side.flags, the kernel's IP_CT_TCP_FLAG_* bits: what one
+ * direction of a TCP connection has shown.
+ */
+enum ct_tcp_flag {
+	CT_TF_WINDOW_SCALE = 1 << 0, /* sent the window scale option */
+	CT_TF_SACK_PERM = 1 << 1,    /* sent SACK permitted */
+	CT_TF_CLOSE_INIT = 1 << 2,   /* sent the first FIN */
+	CT_TF_BE_LIBERAL = 1 << 3, /* picked up mid-stream: no window checks */
+	CT_TF_DATA_UNACKNOWLEDGED = 1 << 4, /* sent data not yet acked */
+	CT_TF_MAXACK_SET = 1 << 5,	    /* td_maxack holds an ack */
+};
+
+/* struct ct_tcp.last_flags bits (the kernel's last_flags). */
+enum ct_tcp_last_flag {
+	CT_LF_WINDOW_SCALE = 1 << 0,  /* the ignored SYN had window scaling */
+	CT_LF_SACK_PERM = 1 << 1,     /* ... and SACK permitted */
+	CT_LF_CHALLENGE_ACK = 1 << 6, /* a SYN was ignored in LAST_ACK */
+	CT_LF_SIMULTANEOUS_OPEN = 1 << 7,
 };
 
 enum ct_dir {
@@ -88,21 +103,52 @@ struct ct_key {
 };
 
 /*
+ * What one direction of a TCP connection has shown, for window tracking
+ * (the kernel's struct ip_ct_tcp_state).  Sequence numbers in host order.
+ */
+struct ct_tcp_side {
+	__u32 td_end;	 /* max of seq + len sent */
+	__u32 td_maxend; /* max of ack + max(win, 1) received */
+	__u32 td_maxwin; /* max(win) sent (scaled); 0: nothing seen yet */
+	__u32 td_maxack; /* max of ack sent */
+	__u8 td_scale;	 /* window scale factor */
+	__u8 flags;	 /* enum ct_tcp_flag */
+	__u8 pad[2];
+};
+
+/*
+ * The TCP part of an entry (the kernel's struct ip_ct_tcp): both sides,
+ * and the last packet, which retransmission counting and the resync of
+ * ignored packets compare against.  Only read or written under the
+ * entry's lock, except on the lock-free path of ct_tcp_fast(), which only
+ * reads.
+ */
+struct ct_tcp {
+	__u32 last_seq;
+	__u32 last_ack;
+	__u32 last_end;
+	__u16 last_win;	 /* raw window of the last packet */
+	__u8 last_index; /* flag class of the last accepted packet */
+	__u8 last_dir;	 /* its direction */
+	__u8 last_wscale;
+	__u8 last_flags; /* enum ct_tcp_last_flag */
+	__u8 retrans;	 /* identical ACKs in a row, saturating */
+	__u8 next_state; /* ct_tcp_packet()'s scratch, under the lock */
+	struct ct_tcp_side seen[2]; /* by direction */
+};
+
+/*
  * The times are the program's clock (struct ct_clock below): CLOCK_MONOTONIC
  * nanoseconds to within a tick.
  */
 struct ct_entry {
 	struct bpf_spin_lock lock;
-	__u8 state;	 /* enum ct_tcp_state; 0 for UDP and ICMP */
-	__u8 status;	 /* enum ct_status bits */
-	__u8 orig;	 /* key slot (0/1) of the endpoint that opened it */
-	__u8 last_index; /* TCP: flag class of the last accepted packet */
-	__u8 last_dir;	 /* TCP: its direction */
-	__u8 seen[2];	 /* TCP: enum ct_seen bits per direction */
-	__u8 icmp_type;	 /* ICMP: the original direction's type */
-	__u32 td_end[2]; /* TCP handshake: highest seq+len per direction */
-	__u32 last_end;	 /* TCP: seq+len of the last ignored packet */
-	__u64 expires;	 /* deadline */
+	__u8 state;	/* enum ct_tcp_state; 0 for UDP and ICMP */
+	__u8 status;	/* enum ct_status bits */
+	__u8 orig;	/* key slot (0/1) of the endpoint that opened it */
+	__u8 icmp_type; /* ICMP: the original direction's type */
+	__u64 expires;	/* deadline */
+	struct ct_tcp tcp;
 	__u64 created;
 };
 
@@ -150,9 +196,10 @@ struct ct_config {
 	__u8 src_mac[CT_SIDES][6];
 	__u8 rewrite[CT_SIDES];
 	__u8 log_level;
-	__u8 strict; /* drop mid-stream TCP instead of picking it up */
-	__u8 track;  /* 0: pure redirect, no tracking */
-	__u8 pad[3];
+	__u8 strict;  /* drop mid-stream TCP instead of picking it up */
+	__u8 track;   /* 0: pure redirect, no tracking */
+	__u8 liberal; /* skip TCP window checks but RST's (be_liberal=1) */
+	__u8 pad[2];
 };
 
 /*
@@ -185,7 +232,8 @@ enum ct_verdict {
 enum ct_update {
 	CT_UPD_ACCEPT = 0,  /* the entry took the packet */
 	CT_UPD_INVALID = 1, /* the packet is INVALID; the entry is as it was */
-	CT_UPD_REOPEN = 2,  /* delete the entry, then handle the packet anew */
+	CT_UPD_REOPEN = 2,  /* the packet closed the connection and opened a
+			     * new one in the same entry */
 	CT_UPD_KILL = 3,    /* forward the packet, then delete the entry */
 };
 

@@ -33,6 +33,16 @@
 #define VLAN_MAX_DEPTH 2
 #define AF_INET	       2
 
+#define TCPOPT_EOL	     0
+#define TCPOPT_NOP	     1
+#define TCPOPT_WINDOW	     3
+#define TCPOPT_SACK_PERM     4
+#define TCPOPT_SACK	     5
+#define TCPOPT_TIMESTAMP     8
+#define TCP_MAX_OPTION_SPACE 40
+#define TCP_MAX_WSCALE	     14
+#define TCP_SACK_MAX_BLOCKS  4
+
 /* TCP flag classes: the row index of tcp_conntracks[][][]. */
 enum ct_tcp_index {
 	CT_IDX_SYN = 0,
@@ -58,12 +68,18 @@ struct ct_pkt {
 	__be16 dport;
 	__u32 seq;
 	__u32 ack;
-	__u32 end; /* seq + payload + SYN + FIN, as segment_seq_plus_len() */
+	__u32 end;  /* seq + payload + SYN + FIN, as segment_seq_plus_len() */
+	__u32 sack; /* ack, or the highest SACK block edge after it */
+	__u16 win;  /* TCP window, unscaled */
 	__u8 family;
 	__u8 src_slot; /* key slot of the sender */
 	__u8 flags;    /* TCP flag byte */
 	__u8 index;    /* enum ct_tcp_index */
 	__u8 icmp_type;
+	__u8 has_opts; /* TCP options present */
+	__u8 topts;    /* CT_TF_WINDOW_SCALE, CT_TF_SACK_PERM seen in them */
+	__u8 wscale;   /* the window scale option's shift, at most 14 */
+	__u8 has_sack; /* a SACK option was seen */
 };
 
 /* The network layer of a packet, as the transport parsers need it. */
@@ -218,9 +234,138 @@ static __always_inline void ct_key_set(struct ct_pkt *p, __u8 proto,
 	}
 }
 
+/* Where the option walk stands: bpf_loop() hands this to each step. */
+struct tcp_opt_walk {
+	const __u8 *opts; /* the first option byte, in the packet */
+	void *data_end;
+	struct ct_pkt *p;
+	__u32 off; /* the next option's offset from opts */
+	__u32 len; /* bytes of options */
+	bool sack_done;
+};
+
+/* The right edge of SACK block @b of the option at @o, into @p's sack if
+ * it lies after it; false when the frame ends first.  Options are not
+ * aligned: copy, do not cast.
+ */
+static __always_inline bool tcp_opt_sack_block(const __u8 *o, __u32 b,
+					       void *data_end, struct ct_pkt *p)
+{
+	const __u8 *r = o + 2 + b * 8 + 4;
+	__be32 v;
+	__u32 edge;
+
+	if ((void *)(r + 4) > data_end)
+		return false;
+	__builtin_memcpy(&v, r, 4);
+	edge = bpf_ntohl(v);
+	if ((__s32)(edge - p->sack) > 0)
+		p->sack = edge;
+	return true;
+}
+
+/*
+ * One option of the walk, with the stopping rules of the kernel's
+ * tcp_options() and tcp_sack(): the end of the list, a length under 2 or
+ * past the options end the walk, and only the first SACK option counts.
+ * Return: 1 to stop, 0 to go on (bpf_loop()'s convention).
+ */
+static int tcp_opt_step(__u32 i, void *ctx)
+{
+	struct tcp_opt_walk *w = ctx;
+	struct ct_pkt *p = w->p;
+	const __u8 *o;
+	__u32 left, b;
+	__u8 kind, size;
+
+	if (w->off >= w->len || w->off >= TCP_MAX_OPTION_SPACE)
+		return 1;
+	left = w->len - w->off;
+	/* off < 40: the mask only tells the verifier. */
+	o = w->opts + (w->off & 63);
+	if ((void *)(o + 1) > w->data_end)
+		return 1;
+	kind = o[0];
+	if (kind == TCPOPT_EOL)
+		return 1;
+	if (kind == TCPOPT_NOP) {
+		w->off++;
+		return 0;
+	}
+	if (left < 2 || (void *)(o + 2) > w->data_end)
+		return 1;
+	size = o[1];
+	if (size < 2 || size > left)
+		return 1;
+	if (kind == TCPOPT_WINDOW && size == 3) {
+		if ((void *)(o + 3) > w->data_end)
+			return 1;
+		p->wscale = o[2] > TCP_MAX_WSCALE ? TCP_MAX_WSCALE : o[2];
+		p->topts |= CT_TF_WINDOW_SCALE;
+	} else if (kind == TCPOPT_SACK_PERM && size == 2) {
+		p->topts |= CT_TF_SACK_PERM;
+	} else if (kind == TCPOPT_SACK && !w->sack_done && size >= 10 &&
+		   !((size - 2) % 8)) {
+		w->sack_done = true;
+		p->has_sack = 1;
+#pragma unroll
+		for (b = 0; b < TCP_SACK_MAX_BLOCKS; b++)
+			if (2 + (b + 1) * 8 > size ||
+			    !tcp_opt_sack_block(o, b, w->data_end, p))
+				break;
+	}
+	w->off += size;
+	return 0;
+}
+
+/* Steps without bpf_loop() (before 5.17): enough for any real stack's
+ * options (a Linux SYN carries five), not for 40 bytes of NOPs.
+ */
+#define TCP_OPT_STEPS_UNROLLED 10
+
+/**
+ * parse_tcp_options() - window scale, SACK permitted and SACK blocks
+ * @p: gets has_opts, topts, wscale and sack (which starts at the ack)
+ * @th: the TCP header
+ * @len: bytes of options (doff * 4 - 20, at most 40)
+ * @data_end: end of the frame's first buffer
+ *
+ * A timestamp alone, as most segments of a Linux peer carry, takes no
+ * walk.  Otherwise each option is one step: up to 40 through bpf_loop(),
+ * whose callback the verifier checks once instead of per turn (a plain
+ * loop over 40 bytes of options exceeds its budget).
+ */
+static __always_inline void parse_tcp_options(struct ct_pkt *p,
+					      const struct tcphdr *th,
+					      __u32 len, void *data_end)
+{
+	struct tcp_opt_walk w = {
+		.opts = (const __u8 *)(th + 1),
+		.data_end = data_end,
+		.p = p,
+		.len = len,
+	};
+	int i;
+
+	p->has_opts = 1;
+	if (len == 12 && (void *)(w.opts + 4) <= data_end &&
+	    w.opts[0] == TCPOPT_NOP && w.opts[1] == TCPOPT_NOP &&
+	    w.opts[2] == TCPOPT_TIMESTAMP && w.opts[3] == 10)
+		return;
+
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		bpf_loop(TCP_MAX_OPTION_SPACE, tcp_opt_step, &w, 0);
+		return;
+	}
+	for (i = 0; i < TCP_OPT_STEPS_UNROLLED; i++)
+		if (tcp_opt_step(i, &w))
+			break;
+}
+
 /**
  * parse_tcp() - the TCP header, checked as nf_conntrack's tcp_error()
- * @p: gets the flags, their class, seq, ack, the segment's end and the key
+ * @p: gets the flags, their class, seq, ack, window, options, the
+ *     segment's end and the key
  * @l3: the network layer
  * @data_end: end of the frame's first buffer
  *
@@ -248,8 +393,12 @@ static __always_inline int parse_tcp(struct ct_pkt *p, const struct ct_l3 *l3,
 	/* Sequence arithmetic happens in host order, modulo 2^32. */
 	p->seq = bpf_ntohl(th->seq);
 	p->ack = bpf_ntohl(th->ack_seq);
+	p->sack = p->ack;
+	p->win = bpf_ntohs(th->window);
 	p->end = p->seq + (l3->l4len - doff) + !!(flags & TH_SYN) +
 		 !!(flags & TH_FIN);
+	if (doff > sizeof(*th))
+		parse_tcp_options(p, th, doff - sizeof(*th), data_end);
 	ct_key_set(p, IPPROTO_TCP, th->source, th->dest);
 	return CT_FORWARD;
 }

@@ -37,7 +37,7 @@ pub struct Args {
     pub max_entries: u32,
     /// Override a timeout, e.g. established=3600 (repeatable). States:
     /// syn_sent syn_recv established fin_wait close_wait last_ack time_wait
-    /// close syn_sent2 unack udp udp_stream icmp.
+    /// close syn_sent2 max_retrans unacknowledged udp udp_stream icmp.
     #[arg(long = "timeout", value_name = "STATE=SECONDS",
           value_parser = |s: &str| parse_timeout(s).map_err(|e| e.to_string()))]
     pub timeouts: Vec<(usize, u32)>,
@@ -51,6 +51,10 @@ pub struct Args {
     /// picking them up (nf_conntrack_tcp_loose=0).
     #[arg(long)]
     pub strict: bool,
+    /// Skip TCP window checks, except those of RSTs
+    /// (nf_conntrack_tcp_be_liberal=1).
+    #[arg(long)]
+    pub liberal: bool,
     /// Replace an XDP program already attached to an interface.
     #[arg(long)]
     pub force: bool,
@@ -99,6 +103,7 @@ pub fn run(o: Args) -> Result<ExitCode> {
         log_level: o.log_level,
         strict: o.strict,
         track: !o.no_track,
+        liberal: o.liberal,
         ifindex: [ifaces[0].index, ifaces[1].index],
         ..Config::new(super::kernel_features()?)
     };

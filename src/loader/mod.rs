@@ -35,6 +35,8 @@ pub struct Config {
     pub strict: bool,
     /// Track connections; false makes a pure redirect.
     pub track: bool,
+    /// Skip TCP window checks except for RSTs (nf_conntrack_tcp_be_liberal).
+    pub liberal: bool,
     /// Ingress ifindex of side 1 and side 2.
     pub ifindex: [u32; 2],
     /// (destination, source) MACs for frames leaving side 1 / side 2.
@@ -52,6 +54,7 @@ impl Config {
             log_level: 0,
             strict: false,
             track: true,
+            liberal: false,
             ifindex: [0; 2],
             rewrite: [None; 2],
             features,
@@ -99,6 +102,7 @@ pub fn load<'obj>(
     c.log_level = cfg.log_level;
     c.strict = u8::from(cfg.strict);
     c.track = u8::from(cfg.track);
+    c.liberal = u8::from(cfg.liberal);
     for (side, rw) in cfg.rewrite.iter().enumerate() {
         if let Some((dst, src)) = rw {
             c.rewrite[side] = 1;

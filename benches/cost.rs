@@ -1,20 +1,22 @@
 //! The program's own cost per packet, through BPF_PROG_TEST_RUN with
-//! `repeat`: forwarding only (tracking off), an established-flow ACK with
-//! the table at 1k, 64k and 1M entries, an INVALID packet, and a new
-//! connection.  Side by side in one run, 5 rounds, medians.  Run as root:
-//! `make bench-cost`.
+//! `repeat`: forwarding only (tracking off), an established-flow segment
+//! repeated with the table at 1k, 64k and 1M entries, an INVALID packet, a
+//! new connection, and an in-order stream.  Side by side in one run, 5
+//! rounds, medians.  Run as root: `make bench-cost`.
 //!
 //! A repeated run sends the same frame, so the established flow's entry
-//! stays in cache whatever the table's size; a new connection needs a
-//! distinct frame per run, so it is measured one run per frame, with the
-//! harness's fixed cost taken out (the same single runs, tracking off).
+//! stays in cache whatever the table's size; the copies count as
+//! retransmissions, which take the lock-free path.  A new connection and
+//! an in-order stream need a distinct frame per run, so they are measured
+//! one run per frame, with the harness's fixed cost taken out (the same
+//! single runs, tracking off).
 
 mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{config, established, load, median, run as per_packet, XDP_DROP, XDP_REDIRECT};
-use xdp_conntrack::bpf::types::ct_key;
+use common::{config, learnt, load, median, run as per_packet, XDP_DROP, XDP_REDIRECT};
+use xdp_conntrack::bpf::types::{ct_entry, ct_key};
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
@@ -35,17 +37,34 @@ fn server() -> Endpoint {
     Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080)
 }
 
-/// Fills the table with `n` established, assured connections.
-fn fill(skel: &ConntrackSkel<'_>, n: u32) {
-    let expires = monotonic_ns() + 3_600_000_000_000;
+fn key(c: Endpoint) -> ct_key {
     let s = server();
-    let keys: Vec<ct_key> = (0..n)
-        .map(|i| {
-            let c = client(i);
-            key_for(IPPROTO_TCP, (c.addr, c.port), (s.addr, s.port)).expect("an IPv4 key")
-        })
-        .collect();
-    common::fill(&skel.maps.ct_table, &keys, |_| established(expires));
+    key_for(IPPROTO_TCP, (c.addr, c.port), (s.addr, s.port)).expect("an IPv4 key")
+}
+
+/// The entry of an established connection that has just sent `segment`
+/// four times: its windows learnt from a real handshake (SYN 999, SYN-ACK
+/// 1999, ACK), and the segment's copies counted as retransmissions.
+fn established(segment: &[u8]) -> ct_entry {
+    let eth = Ether::default();
+    let (c, s) = (client(0), server());
+    let mut frames = vec![
+        tcp(&eth, c, s, SYN, 999, 0, b""),
+        tcp(&eth, s, c, SYN | ACK, 1999, 1000, b""),
+        tcp(&eth, c, s, ACK, 1000, 2000, b""),
+    ];
+    frames.extend(std::iter::repeat_n(segment.to_vec(), 4));
+    learnt(&frames, &key(c))
+}
+
+/// Fills the table with `n` copies of `entry`, one per client.
+fn fill(skel: &ConntrackSkel<'_>, n: u32, entry: &ct_entry) {
+    let expires = monotonic_ns() + 3_600_000_000_000;
+    let keys: Vec<ct_key> = (0..n).map(|i| key(client(i))).collect();
+    common::fill(&skel.maps.ct_table, &keys, |_| ct_entry {
+        expires,
+        ..*entry
+    });
 }
 
 /// `--profile SECS [--no-track]`: only the established ACK at 1k entries
@@ -58,7 +77,7 @@ fn profile(ack: &[u8], secs: u64, track: bool) {
         ..config()
     });
     if track {
-        fill(&skel, 1_000);
+        fill(&skel, 1_000, &established(ack));
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut runs = Vec::new();
@@ -90,6 +109,18 @@ fn main() {
         return profile(&ack, secs, !args.iter().any(|a| a == "--no-track"));
     }
     let invalid = tcp(&eth, flow, server(), SYN | FIN, 1000, 0, b"");
+    let entry = established(&ack);
+    // An in-order stream: each segment and each ACK moves the windows, so
+    // each takes the entry's lock.
+    let stream: Vec<Vec<u8>> = (0..25_000u32)
+        .flat_map(|i| {
+            let seq = 1006 + i * 6;
+            [
+                tcp(&eth, flow, server(), ACK | PSH, seq, 2000, &[0u8; 6]),
+                tcp(&eth, server(), flow, ACK, 2000, seq + 6, b""),
+            ]
+        })
+        .collect();
     let news: Vec<Vec<u8>> = (0..50_000)
         .map(|i| tcp(&eth, client(2_000_000 + i), server(), SYN, 100, 0, b""))
         .collect();
@@ -101,6 +132,7 @@ fn main() {
         ("established ACK, 1M entries".into(), vec![]),
         ("INVALID (SYN|FIN), dropped".into(), vec![]),
         ("new connection (SYN)".into(), vec![]),
+        ("established, in-order stream (locked)".into(), vec![]),
     ];
     for _ in 0..ROUNDS {
         let fwd = load(&Config {
@@ -120,7 +152,7 @@ fn main() {
                 max_entries: n + 65_536,
                 ..config()
             });
-            fill(&skel, n);
+            fill(&skel, n, &entry);
             let (ns, act) = per_packet(&skel, &ack, REPEAT);
             assert_eq!(act, XDP_REDIRECT, "the established ACK must be forwarded");
             rows[row].1.push(ns);
@@ -133,6 +165,16 @@ fn main() {
                 let single: f64 =
                     news.iter().map(|f| per_packet(&skel, f, 1).0).sum::<f64>() / news.len() as f64;
                 rows[5].1.push(single - base + fwd_ns);
+                let single = stream
+                    .iter()
+                    .map(|f| {
+                        let (ns, act) = per_packet(&skel, f, 1);
+                        assert_eq!(act, XDP_REDIRECT, "the stream is in order");
+                        ns
+                    })
+                    .sum::<f64>()
+                    / stream.len() as f64;
+                rows[6].1.push(single - base + fwd_ns);
             }
         }
     }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{config, established, load, median};
+use common::{config, expiring, load, median};
 use libbpf_rs::{MapCore, MapFlags};
 use xdp_conntrack::bpf::slice_bytes;
 use xdp_conntrack::bpf::types::ct_key;
@@ -29,9 +29,7 @@ fn fill(map: &impl MapCore, n: u32) {
             ..Default::default()
         })
         .collect();
-    common::fill(map, &keys, |i| {
-        established(if i % 2 == 0 { 1 } else { live })
-    });
+    common::fill(map, &keys, |i| expiring(if i % 2 == 0 { 1 } else { live }));
 }
 
 fn userspace_sweep(map: &impl MapCore) -> usize {

@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 
 use libbpf_rs::{MapCore, ProgramInput};
-use xdp_conntrack::bpf::types::{ct_entry, ct_key, ct_status, ct_tcp_index, ct_tcp_state};
+use xdp_conntrack::bpf::types::{ct_entry, ct_key, ct_tcp_state};
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::loader::{self, Config, Features};
 use xdp_conntrack::table;
@@ -28,17 +28,28 @@ pub fn load(cfg: &Config) -> ConntrackSkel<'static> {
     skel
 }
 
-/// An ESTABLISHED [ASSURED] TCP entry whose last packet was an ACK, as the
-/// handshake leaves it, expiring at `expires` on the program's clock.
-pub fn established(expires: u64) -> ct_entry {
+/// A TCP entry in `state` expiring at `expires`, and nothing else: for
+/// benches that only sweep.
+pub fn expiring(expires: u64) -> ct_entry {
     ct_entry {
         state: ct_tcp_state::CT_TCP_ESTABLISHED.0 as u8,
-        status: (ct_status::CT_S_SEEN_REPLY.0 | ct_status::CT_S_ASSURED.0) as u8,
-        // The established fast path needs it.
-        last_index: ct_tcp_index::CT_IDX_ACK.0 as u8,
         expires,
         ..Default::default()
     }
+}
+
+/// The entry that `frames` leave behind them in a fresh table, under
+/// `key`: learnt from the program itself, so that a table filled with
+/// copies holds what real traffic would (windows, last packet, flags).
+pub fn learnt(frames: &[Vec<u8>], key: &ct_key) -> ct_entry {
+    let skel = load(&config());
+    for f in frames {
+        assert_eq!(run(&skel, f, 1).1, XDP_REDIRECT, "a learning frame");
+    }
+    let (_, e) = table::lookup(&skel.maps.ct_table, key)
+        .expect("looking the entry up")
+        .expect("the learnt entry");
+    e
 }
 
 /// Writes `entry` under every key in `keys`.

@@ -32,7 +32,9 @@ use common::*;
 use nix::libc;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
-use xdp_conntrack::packet::{icmp_echo, tcp, tcp_flags::*, udp, Endpoint, Ether};
+use xdp_conntrack::packet::{
+    icmp_echo, tcp_flags::*, tcp_segment, udp, Endpoint, Ether, Segment, TcpOpt, TCP_WINDOW,
+};
 use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_TCP};
 use xdp_conntrack::sys::PacketSocket;
 use xdp_conntrack::table::Conn;
@@ -86,6 +88,9 @@ enum Body {
         seq: u32,
         ack: u32,
         len: usize,
+        /// The window, unscaled.
+        win: u16,
+        opts: Vec<TcpOpt>,
     },
     Udp,
     /// ICMP echo request (type 8) or reply (type 0).
@@ -107,15 +112,25 @@ struct Pkt {
 impl Pkt {
     fn frame(&self, eth: &Ether) -> Vec<u8> {
         let (src, dst) = self.from.ends();
-        match self.body {
-            Body::Tcp {
+        match &self.body {
+            &Body::Tcp {
                 flags,
                 seq,
                 ack,
                 len,
-            } => tcp(eth, src, dst, flags, seq, ack, &vec![b'x'; len]),
+                win,
+                ref opts,
+            } => {
+                let seg = Segment {
+                    win,
+                    opts: opts.clone(),
+                    payload: vec![b'x'; len],
+                    ..Segment::new(flags, seq, ack)
+                };
+                tcp_segment(eth, src, dst, &seg)
+            }
             Body::Udp => udp(eth, src, dst, b"parity"),
-            Body::Echo { icmp_type, id, seq } => {
+            &Body::Echo { icmp_type, id, seq } => {
                 icmp_echo(eth, src.addr, dst.addr, icmp_type, id, seq)
             }
         }
@@ -128,26 +143,53 @@ impl fmt::Display for Pkt {
             write!(f, "@{:.1}s ", d.as_secs_f32())?;
         }
         write!(f, "{} ", self.from.arrow())?;
-        match self.body {
-            Body::Tcp {
+        match &self.body {
+            &Body::Tcp {
                 flags,
                 seq,
                 ack,
                 len,
+                win,
+                ref opts,
             } => {
                 write!(f, "{} seq={seq} ack={ack}", flag_names(flags))?;
                 if len > 0 {
                     write!(f, " len={len}")?;
                 }
+                if win != TCP_WINDOW {
+                    write!(f, " win={win}")?;
+                }
+                if !opts.is_empty() {
+                    write!(f, " {}", opt_names(opts))?;
+                }
                 Ok(())
             }
             Body::Udp => write!(f, "UDP"),
-            Body::Echo { icmp_type, id, seq } => {
+            &Body::Echo { icmp_type, id, seq } => {
                 let what = if icmp_type == 8 { "request" } else { "reply" };
                 write!(f, "echo {what} id={id} seq={seq}")
             }
         }
     }
+}
+
+fn opt_names(opts: &[TcpOpt]) -> String {
+    let names: Vec<String> = opts
+        .iter()
+        .map(|o| match o {
+            TcpOpt::Nop => "nop".into(),
+            TcpOpt::Mss(m) => format!("mss {m}"),
+            TcpOpt::WindowScale(s) => format!("wscale {s}"),
+            TcpOpt::SackPerm => "sackOK".into(),
+            TcpOpt::Sack(b) => {
+                let b: Vec<String> = b.iter().map(|(l, r)| format!("{l}:{r}")).collect();
+                format!("sack {}", b.join(" "))
+            }
+            TcpOpt::Timestamp(v, e) => format!("TS val {v} ecr {e}"),
+            TcpOpt::Raw(b) => format!("raw {b:?}"),
+        })
+        .collect();
+    format!("<{}>", names.join(","))
 }
 
 fn flag_names(flags: u8) -> String {
@@ -211,8 +253,26 @@ impl Seq {
                 seq,
                 ack,
                 len,
+                win: TCP_WINDOW,
+                opts: Vec::new(),
             },
         )
+    }
+    /// Sets the last TCP segment's window.
+    fn win(mut self, w: u16) -> Self {
+        match &mut self.pkts.last_mut().expect("a packet").body {
+            Body::Tcp { win, .. } => *win = w,
+            b => panic!("a window on {b:?}"),
+        }
+        self
+    }
+    /// Sets the last TCP segment's options.
+    fn opts(mut self, o: &[TcpOpt]) -> Self {
+        match &mut self.pkts.last_mut().expect("a packet").body {
+            Body::Tcp { opts, .. } => *opts = o.to_vec(),
+            b => panic!("options on {b:?}"),
+        }
+        self
     }
     /// A client segment without payload.
     fn c(self, flags: u8, seq: u32, ack: u32) -> Self {
@@ -588,6 +648,502 @@ fn udp_slow_sequences() -> Vec<Seq> {
             .udp(Server)
             .udp(Client),
     ]
+}
+
+/// A Linux SYN's options: MSS, SACK permitted, timestamps, window scale.
+fn linux_syn_opts(wscale: u8) -> Vec<TcpOpt> {
+    vec![
+        TcpOpt::Mss(1460),
+        TcpOpt::SackPerm,
+        TcpOpt::Timestamp(1, 0),
+        TcpOpt::Nop,
+        TcpOpt::WindowScale(wscale),
+    ]
+}
+
+/// The kernel's window tracking (tcp_in_window): the six packetdrill
+/// scenarios of tools/testing/selftests/net/netfilter/packetdrill, data,
+/// acks and RSTs in and out of the window, window scaling, SACK, sequence
+/// wrap, keep-alives, zero windows and picked-up connections.
+fn tcp_window_sequences() -> Vec<Seq> {
+    use Side::{Client, Server};
+    const C0: u32 = 0x5b2c_1d3e;
+    const S0: u32 = 0xa1f0_e2d4;
+    let mut v = Vec::new();
+
+    // conntrack_ack_loss_stall.pkt: a segment retransmitted after it was
+    // acked, and after the data went more than a window further, is below
+    // the window's lower bound: the kernel lets it pass, not INVALID.
+    let mut stall = Seq::new("packetdrill ack_loss_stall: an acked segment retransmitted")
+        .c(SYN, C0, 0)
+        .win(32792)
+        .opts(&[TcpOpt::Mss(1000)])
+        .s(SYN | ACK, S0, C0 + 1)
+        .opts(&[TcpOpt::Mss(1460)])
+        .c(ACK, C0 + 1, S0 + 1)
+        .win(65535);
+    for i in 0..46u32 {
+        let seq = C0 + 1 + i * 1460;
+        stall = stall
+            .tcp(Client, PSH | ACK, seq, S0 + 1, 1460)
+            .win(257)
+            .s(ACK, S0 + 1, seq + 1460)
+            .win(65535);
+    }
+    v.push(
+        stall
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 1460)
+            .win(257)
+            .s(ACK, S0 + 1, C0 + 1 + 46 * 1460)
+            .win(65535)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+    );
+
+    // conntrack_inexact_rst.pkt: a RST that is not exactly at the next
+    // sequence still closes a connection that is already closing.
+    v.push(
+        Seq::new("packetdrill inexact_rst: a spurious RST after the close")
+            .c(SYN, C0, 0)
+            .win(65535)
+            .opts(&linux_syn_opts(8))
+            .s(SYN | ACK, S0, C0 + 1)
+            .win(65535)
+            .opts(&[TcpOpt::Mss(1460)])
+            .c(ACK, C0 + 1, S0 + 1)
+            .win(65535)
+            .tcp(Server, ACK, S0 + 1, C0 + 1, 1000)
+            .win(65535)
+            .tcp(Server, ACK, S0 + 1001, C0 + 1, 1000)
+            .win(65535)
+            .tcp(Server, ACK, S0 + 2001, C0 + 1, 1000)
+            .win(65535)
+            .c(ACK, C0 + 1, S0 + 1001)
+            .win(65535)
+            .c(ACK, C0 + 1, S0 + 2001)
+            .win(65535)
+            .c(ACK, C0 + 1, S0 + 3001)
+            .win(65535)
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 3001, 1000)
+            .win(65535)
+            .s(FIN | ACK, S0 + 3001, C0 + 1001)
+            .win(65535)
+            .c(ACK, C0 + 1001, S0 + 3002)
+            .win(65535)
+            .c(RST | ACK, C0 + 1001, S0 + 3002)
+            .win(65535)
+            .s(RST, S0 + 2001, 0)
+            .win(0)
+            .kernel_ends("tcp CLOSE C>S ASSURED"),
+    );
+
+    // conntrack_rst_invalid.pkt: out-of-window RSTs are INVALID and the
+    // connection stays ESTABLISHED; only the exact one closes it.
+    v.push(
+        Seq::new("packetdrill rst_invalid: blind and inexact RSTs, then the exact one")
+            .c(SYN, C0, 0)
+            .win(65535)
+            .opts(&linux_syn_opts(8))
+            .s(SYN | ACK, S0, C0 + 1)
+            .win(65535)
+            .opts(&[TcpOpt::Mss(1460)])
+            .c(ACK, C0 + 1, S0 + 1)
+            .win(65535)
+            .tcp(Server, ACK, S0 + 1, C0 + 1, 1000)
+            .win(65535)
+            .tcp(Server, ACK, S0 + 1001, C0 + 1, 1000)
+            .win(65535)
+            .tcp(Server, ACK, S0 + 2001, C0 + 1, 1000)
+            .win(65535)
+            .c(ACK, C0 + 1, S0 + 1001)
+            .win(65535)
+            .c(ACK, C0 + 1, S0 + 2001)
+            .win(65535)
+            .c(ACK, C0 + 1, S0 + 3001)
+            .win(65535)
+            .s(RST, 0, 0)
+            .win(0)
+            .s(RST, S0.wrapping_add(1_000_000), 0)
+            .win(0)
+            .s(RST, S0 + 42, 0)
+            .win(0)
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 3001, 1000)
+            .win(65535)
+            .s(ACK, S0 + 3001, C0 + 1001)
+            .win(65535)
+            .s(RST | ACK, S0 + 3000, C0 + 1001)
+            .win(0)
+            .s(RST | ACK, S0 + 3001, C0 + 1001)
+            .win(0)
+            .kernel_ends("tcp CLOSE C>S ASSURED"),
+    );
+
+    // conntrack_synack_old.pkt: a SYN-ACK for an older incarnation is
+    // INVALID; the right one after the SYN's retransmission establishes.
+    v.push(
+        Seq::new("packetdrill synack_old: an old incarnation's SYN-ACK, then the right one")
+            .c(SYN, C0, 0)
+            .win(65535)
+            .opts(&linux_syn_opts(8))
+            .s(SYN | ACK, 145_824_453, 643_160_523)
+            .win(240)
+            .opts(&[
+                TcpOpt::Mss(1440),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+                TcpOpt::Timestamp(1, 1),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(0),
+            ])
+            .c(SYN, C0, 0)
+            .win(65535)
+            .opts(&linux_syn_opts(8))
+            .s(SYN | ACK, 145_758_918, C0 + 1)
+            .win(250)
+            .opts(&[
+                TcpOpt::Mss(1460),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+                TcpOpt::Timestamp(1, 1),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(0),
+            ])
+            .c(ACK, C0 + 1, 145_758_919)
+            .win(256)
+            .tcp(Client, PSH | ACK, C0 + 1, 145_758_919, 1)
+            .win(256)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+    );
+
+    // conntrack_syn_challenge_ack.pkt: the peer answers a SYN with a
+    // challenge ACK (an old incarnation's), the client resets and tries
+    // again, and the new connection establishes.
+    v.push(
+        Seq::new("packetdrill syn_challenge_ack: challenge ACK, RST, SYN again")
+            .c(SYN, C0, 0)
+            .win(65535)
+            .opts(&linux_syn_opts(8))
+            .s(ACK, 145_824_453, 643_160_523)
+            .win(240)
+            .opts(&[
+                TcpOpt::Mss(1460),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+                TcpOpt::Timestamp(1, 1),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(0),
+            ])
+            .c(RST, 643_160_523, 0)
+            .win(0)
+            .c(SYN, C0, 0)
+            .win(65535)
+            .opts(&linux_syn_opts(8))
+            .s(SYN | ACK, S0, C0 + 1)
+            .win(250)
+            .opts(&[
+                TcpOpt::Mss(1460),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+                TcpOpt::Timestamp(1, 1),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(0),
+            ])
+            .c(ACK, C0 + 1, S0 + 1)
+            .win(256)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+    );
+
+    // conntrack_synack_reuse.pkt: a new SYN on an established connection
+    // is ignored, the challenge ACK passes, the RST that follows closes the
+    // entry, and the retransmitted SYN's SYN-ACK gives SYN_RECV.
+    v.push(
+        Seq::new("packetdrill synack_reuse: a SYN while ESTABLISHED, its RST, SYN again")
+            .c(SYN, C0, 0)
+            .win(32792)
+            .opts(&[
+                TcpOpt::Mss(1000),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(7),
+                TcpOpt::Timestamp(1, 0),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+            ])
+            .s(SYN | ACK, S0, C0 + 1)
+            .opts(&[
+                TcpOpt::Mss(1460),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+                TcpOpt::Timestamp(100, 1),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(8),
+            ])
+            .c(ACK, C0 + 1, S0 + 1)
+            .win(257)
+            .opts(&[TcpOpt::Timestamp(1, 100), TcpOpt::Nop, TcpOpt::Nop])
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 100)
+            .win(257)
+            .opts(&[TcpOpt::Timestamp(2, 100), TcpOpt::Nop, TcpOpt::Nop])
+            .s(ACK, S0 + 1, C0 + 101)
+            .win(256)
+            .opts(&[TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Timestamp(110, 2)])
+            .c(SYN, 2000, 0)
+            .win(32792)
+            .opts(&[
+                TcpOpt::Mss(1000),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(7),
+                TcpOpt::Timestamp(233, 0),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+            ])
+            .s(ACK, S0 + 1, C0 + 101)
+            .win(256)
+            .opts(&[TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Timestamp(112, 2)])
+            .c(RST | ACK, C0 + 101, S0 + 1)
+            .win(257)
+            .c(SYN, 2000, 0)
+            .win(32792)
+            .opts(&[
+                TcpOpt::Mss(1000),
+                TcpOpt::Nop,
+                TcpOpt::WindowScale(0),
+                TcpOpt::Timestamp(233, 0),
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+            ])
+            .s(SYN | ACK, S0 + 7000, 2001)
+            .opts(&[TcpOpt::Mss(1460), TcpOpt::Nop, TcpOpt::WindowScale(8)])
+            .kernel_ends("tcp SYN_RECV C>S"),
+    );
+
+    // Data and acks against the window, without window scaling: the
+    // server opens a 1000-byte window.
+    let small = |name| {
+        Seq::new(name)
+            .c(SYN, C0, 0)
+            .s(SYN | ACK, S0, C0 + 1)
+            .win(1000)
+            .c(ACK, C0 + 1, S0 + 1)
+    };
+    v.push(
+        small("data far beyond the receiver's window is INVALID")
+            .tcp(Client, PSH | ACK, C0 + 1 + 100_000, S0 + 1, 10)
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 500)
+            .s(ACK, S0 + 1, C0 + 501)
+            .win(1000)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+    );
+    v.push(
+        small("data right past the window edge, up to a window more, is ignored")
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 1000)
+            .tcp(Client, PSH | ACK, C0 + 1001, S0 + 1, 500)
+            .tcp(Client, PSH | ACK, C0 + 1501, S0 + 1, 900)
+            .s(ACK, S0 + 1, C0 + 2401)
+            .win(1000)
+            .s(ACK, S0 + 1, C0 + 1001)
+            .win(1000),
+    );
+    v.push(
+        small("acks of data never sent, and acks far behind")
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 500)
+            .s(ACK, S0 + 1, C0 + 10_000)
+            .win(1000)
+            .s(ACK, S0 + 1, C0 + 502)
+            .win(1000)
+            .s(ACK, S0 + 1, C0.wrapping_sub(100_000))
+            .win(1000)
+            .s(ACK, S0 + 1, C0 + 501)
+            .win(1000)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+    );
+    v.push(
+        small("server data past the client's window, and old data again")
+            .tcp(Server, PSH | ACK, S0 + 1, C0 + 1, 1400)
+            .c(ACK, C0 + 1, S0 + 1401)
+            .tcp(Server, PSH | ACK, S0 + 1401, C0 + 1, 1400)
+            .tcp(Server, PSH | ACK, S0 + 1 + 200_000, C0 + 1, 100)
+            .tcp(Server, PSH | ACK, S0 + 1, C0 + 1, 1400)
+            .c(ACK, C0 + 1, S0 + 2801),
+    );
+    v.push(
+        small("a blind RST far from the window, a RST below what was acked")
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 500)
+            .s(ACK, S0 + 1, C0 + 501)
+            .win(1000)
+            .c(RST, C0.wrapping_add(5_000_000), 0)
+            .c(RST, C0 + 100, 0)
+            .c(RST | ACK, C0 + 501, S0 + 1)
+            .kernel_ends("tcp CLOSE C>S ASSURED"),
+    );
+    v.push(
+        small("a RST above what was acked keeps ESTABLISHED, the exact one closes")
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 500)
+            .s(ACK, S0 + 1, C0 + 501)
+            .win(1000)
+            .s(RST, S0 + 300, 0)
+            .c(RST, C0 + 700, 0)
+            .c(RST, C0 + 501, 0)
+            .kernel_ends("tcp CLOSE C>S ASSURED"),
+    );
+    v.push(
+        small("a RST right behind the sender's own data, in a train")
+            .tcp(Client, PSH | ACK, C0 + 1, S0 + 1, 500)
+            .c(RST, C0 + 501, 0)
+            .kernel_ends("tcp CLOSE C>S ASSURED"),
+    );
+    v.push(
+        small("FIN out of the window, then in it")
+            .c(FIN | ACK, C0 + 50_000, S0 + 1)
+            .c(FIN | ACK, C0 + 1, S0 + 1)
+            .s(ACK, S0 + 1, C0 + 2)
+            .win(1000),
+    );
+
+    // Window scaling: only when both SYNs carry the option.
+    let scaled = |name, c_opt: bool, s_opt: bool| {
+        let c_opts = if c_opt {
+            vec![TcpOpt::Nop, TcpOpt::WindowScale(7)]
+        } else {
+            vec![]
+        };
+        let s_opts = if s_opt {
+            vec![TcpOpt::Nop, TcpOpt::WindowScale(7)]
+        } else {
+            vec![]
+        };
+        Seq::new(name)
+            .c(SYN, C0, 0)
+            .win(512)
+            .opts(&c_opts)
+            .s(SYN | ACK, S0, C0 + 1)
+            .win(512)
+            .opts(&s_opts)
+            .c(ACK, C0 + 1, S0 + 1)
+            .win(512)
+            .s(ACK, S0 + 1, C0 + 1)
+            .win(512)
+            // 512 << 7 is 64 KiB: data 30 KiB on is inside the scaled
+            // window only.
+            .tcp(Client, PSH | ACK, C0 + 1 + 30_000, S0 + 1, 100)
+            .win(512)
+            .tcp(Server, PSH | ACK, S0 + 1 + 30_000, C0 + 1, 100)
+            .win(512)
+    };
+    v.push(scaled("window scale 7 both ways", true, true));
+    v.push(scaled("window scale from the client only", true, false));
+    v.push(scaled("window scale from the server only", false, true));
+    v.push(scaled("no window scale", false, false));
+
+    // SACK: blocks count for the ack bound only when both sent SACK
+    // permitted.
+    let sack = |name, perm: bool| {
+        let p = if perm { vec![TcpOpt::SackPerm] } else { vec![] };
+        Seq::new(name)
+            .c(SYN, C0, 0)
+            .opts(&p)
+            .s(SYN | ACK, S0, C0 + 1)
+            .opts(&p)
+            .c(ACK, C0 + 1, S0 + 1)
+            .tcp(Server, PSH | ACK, S0 + 1, C0 + 1, 1000)
+            .tcp(Server, PSH | ACK, S0 + 2001, C0 + 1, 1000)
+            // The client got the third segment and not the second.
+            .c(ACK, C0 + 1, S0 + 1001)
+            .opts(&[
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+                TcpOpt::Sack(vec![(S0 + 2001, S0 + 3001)]),
+            ])
+            // A block past anything the server sent.
+            .c(ACK, C0 + 1, S0 + 1001)
+            .opts(&[
+                TcpOpt::Nop,
+                TcpOpt::Nop,
+                TcpOpt::Sack(vec![(S0 + 5001, S0 + 9001)]),
+            ])
+            .tcp(Server, PSH | ACK, S0 + 1001, C0 + 1, 1000)
+            .c(ACK, C0 + 1, S0 + 3001)
+    };
+    v.push(sack("SACK blocks, permitted both ways", true));
+    v.push(sack("SACK blocks, not permitted", false));
+
+    v.push(
+        Seq::new("data across the sequence wrap, both ways")
+            .c(SYN, 0xFFFF_FF00, 0)
+            .s(SYN | ACK, 0xFFFF_FFF0, 0xFFFF_FF01)
+            .c(ACK, 0xFFFF_FF01, 0xFFFF_FFF1)
+            .tcp(Client, PSH | ACK, 0xFFFF_FF01, 0xFFFF_FFF1, 1000)
+            .tcp(
+                Server,
+                PSH | ACK,
+                0xFFFF_FFF1,
+                0xFFFF_FF01u32.wrapping_add(1000),
+                1000,
+            )
+            .c(
+                ACK,
+                0xFFFF_FF01u32.wrapping_add(1000),
+                0xFFFF_FFF1u32.wrapping_add(1000),
+            )
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+    );
+    v.push(
+        Seq::new("keep-alives and their answers")
+            .handshake()
+            .c(ACK, 100, 201)
+            .tcp(Client, ACK, 100, 201, 1)
+            .s(ACK, 201, 101)
+            .s(ACK, 200, 101)
+            .c(ACK, 101, 201),
+    );
+    v.push(
+        Seq::new("a zero window, a probe, and the window opening")
+            .handshake()
+            .tcp(Client, PSH | ACK, 101, 201, 1000)
+            .s(ACK, 201, 1101)
+            .win(0)
+            .tcp(Client, ACK, 1101, 201, 1)
+            .s(ACK, 201, 1101)
+            .win(0)
+            .s(ACK, 201, 1101)
+            .win(4000)
+            .tcp(Client, PSH | ACK, 1101, 201, 1000),
+    );
+    v.push(
+        Seq::new("data left unacknowledged, then acknowledged")
+            .handshake()
+            .tcp(Client, PSH | ACK, 101, 201, 1000)
+            .tcp(Client, PSH | ACK, 1101, 201, 1000)
+            .s(ACK, 201, 2101),
+    );
+    v.push(
+        Seq::new("one ACK retransmitted three times and more")
+            .handshake()
+            .tcp(Client, PSH | ACK, 101, 201, 100)
+            .s(ACK, 201, 201)
+            .s(ACK, 201, 201)
+            .s(ACK, 201, 201)
+            .s(ACK, 201, 201)
+            .s(ACK, 201, 201)
+            .tcp(Client, PSH | ACK, 201, 201, 100),
+    );
+    v.push(
+        Seq::new("picked up mid-stream: the windows are learnt, liberally")
+            .tcp(Client, PSH | ACK, 10_000, 20_000, 100)
+            .win(300)
+            .tcp(Server, PSH | ACK, 20_000, 10_100, 100)
+            .win(300)
+            .tcp(Client, PSH | ACK, 10_100 + 500_000, 20_100, 100)
+            .c(ACK, 10_100, 20_100 + 900_000)
+            .c(RST, 10_100 + 5_000_000, 0)
+            .c(RST, 10_000, 0)
+            .c(ACK, 10_100, 20_100),
+    );
+    v.push(
+        Seq::new("picked up by a keep-alive's answer")
+            .c(ACK, 10_000, 20_000)
+            .s(ACK, 20_000, 10_001)
+            .c(ACK, 10_001, 20_000),
+    );
+    v
 }
 
 // ---------------------------------------------------------------------------
@@ -1206,6 +1762,11 @@ fn tcp_matches_nf_conntrack() {
 #[test]
 fn udp_and_icmp_match_nf_conntrack() {
     check_parity(&udp_icmp_sequences());
+}
+
+#[test]
+fn tcp_windows_match_nf_conntrack() {
+    check_parity(&tcp_window_sequences());
 }
 
 #[test]

@@ -5,21 +5,26 @@
 #ifndef __HANDSHAKE_H
 #define __HANDSHAKE_H
 
-/* What the sink counts, by TCP flag class (RST, then SYN, FIN, ACK). */
+/*
+ * What the sink counts: TCP by flag class (RST, then SYN, FIN, ACK), and
+ * UDP datagrams.
+ */
 enum hs_kind {
 	HS_SYN = 0,
 	HS_SYNACK = 1,
 	HS_ACK = 2,
 	HS_FIN = 3,
 	HS_RST = 4,
-	HS_OTHER = 5,
-	HS_KINDS = 6,
+	HS_UDP = 5,
+	HS_OTHER = 6,
+	HS_KINDS = 7,
 };
 
 /*
- * One phase of the generator: the same template frame `count` times, with
- * the client's address and port of connection i written in.  Userspace
- * sets it before each run; the program advances `next`.
+ * One phase of the generator: the same template frame (TCP or UDP)
+ * `count` times, with the client's address and port of connection i
+ * written in.  Userspace sets it before each run; the program advances
+ * `next`.
  */
 struct hs_phase {
 	__u64 next;	      /* index of the next connection */

@@ -49,6 +49,15 @@ pub enum Lifecycle {
     Rst,
 }
 
+/// The flows' transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    /// The handshake: SYN, SYN-ACK, ACK, then the lifecycle.
+    Tcp,
+    /// A datagram from the client, then one from the server.
+    Udp,
+}
+
 /// How frames leave the sending namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sender {
@@ -108,6 +117,10 @@ pub struct Args {
     /// The server's interface in that namespace.
     #[arg(long, default_value = "eth0")]
     pub server_iface: String,
+    /// The flows' transport: TCP (the handshake) or UDP (a datagram each
+    /// way, without payload).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: Proto,
     /// Number of connections.
     #[arg(short = 'n', long, default_value_t = 1000)]
     pub count: u64,
@@ -310,16 +323,18 @@ struct Generator<'a, 'obj> {
     tx: Transmitter,
 }
 
-impl Generator<'_, '_> {
-    /// Sends round `round` of `ph`, then waits for it to arrive.
-    fn phase(&mut self, ph: &Phase, round: u64) -> Result<PhaseReport> {
+impl<'a> Generator<'a, '_> {
+    /// The stream of round `round` of `ph`, from the side that sends it.
+    fn stream<'p>(&self, ph: &'p Phase, round: u64) -> Stream<'p>
+    where
+        'a: 'p,
+    {
         let (src, dst) = if ph.client_is_src {
             (self.client, self.server)
         } else {
             (self.server, self.client)
         };
-        let _in = Guard::enter_file(&src.ns)?;
-        let stream = Stream {
+        Stream {
             phase: ph,
             frames: self.plan.frames(ph, round, self.span),
             clients: self.plan.clients,
@@ -330,7 +345,13 @@ impl Generator<'_, '_> {
             },
             ifindex: src.iface.index,
             ns: &src.ns,
-        };
+        }
+    }
+
+    /// Sends round `round` of `ph`, then waits for it to arrive.
+    fn phase(&mut self, ph: &Phase, round: u64) -> Result<PhaseReport> {
+        let stream = self.stream(ph, round);
+        let _in = Guard::enter_file(stream.ns)?;
         let total = stream.frames.len();
 
         // A progress line only for people watching a terminal.

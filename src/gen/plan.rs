@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
 
-use super::{Args, Lifecycle, Rate, Sender};
+use super::{Args, Lifecycle, Proto, Rate, Sender};
 use crate::bpf::hs::types::hs_kind;
 use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
 
@@ -16,6 +16,8 @@ use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
 pub struct Phase {
     /// SYN, SYN-ACK, ...: the name in the report.
     pub name: &'static str,
+    /// TCP or UDP.
+    pub proto: Proto,
     /// Packets per connection in this phase (the data flood sends many).
     pub per_conn: u64,
     /// The client sends it (else the server).
@@ -38,23 +40,69 @@ impl Phase {
         } else {
             (server, client)
         };
-        packet::tcp(eth, src, dst, self.flags, self.seq, self.ack, b"")
+        match self.proto {
+            Proto::Tcp => packet::tcp(eth, src, dst, self.flags, self.seq, self.ack, b""),
+            Proto::Udp => packet::udp(eth, src, dst, b""),
+        }
     }
 }
 
-/// The phases of one round, in order: the handshake, the flood if any,
-/// and the lifecycle's end.
+/// The phases of one round, in order: for TCP the handshake, the flood if
+/// any, and the lifecycle's end; for UDP a datagram each way and the
+/// flood.
 pub fn phases(o: &Args) -> Vec<Phase> {
-    let (s, t) = (o.syn_seq, o.synack_seq);
-    let client = |name, flags, seq, ack, kind| Phase {
+    match o.proto {
+        Proto::Tcp => tcp_phases(o),
+        Proto::Udp => udp_phases(o),
+    }
+}
+
+/// A phase of one packet per connection from the client.
+fn from_client(
+    proto: Proto,
+    name: &'static str,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    kind: hs_kind,
+) -> Phase {
+    Phase {
         name,
+        proto,
         per_conn: 1,
         client_is_src: true,
         flags,
         seq,
         ack,
         kind,
-    };
+    }
+}
+
+/// A datagram from the client, one from the server, and the flood.
+fn udp_phases(o: &Args) -> Vec<Phase> {
+    let request = from_client(Proto::Udp, "UDP", 0, 0, 0, hs_kind::HS_UDP);
+    let mut v = vec![
+        request,
+        Phase {
+            name: "REPLY",
+            client_is_src: false,
+            ..request
+        },
+    ];
+    if o.flood > 0 {
+        v.push(Phase {
+            name: "DATA",
+            per_conn: o.flood,
+            ..request
+        });
+    }
+    v
+}
+
+/// The handshake, the flood and the lifecycle's end.
+fn tcp_phases(o: &Args) -> Vec<Phase> {
+    let (s, t) = (o.syn_seq, o.synack_seq);
+    let client = |name, flags, seq, ack, kind| from_client(Proto::Tcp, name, flags, seq, ack, kind);
     let server = |name, flags, seq, ack, kind| Phase {
         client_is_src: false,
         ..client(name, flags, seq, ack, kind)
@@ -215,6 +263,13 @@ impl Plan {
         let cpus = flood_cpus(o.threads, allowed)?;
         if o.threads > 1 && (o.flood == 0 || o.sender == Sender::Socket) {
             bail!("--threads takes --flood and live frames (not --sender socket)");
+        }
+        if o.proto == Proto::Udp
+            && (o.lifecycle != Lifecycle::Handshake
+                || o.synack_ack.is_some()
+                || o.ack_ack.is_some())
+        {
+            bail!("--lifecycle, --synack-ack and --ack-ack take --proto tcp");
         }
         let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
         let total = o.count.saturating_mul(o.rounds);
@@ -407,6 +462,31 @@ mod tests {
     }
 
     #[test]
+    fn udp_sends_a_datagram_each_way_then_the_flood() {
+        let o = args(&["--proto", "udp", "--flood", "3"]);
+        let v = phases(&o);
+        let got: Vec<_> = v
+            .iter()
+            .map(|p| (p.name, p.client_is_src, p.per_conn, p.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("UDP", true, 1, hs_kind::HS_UDP),
+                ("REPLY", false, 1, hs_kind::HS_UDP),
+                ("DATA", true, 3, hs_kind::HS_UDP),
+            ]
+        );
+        let (c, s) = (
+            Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420),
+            Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080),
+        );
+        let eth = Ether::default();
+        assert_eq!(v[0].frame(&eth, c, s), packet::udp(&eth, c, s, b""));
+        assert_eq!(v[1].frame(&eth, c, s), packet::udp(&eth, s, c, b""));
+    }
+
+    #[test]
     fn options_are_checked_in_order() {
         assert_eq!(err(&["--count", "0"]), "--count must be at least 1");
         assert_eq!(err(&["--port-step", "0"]), "--port-step must be at least 1");
@@ -426,6 +506,17 @@ mod tests {
             err(&["--threads", "2", "--flood", "2", "--sender", "socket"]),
             live
         );
+        let tcp_only = "--lifecycle, --synack-ack and --ack-ack take --proto tcp";
+        for extra in [
+            &["--lifecycle", "full"][..],
+            &["--lifecycle", "rst"],
+            &["--synack-ack", "1"],
+            &["--ack-ack", "1"],
+        ] {
+            let mut o = vec!["--proto", "udp"];
+            o.extend(extra);
+            assert_eq!(err(&o), tcp_only, "{extra:?}");
+        }
         assert_eq!(
             err(&["--client", "255.255.255.250", "--count", "400000"]),
             "--count 400000 needs more client addresses than IPv4 has"

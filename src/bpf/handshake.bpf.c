@@ -35,6 +35,54 @@ struct {
 	__type(value, __u64);
 } sink_counts SEC(".maps");
 
+/*
+ * --clash: how far each of the two racers has got (frames started, by
+ * racer - 1).  Each racer loads a generator of its own; all of them use
+ * this map of the first one.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} race_at SEC(".maps");
+
+/* How long a racer waits for the other at one frame: some tens of us. */
+#define PACE_SPINS (1 << 13)
+
+struct pace {
+	__u32 other;
+	__u64 want;
+};
+
+static long pace_wait(__u64 n, void *data)
+{
+	struct pace *p = data;
+	__u64 *at = bpf_map_lookup_elem(&race_at, &p->other);
+
+	return !at || *(volatile __u64 *)at >= p->want;
+}
+
+/*
+ * Keeps this racer's frame @i level with the other racer's: says that it
+ * has got to @i, then waits (a bounded spin) until the other has too.
+ * The frames of a batch go to the tracker together when the batch ends,
+ * so the two CPUs hand it the same connections' first packets at the
+ * same moment.  A racer that does not come in time (preempted, or
+ * stopped) is not waited for any longer at this frame.
+ */
+static __always_inline void keep_pace(__u64 i)
+{
+	struct pace p = {.other = phase.racer == 1, .want = i + 1};
+	__u32 me = phase.racer - 1;
+	__u64 *at = bpf_map_lookup_elem(&race_at, &me);
+
+	if (!at)
+		return;
+	*(volatile __u64 *)at = i + 1;
+	bpf_loop(PACE_SPINS, pace_wait, &p, 0);
+}
+
 static __always_inline __u16 csum_fold(__u32 sum)
 {
 	sum = (sum & 0xffff) + (sum >> 16);
@@ -87,6 +135,8 @@ int hs_gen(struct xdp_md *ctx)
 	i = phase.next++;
 	if (i >= phase.count)
 		return XDP_DROP;
+	if (phase.racer)
+		keep_pace(i);
 	/* Churn runs reuse the client tuples round after round. */
 	if (phase.span)
 		i %= phase.span;

@@ -36,7 +36,8 @@ struct hs_phase {
 	__u16 client_port;    /* first client port, host order */
 	__u16 port_step;
 	__u8 client_is_src; /* 1: client -> server; 0: server -> client */
-	__u8 pad[3];
+	__u8 racer;	    /* --clash: 1 or 2, keeping pace with the other */
+	__u8 pad[2];
 };
 
 #endif /* __HANDSHAKE_H */

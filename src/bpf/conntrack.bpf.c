@@ -341,6 +341,7 @@ static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
 	}
 	if (err == -EEXIST) {
 		/* Another CPU created it first: go through its entry. */
+		ct_count(st, CT_C_CLASH_RESOLVE);
 		e = bpf_map_lookup_elem(&ct_table, &p->key);
 		if (!e)
 			return CT_FORWARD;

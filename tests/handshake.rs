@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
@@ -19,18 +19,7 @@ fn ostinato_topology() -> Topology {
 }
 
 fn handshake(topo: &Topology, extra: &[&str]) -> Output {
-    Command::new(binary())
-        .args([
-            "handshake",
-            "-q",
-            "--client-ns",
-            &topo.ns1(),
-            "--server-ns",
-            &topo.ns2(),
-        ])
-        .args(extra)
-        .output()
-        .expect("running xdp-conntrack handshake")
+    topo.handshake(extra)
 }
 
 /// (state, assured, unreplied) -> number of connections.
@@ -225,32 +214,10 @@ fn assert_flooded(out: &Output, tracker: &Tracker, conns: usize, per_conn: usize
     clients
 }
 
-/// Packets the sink in ns2 took on each rx queue of its eth0.
-fn xdp_packets_by_queue(topo: &Topology) -> Vec<u64> {
-    let out = topo.exec(&topo.ns2(), &["ethtool", "-S", "eth0"]);
-    let stats = String::from_utf8_lossy(&out.stdout);
-    let mut v = Vec::new();
-    for q in 0.. {
-        let name = format!("rx_queue_{q}_xdp_packets:");
-        let Some(n) = stats
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name.as_str()))
-        else {
-            break;
-        };
-        v.push(n.trim().parse().expect("a packet count"));
-    }
-    v
-}
-
 #[test]
 fn a_flood_from_two_threads_spreads_over_two_queues() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let topo = Topology::up_env(&[
-        ("ADDR1", &format!("{CLIENT}/24")),
-        ("ADDR2", &format!("{SERVER}/24")),
-        ("QUEUES", "2"),
-    ]);
+    let topo = Topology::two_queues(&format!("{CLIENT}/24"), &format!("{SERVER}/24"));
     let tracker = Tracker::builder(&topo)
         .args(&["-q", "--max-entries", "8192"])
         .start();
@@ -269,7 +236,8 @@ fn a_flood_from_two_threads_spreads_over_two_queues() {
     // Both of the sink's queues carried their thread's flood (251 x 10 and
     // 250 x 10); the SYNs and ACKs, and whatever ns2 itself sent, are on
     // top of that.
-    let by_queue = xdp_packets_by_queue(&topo);
+    // Packets the sink in ns2 took on each rx queue of its eth0.
+    let by_queue = topo.xdp_packets_by_queue(&topo.ns2(), "eth0");
     assert_eq!(by_queue.len(), 2, "{by_queue:?}");
     assert!(
         by_queue.iter().sum::<u64>() >= 501 + 501 + 5010,

@@ -337,9 +337,13 @@ static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
 		ct_count(st, CT_C_NEW);
 		return CT_FORWARD;
 	}
-	/* -EEXIST: another CPU created it first; use its entry. */
-	if (err == -EEXIST)
+	/* -EEXIST: another CPU created it first (the kernel's clash
+	 * resolution); use its entry.
+	 */
+	if (err == -EEXIST) {
+		ct_count(st, CT_C_CLASH_RESOLVE);
 		return CT_FORWARD;
+	}
 	/* -E2BIG: the table is full.  Refuse the newcomer. */
 	return CT_DROP_FULL;
 }

@@ -176,6 +176,8 @@ enum ct_counter {
 	CT_C_EXPIRED,	   /* expired entry replaced by a packet */
 	CT_C_SWEPT,	   /* expired entry removed by the sweep */
 	CT_C_CLOSED,	   /* entry removed by the state machine */
+	/* lost the race to create an entry: went through the winner's */
+	CT_C_CLASH_RESOLVE,
 	CT_C_MAX,
 };
 

@@ -5,21 +5,26 @@
 #ifndef __HANDSHAKE_H
 #define __HANDSHAKE_H
 
-/* What the sink counts, by TCP flag class (RST, then SYN, FIN, ACK). */
+/*
+ * What the sink counts: TCP by flag class (RST, then SYN, FIN, ACK), and
+ * UDP datagrams.
+ */
 enum hs_kind {
 	HS_SYN = 0,
 	HS_SYNACK = 1,
 	HS_ACK = 2,
 	HS_FIN = 3,
 	HS_RST = 4,
-	HS_OTHER = 5,
-	HS_KINDS = 6,
+	HS_UDP = 5,
+	HS_OTHER = 6,
+	HS_KINDS = 7,
 };
 
 /*
- * One phase of the generator: the same template frame `count` times, with
- * the client's address and port of connection i written in.  Userspace
- * sets it before each run; the program advances `next`.
+ * One phase of the generator: the same template frame (TCP or UDP)
+ * `count` times, with the client's address and port of connection i
+ * written in.  Userspace sets it before each run; the program advances
+ * `next`.
  */
 struct hs_phase {
 	__u64 next;	      /* index of the next connection */
@@ -31,7 +36,8 @@ struct hs_phase {
 	__u16 client_port;    /* first client port, host order */
 	__u16 port_step;
 	__u8 client_is_src; /* 1: client -> server; 0: server -> client */
-	__u8 pad[3];
+	__u8 racer;	    /* --clash: 1 or 2, keeping pace with the other */
+	__u8 pad[2];
 };
 
 #endif /* __HANDSHAKE_H */

@@ -6,6 +6,10 @@
 //! Ordering: every phase is sent whole, and the next one starts only once
 //! the sink on the receiving side has counted all of it (or it stopped
 //! arriving), so each connection's packets cross the tracker in order.
+//! The one exception is wanted: with `--clash`, two threads on two CPUs
+//! send the first phase twice at once (or each side's first packet),
+//! kept abreast frame by frame, so that the tracker on each CPU races the
+//! other to create every connection.
 //!
 //! [`plan`] works out what to send, [`send`] sends it; this module sets
 //! the namespaces and sinks up, runs the phases and reports.
@@ -47,6 +51,28 @@ pub enum Lifecycle {
     Full,
     /// The handshake, then a RST from the client.
     Rst,
+}
+
+/// The flows' transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    /// The handshake: SYN, SYN-ACK, ACK, then the lifecycle.
+    Tcp,
+    /// A datagram from the client, then one from the server.
+    Udp,
+}
+
+/// Which first packets two CPUs see at the same moment (`--clash`), named
+/// after the kernel's selftests udpclash and conntrack_reverse_clash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clash {
+    /// Both see the client's first packet of each flow; the run goes on
+    /// as without `--clash`.
+    Same,
+    /// One sees the client's first packet, the other the server's (for
+    /// TCP a SYN with the server's sequence number: a simultaneous open);
+    /// nothing follows them.
+    Reverse,
 }
 
 /// How frames leave the sending namespace.
@@ -108,6 +134,10 @@ pub struct Args {
     /// The server's interface in that namespace.
     #[arg(long, default_value = "eth0")]
     pub server_iface: String,
+    /// The flows' transport: TCP (the handshake) or UDP (a datagram each
+    /// way, without payload).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: Proto,
     /// Number of connections.
     #[arg(short = 'n', long, default_value_t = 1000)]
     pub count: u64,
@@ -156,6 +186,14 @@ pub struct Args {
     /// each CPU carries its own share of the path.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Two threads pinned to the first two CPUs send the first packet of
+    /// every connection, in the same order and frame by frame abreast
+    /// (live frames only): `same`, both the client's; `reverse`, one the
+    /// client's and the other the server's.  With two veth queues, each
+    /// CPU's tracker sees them on its own queue, and the two race to
+    /// create each connection.
+    #[arg(long, value_enum)]
+    pub clash: Option<Clash>,
     /// Repeat everything this many times over further connections (churn);
     /// client tuples are reused once the assigned addresses run out.
     #[arg(long, default_value_t = 1)]
@@ -310,16 +348,18 @@ struct Generator<'a, 'obj> {
     tx: Transmitter,
 }
 
-impl Generator<'_, '_> {
-    /// Sends round `round` of `ph`, then waits for it to arrive.
-    fn phase(&mut self, ph: &Phase, round: u64) -> Result<PhaseReport> {
+impl<'a> Generator<'a, '_> {
+    /// The stream of round `round` of `ph`, from the side that sends it.
+    fn stream<'p>(&self, ph: &'p Phase, round: u64) -> Stream<'p>
+    where
+        'a: 'p,
+    {
         let (src, dst) = if ph.client_is_src {
             (self.client, self.server)
         } else {
             (self.server, self.client)
         };
-        let _in = Guard::enter_file(&src.ns)?;
-        let stream = Stream {
+        Stream {
             phase: ph,
             frames: self.plan.frames(ph, round, self.span),
             clients: self.plan.clients,
@@ -330,7 +370,29 @@ impl Generator<'_, '_> {
             },
             ifindex: src.iface.index,
             ns: &src.ns,
-        };
+        }
+    }
+
+    /// Sends round `round` of `ph`, then waits for it to arrive.
+    fn phase(&mut self, ph: &Phase, round: u64) -> Result<PhaseReport> {
+        let rival = ph.rival();
+        if let Some(rival) = &rival {
+            // Two threads, each in its own side's namespace.
+            let (a, b) = (self.stream(ph, round), self.stream(rival, round));
+            let total = a.frames.len() + b.frames.len();
+            let before = sink_total(self.skel, ph.kind)?;
+            let start = Instant::now();
+            self.tx.race(self.skel, &a, &b)?;
+            let (delivered, arrived) = self.arrival(ph.kind, before, total)?;
+            return Ok(PhaseReport {
+                name: ph.name,
+                sent: total,
+                delivered,
+                elapsed: arrived.duration_since(start),
+            });
+        }
+        let stream = self.stream(ph, round);
+        let _in = Guard::enter_file(stream.ns)?;
         let total = stream.frames.len();
 
         // A progress line only for people watching a terminal.
@@ -388,7 +450,7 @@ impl Generator<'_, '_> {
 /// a bpf_link if `features` has one.
 pub fn generate(o: &Args, features: Features) -> Result<Report> {
     sys::require_root()?;
-    let allowed = if o.threads > 1 {
+    let allowed = if o.threads > 1 || o.clash.is_some() {
         send::allowed_cpus()?
     } else {
         Vec::new()
@@ -447,7 +509,7 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
         client: &client,
         server: &server,
         span: plan.span(addrs),
-        tx: Transmitter::new(o.sender, o.rate, plan.cpus.clone()),
+        tx: Transmitter::new(o.sender, o.rate, plan.cpus.clone(), plan.racers.clone()),
     };
     let start = Instant::now();
     let phases = plan::phases(o);

@@ -1,13 +1,14 @@
 //! The plan of a generator run, as pure code: the checks on the options,
-//! the phases with their sequence numbers, which client address and port
-//! each connection uses (as hs_gen computes it), and which frames each
-//! stream and each flood thread covers, at what share of the rate.
+//! the phases with their sequence numbers (and the phase two CPUs race
+//! on, with `--clash`), which client address and port each connection
+//! uses (as hs_gen computes it), and which frames each stream and each
+//! flood thread covers, at what share of the rate.
 
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
 
-use super::{Args, Lifecycle, Rate, Sender};
+use super::{Args, Clash, Lifecycle, Proto, Rate, Sender};
 use crate::bpf::hs::types::hs_kind;
 use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
 
@@ -16,6 +17,8 @@ use crate::packet::{self, tcp_flags::*, Endpoint, Ether};
 pub struct Phase {
     /// SYN, SYN-ACK, ...: the name in the report.
     pub name: &'static str,
+    /// TCP or UDP.
+    pub proto: Proto,
     /// Packets per connection in this phase (the data flood sends many).
     pub per_conn: u64,
     /// The client sends it (else the server).
@@ -28,6 +31,19 @@ pub struct Phase {
     pub ack: u32,
     /// What the receiving sink counts it as.
     pub kind: hs_kind,
+    /// `--clash`: a second thread, on another CPU, sends this copy of the
+    /// phase at the same moment.
+    pub rival: Option<Rival>,
+}
+
+/// The second copy of a raced phase: the same packet (`--clash same`), or
+/// the other side's first packet (`--clash reverse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rival {
+    /// The client sends it (else the server).
+    pub client_is_src: bool,
+    /// Its sequence number.
+    pub seq: u32,
 }
 
 impl Phase {
@@ -38,23 +54,108 @@ impl Phase {
         } else {
             (server, client)
         };
-        packet::tcp(eth, src, dst, self.flags, self.seq, self.ack, b"")
+        match self.proto {
+            Proto::Tcp => packet::tcp(eth, src, dst, self.flags, self.seq, self.ack, b""),
+            Proto::Udp => packet::udp(eth, src, dst, b""),
+        }
+    }
+
+    /// What the second thread of a raced phase sends.
+    pub fn rival(&self) -> Option<Phase> {
+        self.rival.map(|r| Phase {
+            client_is_src: r.client_is_src,
+            seq: r.seq,
+            rival: None,
+            ..*self
+        })
     }
 }
 
-/// The phases of one round, in order: the handshake, the flood if any,
-/// and the lifecycle's end.
+/// The phases of one round, in order: for TCP the handshake, the flood if
+/// any, and the lifecycle's end; for UDP a datagram each way and the
+/// flood.  With `--clash`, two threads race on the first phase; after a
+/// reverse clash nothing follows.
 pub fn phases(o: &Args) -> Vec<Phase> {
-    let (s, t) = (o.syn_seq, o.synack_seq);
-    let client = |name, flags, seq, ack, kind| Phase {
+    let mut v = match o.proto {
+        Proto::Tcp => tcp_phases(o),
+        Proto::Udp => udp_phases(o),
+    };
+    let first = &mut v[0];
+    match o.clash {
+        None => {}
+        Some(Clash::Same) => {
+            first.name = match o.proto {
+                Proto::Tcp => "2xSYN",
+                Proto::Udp => "2xUDP",
+            };
+            first.rival = Some(Rival {
+                client_is_src: true,
+                seq: first.seq,
+            });
+        }
+        Some(Clash::Reverse) => {
+            first.name = match o.proto {
+                Proto::Tcp => "SYN<>SYN",
+                Proto::Udp => "UDP<>UDP",
+            };
+            // The server's first packet: a SYN with its own sequence number.
+            first.rival = Some(Rival {
+                client_is_src: false,
+                seq: o.synack_seq,
+            });
+            v.truncate(1);
+        }
+    }
+    v
+}
+
+/// A phase of one packet per connection from the client.
+fn from_client(
+    proto: Proto,
+    name: &'static str,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    kind: hs_kind,
+) -> Phase {
+    Phase {
         name,
+        proto,
         per_conn: 1,
         client_is_src: true,
         flags,
         seq,
         ack,
         kind,
-    };
+        rival: None,
+    }
+}
+
+/// A datagram from the client, one from the server, and the flood.
+fn udp_phases(o: &Args) -> Vec<Phase> {
+    let request = from_client(Proto::Udp, "UDP", 0, 0, 0, hs_kind::HS_UDP);
+    let mut v = vec![
+        request,
+        Phase {
+            name: "REPLY",
+            client_is_src: false,
+            ..request
+        },
+    ];
+    if o.flood > 0 {
+        v.push(Phase {
+            name: "DATA",
+            per_conn: o.flood,
+            ..request
+        });
+    }
+    v
+}
+
+/// The handshake, the flood and the lifecycle's end.
+fn tcp_phases(o: &Args) -> Vec<Phase> {
+    let (s, t) = (o.syn_seq, o.synack_seq);
+    let client = |name, flags, seq, ack, kind| from_client(Proto::Tcp, name, flags, seq, ack, kind);
     let server = |name, flags, seq, ack, kind| Phase {
         client_is_src: false,
         ..client(name, flags, seq, ack, kind)
@@ -191,6 +292,9 @@ pub struct Plan {
     pub want: u64,
     /// The CPUs of the flood threads (empty: the calling thread sends).
     pub cpus: Vec<usize>,
+    /// The CPUs of the two threads of a raced phase (empty without
+    /// `--clash`).
+    pub racers: Vec<usize>,
 }
 
 impl Plan {
@@ -216,6 +320,23 @@ impl Plan {
         if o.threads > 1 && (o.flood == 0 || o.sender == Sender::Socket) {
             bail!("--threads takes --flood and live frames (not --sender socket)");
         }
+        if o.proto == Proto::Udp
+            && (o.lifecycle != Lifecycle::Handshake
+                || o.synack_ack.is_some()
+                || o.ack_ack.is_some())
+        {
+            bail!("--lifecycle, --synack-ack and --ack-ack take --proto tcp");
+        }
+        let racers = match o.clash {
+            None => Vec::new(),
+            Some(_) if o.sender == Sender::Socket => {
+                bail!("--clash takes live frames (not --sender socket)")
+            }
+            Some(Clash::Reverse) if o.flood > 0 || o.lifecycle != Lifecycle::Handshake => {
+                bail!("--clash reverse sends the first packets only (no --flood or --lifecycle)")
+            }
+            Some(_) => first_cpus(2, allowed, "--clash")?,
+        };
         let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
         let total = o.count.saturating_mul(o.rounds);
         let ports_per_addr = ports.min(total) as u32;
@@ -239,6 +360,7 @@ impl Plan {
             need,
             want,
             cpus,
+            racers,
         })
     }
 
@@ -272,9 +394,14 @@ fn flood_cpus(n: usize, allowed: &[usize]) -> Result<Vec<usize>> {
     if n == 1 {
         return Ok(Vec::new());
     }
+    first_cpus(n, allowed, &format!("--threads {n}"))
+}
+
+/// The first `n` of the `allowed` CPUs, for `option`.
+fn first_cpus(n: usize, allowed: &[usize], option: &str) -> Result<Vec<usize>> {
     if allowed.len() < n {
         bail!(
-            "--threads {n}: only {} CPUs are available to this process",
+            "{option}: only {} CPUs are available to this process",
             allowed.len()
         );
     }
@@ -406,6 +533,106 @@ mod tests {
         );
     }
 
+    /// (name, client sends, rival: (client sends, seq)) of a phase.
+    type Race = (&'static str, bool, Option<(bool, u32)>);
+
+    fn races(o: &Args) -> Vec<Race> {
+        phases(o)
+            .iter()
+            .map(|p| {
+                let rival = p.rival().map(|r| (r.client_is_src, r.seq));
+                (p.name, p.client_is_src, rival)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn udp_sends_a_datagram_each_way_then_the_flood() {
+        let o = args(&["--proto", "udp", "--flood", "3"]);
+        let v = phases(&o);
+        let got: Vec<_> = v
+            .iter()
+            .map(|p| (p.name, p.client_is_src, p.per_conn, p.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("UDP", true, 1, hs_kind::HS_UDP),
+                ("REPLY", false, 1, hs_kind::HS_UDP),
+                ("DATA", true, 3, hs_kind::HS_UDP),
+            ]
+        );
+        let (c, s) = (
+            Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420),
+            Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080),
+        );
+        let eth = Ether::default();
+        assert_eq!(v[0].frame(&eth, c, s), packet::udp(&eth, c, s, b""));
+        assert_eq!(v[1].frame(&eth, c, s), packet::udp(&eth, s, c, b""));
+    }
+
+    #[test]
+    fn a_same_clash_races_two_copies_of_the_first_packet() {
+        let tcp = races(&args(&["--clash", "same"]));
+        assert_eq!(tcp[0], ("2xSYN", true, Some((true, 100))));
+        assert_eq!(
+            tcp[1..],
+            [("SYN-ACK", false, None), ("ACK", true, None)],
+            "the handshake goes on"
+        );
+        let udp = races(&args(&["--clash", "same", "--proto", "udp"]));
+        assert_eq!(
+            udp,
+            [("2xUDP", true, Some((true, 0))), ("REPLY", false, None)]
+        );
+        // Both copies are the same frame.
+        let o = args(&["--clash", "same"]);
+        let ph = phases(&o)[0];
+        let (c, s) = (
+            Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420),
+            Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080),
+        );
+        let eth = Ether::default();
+        let rival = ph.rival().unwrap();
+        assert_eq!(rival.frame(&eth, c, s), ph.frame(&eth, c, s));
+        assert_eq!(rival.kind, hs_kind::HS_SYN);
+    }
+
+    #[test]
+    fn a_reverse_clash_races_each_sides_first_packet_and_stops() {
+        let o = args(&["--clash", "reverse", "--synack-seq", "7"]);
+        assert_eq!(races(&o), [("SYN<>SYN", true, Some((false, 7)))]);
+        // The server's SYN: its own sequence number, no ACK.
+        let ph = phases(&o)[0];
+        let (c, s) = (
+            Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420),
+            Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080),
+        );
+        let eth = Ether::default();
+        assert_eq!(
+            ph.rival().unwrap().frame(&eth, c, s),
+            packet::tcp(&eth, s, c, SYN, 7, 0, b"")
+        );
+        let udp = args(&["--clash", "reverse", "--proto", "udp"]);
+        assert_eq!(races(&udp), [("UDP<>UDP", true, Some((false, 200)))]);
+        assert_eq!(
+            phases(&udp)[0].rival().unwrap().frame(&eth, c, s),
+            packet::udp(&eth, s, c, b"")
+        );
+    }
+
+    #[test]
+    fn racers_take_the_first_two_allowed_cpus() {
+        let o = args(&["--clash", "same"]);
+        let p = Plan::new(&o, &[3, 5, 7]).unwrap();
+        assert_eq!((p.racers, p.cpus), (vec![3, 5], vec![]));
+        assert!(plan(&[]).unwrap().racers.is_empty());
+        // A flood after the race has threads of its own.
+        let o = args(&["--clash", "same", "--flood", "2", "--threads", "2"]);
+        let p = Plan::new(&o, &[1, 0]).unwrap();
+        assert_eq!((p.racers, p.cpus), (vec![1, 0], vec![1, 0]));
+    }
+
     #[test]
     fn options_are_checked_in_order() {
         assert_eq!(err(&["--count", "0"]), "--count must be at least 1");
@@ -425,6 +652,30 @@ mod tests {
         assert_eq!(
             err(&["--threads", "2", "--flood", "2", "--sender", "socket"]),
             live
+        );
+        let tcp_only = "--lifecycle, --synack-ack and --ack-ack take --proto tcp";
+        for extra in [
+            &["--lifecycle", "full"][..],
+            &["--lifecycle", "rst"],
+            &["--synack-ack", "1"],
+            &["--ack-ack", "1"],
+        ] {
+            let mut o = vec!["--proto", "udp"];
+            o.extend(extra);
+            assert_eq!(err(&o), tcp_only, "{extra:?}");
+        }
+        assert_eq!(
+            err(&["--clash", "same", "--sender", "socket"]),
+            "--clash takes live frames (not --sender socket)"
+        );
+        let reverse = "--clash reverse sends the first packets only (no --flood or --lifecycle)";
+        assert_eq!(err(&["--clash", "reverse", "--flood", "2"]), reverse);
+        assert_eq!(err(&["--clash", "reverse", "--lifecycle", "rst"]), reverse);
+        assert_eq!(
+            Plan::new(&args(&["--clash", "same"]), &[0])
+                .unwrap_err()
+                .to_string(),
+            "--clash: only 1 CPUs are available to this process"
         );
         assert_eq!(
             err(&["--client", "255.255.255.250", "--count", "400000"]),

@@ -1,16 +1,19 @@
 //! How the generator's frames leave the sending namespace: as live XDP
 //! frames (hs_gen through BPF_PROG_TEST_RUN with
-//! BPF_F_TEST_XDP_LIVE_FRAMES), through an AF_PACKET socket, or from flood
-//! threads with a generator each, behind one [`Transmitter::send`] that
-//! paces them all.
+//! BPF_F_TEST_XDP_LIVE_FRAMES), through an AF_PACKET socket, or from
+//! pinned threads with a generator each (a flood's shares, or the two
+//! copies of a raced phase), behind [`Transmitter::send`] and
+//! [`Transmitter::race`], which pace them all.
 
 use std::fs::File;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{OpenObject, ProgramInput};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
@@ -80,13 +83,20 @@ pub struct Transmitter {
     rate: Rate,
     /// The CPUs of the flood threads (empty: the calling thread sends).
     cpus: Vec<usize>,
+    /// The CPUs of the two threads of a raced phase.
+    racers: Vec<usize>,
 }
 
 impl Transmitter {
     /// A transmitter for `--sender how --rate rate`, flooding from one
-    /// thread per CPU in `cpus`.
-    pub fn new(how: Sender, rate: Rate, cpus: Vec<usize>) -> Self {
-        Self { how, rate, cpus }
+    /// thread per CPU in `cpus`, racing from the two in `racers`.
+    pub fn new(how: Sender, rate: Rate, cpus: Vec<usize>, racers: Vec<usize>) -> Self {
+        Self {
+            how,
+            rate,
+            cpus,
+            racers,
+        }
     }
 
     /// Sends `s` from the calling thread, which must be in the sending
@@ -145,62 +155,120 @@ impl Transmitter {
         })
     }
 
-    /// Sends a flood from one thread per CPU in `self.cpus`.  Each thread
-    /// loads its own generator, so that none shares the phase's counter
-    /// with another, pins itself, enters the sending namespace (setns is
-    /// per thread) and sends its share of the connections, at its share of
-    /// the rate.
+    /// Sends a flood from one thread per CPU in `self.cpus`, each its
+    /// share of the connections at its share of the rate.
     fn flood(&self, s: &Stream<'_>) -> Result<()> {
         let n = self.cpus.len();
-        let rate = plan::rate_share(self.rate, n);
-        let template = s.frame(0);
         let shares = plan::shares(s.frames.span, s.phase.per_conn, n);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = self
-                .cpus
-                .iter()
-                .zip(shares)
-                .map(|(&cpu, frames)| {
-                    let template = &template;
-                    scope.spawn(move || -> Result<()> {
-                        let mut set = CpuSet::new();
-                        set.set(cpu).context("CPU number")?;
-                        sched_setaffinity(Pid::from_raw(0), &set)
-                            .with_context(|| format!("pinning a flood thread to CPU {cpu}"))?;
-                        let _in = Guard::enter_file(s.ns)?;
-                        let mut object = MaybeUninit::<OpenObject>::uninit();
-                        let mut skel = HandshakeSkelBuilder::default()
-                            .open(&mut object)
-                            .context("opening the generator's BPF object")?
-                            .load()
-                            .context("loading the generator's BPF programs")?;
-                        skel.maps
-                            .bss_data
-                            .as_deref_mut()
-                            .context("the generator's .bss is not memory-mapped")?
-                            .phase = Stream { frames, ..*s }.hs_phase();
-                        paced(
-                            frames.len(),
-                            rate,
-                            |_| {},
-                            |_, n| {
-                                live_run(&skel, template, s.ifindex, n)
-                                    .context("sending live XDP frames")
-                            },
-                        )
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| bail!("a flood thread panicked"))
-                })
-                .collect::<Result<Vec<()>>>()
-        })?;
-        Ok(())
+        let jobs = self
+            .cpus
+            .iter()
+            .zip(shares)
+            .map(|(&cpu, frames)| (cpu, Stream { frames, ..*s }))
+            .collect();
+        pinned(jobs, plan::rate_share(self.rate, n), None)
     }
+
+    /// Sends `a` and `b` from two threads pinned to the racers' CPUs, each
+    /// at half the rate, frame by frame abreast (hs_gen's race_at, in
+    /// `skel`): the first packets of the same connections, which the
+    /// tracker on each CPU then races to create.
+    pub fn race(&self, skel: &HandshakeSkel<'_>, a: &Stream<'_>, b: &Stream<'_>) -> Result<()> {
+        let race_at = &skel.maps.race_at;
+        for k in 0..2u32 {
+            race_at
+                .update(&k.to_ne_bytes(), &0u64.to_ne_bytes(), MapFlags::ANY)
+                .context("resetting the racers' progress")?;
+        }
+        let jobs = self.racers.iter().copied().zip([*a, *b]).collect();
+        pinned(jobs, plan::rate_share(self.rate, 2), Some(race_at.as_fd()))
+    }
+}
+
+/// Sends each `(cpu, stream)` of `jobs` from a thread of its own at
+/// `rate`.  Each thread pins itself, enters its stream's namespace (setns
+/// is per thread) and loads its own generator, so that none shares the
+/// phase's counter with another; then all start sending at once.  With
+/// `race_at`, the two threads are racers 1 and 2, sharing that map.
+fn pinned(
+    jobs: Vec<(usize, Stream<'_>)>,
+    rate: Rate,
+    race_at: Option<BorrowedFd<'_>>,
+) -> Result<()> {
+    let start = Barrier::new(jobs.len());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = jobs
+            .into_iter()
+            .zip(1u8..)
+            .map(|((cpu, s), racer)| {
+                let start = &start;
+                let race = race_at.map(|fd| (fd, racer));
+                scope.spawn(move || -> Result<()> {
+                    // Every thread reaches the barrier, even one whose
+                    // setup failed, so that none waits forever.
+                    let mut object = MaybeUninit::<OpenObject>::uninit();
+                    let setup = sender(cpu, &s, race, &mut object);
+                    start.wait();
+                    let (_in, skel) = setup?;
+                    let template = s.frame(0);
+                    paced(
+                        s.frames.len(),
+                        rate,
+                        |_| {},
+                        |_, n| {
+                            live_run(&skel, &template, s.ifindex, n)
+                                .context("sending live XDP frames")
+                        },
+                    )
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| bail!("a sending thread panicked"))
+            })
+            .collect::<Result<Vec<()>>>()
+    })?;
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu`, enters the namespace of `s` and
+/// loads a generator set to send it; as racer `n` on the map `race_at`
+/// when `race` is `Some((race_at, n))`.
+fn sender<'obj>(
+    cpu: usize,
+    s: &Stream<'_>,
+    race: Option<(BorrowedFd<'_>, u8)>,
+    object: &'obj mut MaybeUninit<OpenObject>,
+) -> Result<(Guard, HandshakeSkel<'obj>)> {
+    let mut set = CpuSet::new();
+    set.set(cpu).context("CPU number")?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning a sending thread to CPU {cpu}"))?;
+    let guard = Guard::enter_file(s.ns)?;
+    let mut open = HandshakeSkelBuilder::default()
+        .open(object)
+        .context("opening the generator's BPF object")?;
+    if let Some((fd, _)) = race {
+        open.maps
+            .race_at
+            .reuse_fd(fd)
+            .context("sharing the racers' progress map")?;
+    }
+    let mut skel = open
+        .load()
+        .context("loading the generator's BPF programs")?;
+    let phase = &mut skel
+        .maps
+        .bss_data
+        .as_deref_mut()
+        .context("the generator's .bss is not memory-mapped")?
+        .phase;
+    *phase = s.hs_phase();
+    phase.racer = race.map_or(0, |(_, n)| n);
+    Ok((guard, skel))
 }
 
 /// The CPUs this process may run on.

@@ -3,6 +3,7 @@
 //! even when a test fails.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -205,7 +206,31 @@ impl Topology {
         Self::up_env(&[("ADDR1", addr1), ("ADDR2", addr2)])
     }
 
-    /// The same with topology.sh's environment (ADDR1, ADDR2, MTU).
+    /// Two rx and two tx queues on every veth end (`QUEUES=2`, then
+    /// `ethtool -L rx 2 tx 2` on all four ends, before any program
+    /// attaches: veth refuses XDP on a peer with more tx than rx queues,
+    /// and a queue added under a program carries no XDP), with these
+    /// addresses for ns1's and ns2's eth0.
+    pub fn two_queues(addr1: &str, addr2: &str) -> Self {
+        let topo = Self::up_env(&[("ADDR1", addr1), ("ADDR2", addr2), ("QUEUES", "2")]);
+        let ends = [
+            (topo.fw(), topo.veth(1)),
+            (topo.fw(), topo.veth(2)),
+            (topo.ns1(), "eth0".to_string()),
+            (topo.ns2(), "eth0".to_string()),
+        ];
+        for (ns, iface) in &ends {
+            let out = topo.exec(ns, &["ethtool", "-L", iface, "rx", "2", "tx", "2"]);
+            assert!(
+                out.status.success(),
+                "ethtool -L {iface} rx 2 tx 2 in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        topo
+    }
+
+    /// The same with topology.sh's environment (ADDR1, ADDR2, MTU, QUEUES).
     pub fn up_env(env: &[(&str, &str)]) -> Self {
         require_root();
         let prefix = unique_prefix();
@@ -240,6 +265,43 @@ impl Topology {
             .args(args)
             .output()
             .expect("ip netns exec")
+    }
+
+    /// Frames the XDP program on `iface` in `ns` has seen on each of its rx
+    /// queues (`ethtool -S`, `rx_queue_N_xdp_packets`), by queue.
+    pub fn xdp_packets_by_queue(&self, ns: &str, iface: &str) -> Vec<u64> {
+        let out = self.exec(ns, &["ethtool", "-S", iface]);
+        assert!(out.status.success(), "ethtool -S {iface} in {ns}");
+        let stats = String::from_utf8_lossy(&out.stdout);
+        let mut v = Vec::new();
+        for q in 0.. {
+            let name = format!("rx_queue_{q}_xdp_packets:");
+            let Some(n) = stats
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name.as_str()))
+            else {
+                break;
+            };
+            v.push(n.trim().parse().expect("a packet count"));
+        }
+        v
+    }
+
+    /// `xdp-conntrack handshake` (the generator) from ns1 to ns2, with
+    /// `extra` options.
+    pub fn handshake(&self, extra: &[&str]) -> std::process::Output {
+        Command::new(binary())
+            .args([
+                "handshake",
+                "-q",
+                "--client-ns",
+                &self.ns1(),
+                "--server-ns",
+                &self.ns2(),
+            ])
+            .args(extra)
+            .output()
+            .expect("running xdp-conntrack handshake")
     }
 }
 
@@ -439,6 +501,25 @@ impl Tracker {
     /// Every entry `dump` shows for this tracker, parsed.
     pub fn table(&self) -> Vec<ConntrackLine> {
         dump_table(&self.pin_path)
+    }
+
+    /// `xdp-conntrack stats` against this tracker: every counter by name.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        let out = Command::new(binary())
+            .args(["stats", "--pin-path"])
+            .arg(&self.pin_path)
+            .output()
+            .expect("running xdp-conntrack stats");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "stats failed: {text}");
+        text.lines()
+            .map(|l| {
+                let (name, n) = l
+                    .split_once(' ')
+                    .unwrap_or_else(|| panic!("not a counter line: {l:?}"));
+                (name.to_string(), n.parse().expect("a counter value"))
+            })
+            .collect()
     }
 }
 

@@ -81,6 +81,20 @@ struct {
 	__type(value, struct ct_stats);
 } stats SEC(".maps");
 
+/*
+ * Where a new connection's entry is shaped by its first packet before it
+ * is published, one slot per CPU (indexed by CPU: a per-CPU map may not
+ * hold a spin lock).  The kernel, too, confirms a connection only after
+ * its first packet; no other CPU ever sees a half-made entry.  The loader
+ * sizes it to the possible CPUs.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_entry);
+} ct_scratch SEC(".maps");
+
 /* bpf_printk() only at log level 5.  ct_cfg is read-only after load, so
  * the verifier prunes these branches entirely below that level.
  */
@@ -282,25 +296,35 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
  * @p: the packet
  * @now: the program's clock
  * @st: this CPU's counters
+ * @created: set when the packet's own entry went in, already advanced by it
  *
- * Inserts the entry the packet opens, as the kernel's *_new() handlers
- * shape it, in state NONE; ct_track() then hands the packet to it like
- * any other.  A CPU that loses the race to insert goes through the
- * winner's entry the same way.  (Advancing a private copy before the
- * insert would cost less, but the verifier follows every path of the TCP
- * rules once more for each copy, and the program outgrows its budget.)
+ * Shapes the entry in this CPU's scratch slot, as the kernel's *_new()
+ * handlers and the packet itself leave it, then inserts it.  A CPU that
+ * loses the race to insert (the kernel's clash) goes through the winner's
+ * entry instead, as if its packet had come a moment later.
  *
- * Return: CT_FORWARD to go on with the entry, or why the packet cannot
- * open a connection.
+ * Return: CT_FORWARD to go on, or why the packet cannot open a connection.
  */
-static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
-						 __u64 now, struct ct_stats *st)
+static __always_inline enum ct_verdict
+ct_create(const struct ct_pkt *p, __u64 now, struct ct_stats *st, bool *created)
 {
-	struct ct_entry n = {};
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct ct_entry v = {}, *n;
+	__u8 from;
 	int err;
 
-	n.orig = p->src_slot;
-	n.created = now;
+	n = bpf_map_lookup_elem(&ct_scratch, &cpu);
+	if (unlikely(!n))
+		return CT_DROP_FULL; /* one slot per possible CPU: never */
+	/* The slot holds the last connection made here: every field but
+	 * the lock (which the verifier keeps out of reach) starts afresh.
+	 */
+	n->state = CT_TCP_NONE;
+	n->status = 0;
+	n->orig = p->src_slot;
+	n->icmp_type = 0;
+	n->created = now;
+	__builtin_memset(&n->tcp, 0, sizeof(n->tcp));
 
 	switch (p->key.proto) {
 	case IPPROTO_TCP:
@@ -316,25 +340,38 @@ static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
 			 */
 			return CT_DROP_INVALID;
 		}
-		ct_tcp_new(&n, p);
-		/* Alive until its first packet sets the real deadline. */
-		n.expires = now + ct_timeout_ns(CT_TCP_SYN_SENT);
+		ct_tcp_new(n, p);
+		if (ct_tcp_packet(n, p, CT_DIR_ORIGINAL, now, &from) !=
+		    CT_UPD_ACCEPT)
+			return CT_DROP_INVALID;
+		ct_log("xct: tcp NONE -> %s new", state_name(n->state));
 		break;
 	case IPPROTO_UDP:
-		n.expires = now + ct_timeout_ns(CT_TO_UDP);
+		n->expires = now + ct_timeout_ns(CT_TO_UDP);
 		break;
 	default:
 		/* Only an echo request opens an ICMP "connection". */
 		if (p->icmp_type != ICMP_ECHO)
 			return CT_DROP_INVALID;
-		n.icmp_type = ICMP_ECHO;
-		n.expires = now + ct_timeout_ns(CT_TO_ICMP);
+		n->icmp_type = ICMP_ECHO;
+		n->expires = now + ct_timeout_ns(CT_TO_ICMP);
 		break;
 	}
 
-	err = bpf_map_update_elem(&ct_table, &p->key, &n, BPF_NOEXIST);
+	/* A value holding a lock may not be handed to a helper whole: copy
+	 * it out, the lock (zero) aside.
+	 */
+	v.state = n->state;
+	v.status = n->status;
+	v.orig = n->orig;
+	v.icmp_type = n->icmp_type;
+	v.expires = n->expires;
+	v.tcp = n->tcp;
+	v.created = n->created;
+	err = bpf_map_update_elem(&ct_table, &p->key, &v, BPF_NOEXIST);
 	if (likely(!err)) {
 		ct_count(st, CT_C_NEW);
+		*created = true;
 		return CT_FORWARD;
 	}
 	/* -EEXIST: another CPU created it first (the kernel's clash
@@ -361,6 +398,7 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
 {
 	__u64 now = ct_now();
 	enum ct_verdict verdict;
+	bool created = false;
 	enum ct_update upd;
 	struct ct_entry *e;
 
@@ -372,8 +410,8 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
 		e = NULL;
 	}
 	if (!e) {
-		verdict = ct_create(p, now, st);
-		if (verdict != CT_FORWARD)
+		verdict = ct_create(p, now, st, &created);
+		if (verdict != CT_FORWARD || created)
 			return verdict;
 		e = bpf_map_lookup_elem(&ct_table, &p->key);
 		/* Gone already: another CPU's packet closed it. */

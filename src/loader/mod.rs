@@ -78,6 +78,11 @@ pub fn load<'obj>(
         .ct_table
         .set_max_entries(cfg.max_entries)
         .context("sizing the connection table")?;
+    let cpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
+    open.maps
+        .ct_scratch
+        .set_max_entries(cpus as u32)
+        .context("sizing the new entries' scratch map")?;
     if !cfg.features.frags {
         // SAFETY: the pointer is the open program's own libbpf object.
         let flags = unsafe {

@@ -15,7 +15,10 @@ use nix::unistd::Pid;
 use xdp_conntrack::bpf::types::{ct_clock, ct_counter, ct_key, ct_tcp_state};
 use xdp_conntrack::counters::{self, Totals};
 use xdp_conntrack::loader::Config;
-use xdp_conntrack::packet::{self, icmp_echo, ip_frame, tcp, tcp_flags::*, udp, Endpoint, Ether};
+use xdp_conntrack::packet::{
+    self, icmp_echo, ip_frame, tcp, tcp_flags::*, tcp_segment, udp, Endpoint, Ether, Segment,
+    TcpOpt,
+};
 use xdp_conntrack::proto::{tcp_state_name, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 use xdp_conntrack::settings::{parse_timeout, timeouts};
 use xdp_conntrack::table::{self, monotonic_ns};
@@ -940,6 +943,320 @@ fn strict_mode_drops_midstream_packets_but_not_handshakes() {
     t.fwd(&f.c(SYN, 100, 0), &["new"], ss);
     t.fwd(&f.s(SYN | ACK, 200, 101), &[], sr);
     t.fwd(&f.c(ACK, 101, 201), &[], es);
+}
+
+// ---------------------------------------------------------------------------
+// TCP: window tracking (tcp_in_window)
+
+impl Flow {
+    /// A segment from the client with a window and options.
+    fn c_seg(&self, seg: Segment) -> Vec<u8> {
+        tcp_segment(&Ether::default(), self.c, self.s, &seg)
+    }
+
+    /// A segment from the server with a window and options.
+    fn s_seg(&self, seg: Segment) -> Vec<u8> {
+        tcp_segment(&Ether::default(), self.s, self.c, &seg)
+    }
+}
+
+/// Both sides' window state, as text: equal text, equal windows.  (An
+/// INVALID FIN or RST still notes itself as the last packet, as the
+/// kernel's nf_tcp_handle_invalid() does.)
+fn tcp_part(h: &Harness, key: &ct_key) -> String {
+    let (_, e) = h.entry(key).expect("a live entry");
+    format!("{:?}", e.tcp.seen)
+}
+
+/// A packet that must change nothing but the counters: dropped as INVALID
+/// (counted), or forwarded as ignored (counted as forwarded only).
+#[track_caller]
+fn changes_nothing(t: &Track<'_>, frame: &[u8], verdict: u32, want: Option<View>) {
+    let before = tcp_part(t.h, &t.key);
+    let counted: &[&str] = if verdict == XDP_DROP {
+        &["invalid"]
+    } else {
+        &[]
+    };
+    step(t.h, frame, verdict, counted, &t.key, want);
+    assert_eq!(tcp_part(t.h, &t.key), before, "the window state moved");
+}
+
+#[test]
+fn data_far_beyond_the_receivers_window_is_invalid() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    f.establish(&h);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    // The server's window is 64240 from 101: data at 101 + 200000 is
+    // over I (seq <= sender's maximal end), and by more than a window, so
+    // not an overshoot to ignore.
+    changes_nothing(&t, &f.c_with(PSH | ACK, 200_101, 201, b"far"), XDP_DROP, es);
+    // The same from the server.
+    changes_nothing(&t, &f.s_with(PSH | ACK, 200_201, 101, b"far"), XDP_DROP, es);
+    t.fwd(&f.c_with(PSH | ACK, 101, 201, b"near"), &[], es);
+}
+
+#[test]
+fn data_overshooting_the_window_by_less_than_a_window_is_ignored() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(
+        &f.c(SYN, 100, 0),
+        &["new"],
+        v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c),
+    );
+    let synack = Segment {
+        win: 1000,
+        ..Segment::new(SYN | ACK, 200, 101)
+    };
+    t.fwd(
+        &f.s_seg(synack),
+        &[],
+        v(SYN_RECV, REPLIED, NOT_ASSURED, f.c),
+    );
+    t.fwd(&f.c(ACK, 101, 201), &[], es);
+    // The server allows 101..1101.  Data at 1101 starts past the edge:
+    // not INVALID, but ignored, and its end is noted so that the ack of
+    // it is not over III.
+    t.fwd(&f.c_with(PSH | ACK, 101, 201, &[0; 1000]), &[], es);
+    let before = tcp_part(&h, &t.key);
+    t.fwd(&f.c_with(PSH | ACK, 1101, 201, &[0; 500]), &[], es);
+    assert_ne!(tcp_part(&h, &t.key), before, "the overshoot's end is noted");
+    t.fwd(&f.s(ACK, 201, 1601), &[], es);
+}
+
+#[test]
+fn retransmitted_data_below_the_window_is_ignored_not_invalid() {
+    // The kernel's conntrack_ack_loss_stall: a segment acked and more
+    // than a window behind is let through.
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    f.establish(&h);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    let mut seq = 101u32;
+    for _ in 0..70 {
+        t.fwd(&f.c_with(PSH | ACK, seq, 201, &[0; 1000]), &[], es);
+        seq += 1000;
+        t.fwd(&f.s(ACK, 201, seq), &[], es);
+    }
+    changes_nothing(
+        &t,
+        &f.c_with(PSH | ACK, 101, 201, &[0; 1000]),
+        XDP_REDIRECT,
+        es,
+    );
+}
+
+#[test]
+fn acks_of_unsent_data_are_invalid_and_overly_late_ones_ignored() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    f.establish(&h);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c_with(PSH | ACK, 101, 201, &[0; 500]), &[], es);
+    // III: the client has sent up to 601.
+    changes_nothing(&t, &f.s(ACK, 201, 602), XDP_DROP, es);
+    // IV: more than MAXACKWINCONST (66000) behind is ignored.
+    changes_nothing(
+        &t,
+        &f.s(ACK, 201, 601u32.wrapping_sub(70_000)),
+        XDP_REDIRECT,
+        es,
+    );
+    t.fwd(&f.s(ACK, 201, 601), &[], es);
+}
+
+#[test]
+fn blind_rsts_are_invalid_and_the_connection_stays() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    f.establish(&h);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c_with(PSH | ACK, 101, 201, &[0; 500]), &[], es);
+    t.fwd(&f.s(ACK, 201, 601), &[], es);
+    // Far from anything: INVALID.
+    changes_nothing(&t, &f.c(RST, 5_000_000, 0), XDP_DROP, es);
+    // Below what the server acked (601): INVALID.
+    changes_nothing(&t, &f.c(RST, 300, 0), XDP_DROP, es);
+    // Above it but inside the window: forwarded, the state kept, so that
+    // a challenge ACK can set the sender right (RFC 5961).
+    t.fwd(&f.c(RST, 700, 0), &[], es);
+    // Exactly at it: closes.
+    t.fwd(&f.c(RST, 601, 0), &[], v(CLOSE, REPLIED, ASSURED, f.c));
+    t.timeout("close");
+}
+
+#[test]
+fn window_scaling_counts_only_when_both_syns_carry_it() {
+    for (c_opt, s_opt) in [(true, true), (true, false), (false, true), (false, false)] {
+        let h = Harness::default_config();
+        let f = Flow::new(0);
+        let t = Track::new(&h, f.tcp_key());
+        let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+        let ws = |on: bool| {
+            if on {
+                vec![TcpOpt::Nop, TcpOpt::WindowScale(7)]
+            } else {
+                vec![]
+            }
+        };
+        let seg = |flags, seq, ack, opts| Segment {
+            win: 512,
+            opts,
+            ..Segment::new(flags, seq, ack)
+        };
+        t.fwd(
+            &f.c_seg(seg(SYN, 100, 0, ws(c_opt))),
+            &["new"],
+            v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c),
+        );
+        t.fwd(
+            &f.s_seg(seg(SYN | ACK, 200, 101, ws(s_opt))),
+            &[],
+            v(SYN_RECV, REPLIED, NOT_ASSURED, f.c),
+        );
+        t.fwd(&f.c_seg(seg(ACK, 101, 201, vec![])), &[], es);
+        t.fwd(&f.s_seg(seg(ACK, 201, 101, vec![])), &[], es);
+        // 512 << 7 is 64 KiB: 30000 bytes on is inside the scaled window
+        // only.
+        let far = f.c_seg(Segment {
+            payload: vec![0; 100],
+            ..seg(PSH | ACK, 30_101, 201, vec![])
+        });
+        if c_opt && s_opt {
+            t.fwd(&far, &[], es);
+        } else {
+            changes_nothing(&t, &far, XDP_DROP, es);
+        }
+    }
+}
+
+#[test]
+fn sack_blocks_bound_the_ack_only_when_both_permit_them() {
+    for perm in [true, false] {
+        let h = Harness::default_config();
+        let f = Flow::new(0);
+        let t = Track::new(&h, f.tcp_key());
+        let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+        let p = if perm { vec![TcpOpt::SackPerm] } else { vec![] };
+        let with = |flags, seq, ack, opts| Segment {
+            opts,
+            ..Segment::new(flags, seq, ack)
+        };
+        t.fwd(
+            &f.c_seg(with(SYN, 100, 0, p.clone())),
+            &["new"],
+            v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c),
+        );
+        t.fwd(
+            &f.s_seg(with(SYN | ACK, 200, 101, p)),
+            &[],
+            v(SYN_RECV, REPLIED, NOT_ASSURED, f.c),
+        );
+        t.fwd(&f.c(ACK, 101, 201), &[], es);
+        t.fwd(&f.s_with(PSH | ACK, 201, 101, &[0; 1000]), &[], es);
+        t.fwd(&f.s_with(PSH | ACK, 2201, 101, &[0; 1000]), &[], es);
+        // The client got the third segment, not the second: fine.
+        let sack = |l, r| vec![TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Sack(vec![(l, r)])];
+        t.fwd(&f.c_seg(with(ACK, 101, 1201, sack(2201, 3201))), &[], es);
+        // A block past anything the server sent is over III, when SACK
+        // was permitted; otherwise the block is not read at all.
+        let beyond = f.c_seg(with(ACK, 101, 1201, sack(5201, 9201)));
+        if perm {
+            changes_nothing(&t, &beyond, XDP_DROP, es);
+        } else {
+            t.fwd(&beyond, &[], es);
+        }
+    }
+}
+
+#[test]
+fn retransmitted_acks_unacked_data_and_zero_windows_arm_the_short_timeouts() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    f.establish(&h);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.timeout("established");
+    // Data in flight: the unacknowledged timeout.
+    t.fwd(&f.c_with(PSH | ACK, 101, 201, &[0; 100]), &[], es);
+    t.timeout("unacknowledged");
+    // Acked: the state's own again.
+    t.fwd(&f.s(ACK, 201, 201), &[], es);
+    t.timeout("established");
+    // The same ACK three more times: retransmissions, the max_retrans
+    // timeout.
+    for _ in 0..2 {
+        t.fwd(&f.s(ACK, 201, 201), &[], es);
+        t.timeout("established");
+    }
+    t.fwd(&f.s(ACK, 201, 201), &[], es);
+    t.timeout("max_retrans");
+    // Copies past the count take the lock-free path and keep it.
+    for _ in 0..5 {
+        t.fwd(&f.s(ACK, 201, 201), &[], es);
+        t.timeout("max_retrans");
+    }
+    // Something new ends the streak.
+    t.fwd(&f.c(ACK, 201, 201), &[], es);
+    t.timeout("established");
+    // A zero window: the max_retrans timeout as well.
+    let zero = Segment {
+        win: 0,
+        ..Segment::new(ACK, 201, 201)
+    };
+    t.fwd(&f.s_seg(zero), &[], es);
+    t.timeout("max_retrans");
+}
+
+#[test]
+fn a_picked_up_connection_is_liberal_with_data_but_not_with_blind_rsts() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    let unreplied = v(ESTABLISHED, UNREPLIED, NOT_ASSURED, f.c);
+    let replied = v(ESTABLISHED, REPLIED, NOT_ASSURED, f.c);
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(
+        &f.c_with(PSH | ACK, 10_000, 20_000, &[0; 100]),
+        &["new"],
+        unreplied,
+    );
+    t.fwd(
+        &f.s_with(PSH | ACK, 20_000, 10_100, &[0; 100]),
+        &[],
+        replied,
+    );
+    t.fwd(&f.c(ACK, 10_100, 20_100), &[], es);
+    // Far past any window: the sides are liberal, as the kernel makes a
+    // picked-up connection's.
+    t.fwd(&f.c_with(PSH | ACK, 510_100, 20_100, &[0; 100]), &[], es);
+    // A RST below what the peer acked is still INVALID.
+    changes_nothing(&t, &f.c(RST, 10_000, 0), XDP_DROP, es);
+}
+
+#[test]
+fn liberal_skips_the_window_checks_but_not_those_of_rsts() {
+    let h = Harness::new(Config {
+        liberal: true,
+        ..test_config()
+    });
+    let f = Flow::new(0);
+    f.establish(&h);
+    let t = Track::new(&h, f.tcp_key());
+    let es = v(ESTABLISHED, REPLIED, ASSURED, f.c);
+    t.fwd(&f.c_with(PSH | ACK, 200_101, 201, b"far"), &[], es);
+    t.fwd(&f.s(ACK, 201, 5_000_000), &[], es);
+    t.fwd(&f.c_with(PSH | ACK, 101, 201, &[0; 500]), &[], es);
+    t.fwd(&f.s(ACK, 201, 601), &[], es);
+    changes_nothing(&t, &f.c(RST, 300, 0), XDP_DROP, es);
 }
 
 // ---------------------------------------------------------------------------

@@ -1159,6 +1159,33 @@ struct Entry {
     orig: String,
     unreplied: bool,
     assured: bool,
+    /// Seconds left; compared within TIMEOUT_SLACK, and last, so that
+    /// sorting goes by the rest.
+    timeout: u64,
+}
+
+/// How far the two sides' timeouts may differ: they are read a moment
+/// apart, whole seconds rounded down, and ours moves a refreshed deadline
+/// only when it moves by more than a second.
+const TIMEOUT_SLACK: u64 = 2;
+
+impl Entry {
+    /// Equal but for the timeout, which is within TIMEOUT_SLACK.
+    fn matches(&self, other: &Self) -> bool {
+        (
+            self.proto,
+            &self.state,
+            &self.orig,
+            self.unreplied,
+            self.assured,
+        ) == (
+            other.proto,
+            &other.state,
+            &other.orig,
+            other.unreplied,
+            other.assured,
+        ) && self.timeout.abs_diff(other.timeout) <= TIMEOUT_SLACK
+    }
 }
 
 impl fmt::Display for Entry {
@@ -1212,6 +1239,7 @@ impl Entry {
             orig: orig(proto, c.src, c.dst, c.sport, c.dport),
             unreplied: !c.seen_reply,
             assured: c.assured,
+            timeout: c.timeout,
         }
     }
 
@@ -1234,18 +1262,31 @@ impl Entry {
             orig: orig(proto, e.orig.src, e.orig.dst, sport, dport),
             unreplied: e.unreplied,
             assured: e.assured,
+            timeout: e.timeout,
         }
     }
 }
 
 /// A whole table, sorted; "-" when empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Snapshot(Vec<Entry>);
 
 impl Snapshot {
     fn new(mut entries: Vec<Entry>) -> Self {
         entries.sort();
         Self(entries)
+    }
+
+    /// The timeouts, in the entries' order: `t=119 t=299`.
+    fn timeouts(&self) -> String {
+        let t: Vec<String> = self.0.iter().map(|e| format!("t={}", e.timeout)).collect();
+        t.join(" ")
+    }
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.matches(b))
     }
 }
 
@@ -1479,6 +1520,40 @@ impl KernelCt {
         self.flush();
     }
 
+    /// Our program's configuration with K's own timeouts, so that the
+    /// two sides' timeouts can be compared (ours default to longer ones
+    /// for LAST_ACK and UDP).
+    fn config(&self) -> xdp_conntrack::loader::Config {
+        const SYSCTLS: &[(&str, &str)] = &[
+            ("syn_sent", "tcp_timeout_syn_sent"),
+            ("syn_recv", "tcp_timeout_syn_recv"),
+            ("established", "tcp_timeout_established"),
+            ("fin_wait", "tcp_timeout_fin_wait"),
+            ("close_wait", "tcp_timeout_close_wait"),
+            ("last_ack", "tcp_timeout_last_ack"),
+            ("time_wait", "tcp_timeout_time_wait"),
+            ("close", "tcp_timeout_close"),
+            ("max_retrans", "tcp_timeout_max_retrans"),
+            ("unacknowledged", "tcp_timeout_unacknowledged"),
+            ("udp", "udp_timeout"),
+            ("udp_stream", "udp_timeout_stream"),
+            ("icmp", "icmp_timeout"),
+        ];
+        let mut cfg = test_config();
+        for (ours, theirs) in SYSCTLS {
+            let secs = self.exec(&[
+                "sysctl",
+                "-n",
+                &format!("net.netfilter.nf_conntrack_{theirs}"),
+            ]);
+            let (slot, secs) =
+                xdp_conntrack::settings::parse_timeout(&format!("{ours}={}", secs.trim()))
+                    .unwrap_or_else(|e| panic!("K's {theirs}: {e}"));
+            cfg.timeouts[slot] = secs;
+        }
+        cfg
+    }
+
     fn exec(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.k])
@@ -1637,7 +1712,7 @@ impl Row {
 /// The rows, and how long after the first packet the last one went out.
 fn run_seq(k: &KernelCt, seq: &Seq) -> (Vec<Row>, Duration) {
     k.flush();
-    let h = Harness::default_config();
+    let h = Harness::new(k.config());
     assert!(h.conns().is_empty(), "a fresh program has an empty table");
     let eth = Ether {
         dst: K_MAC,
@@ -1674,8 +1749,8 @@ fn render(seq: &Seq, rows: &[Row]) -> String {
         .map(|r| {
             [
                 r.pkt.to_string(),
-                format!("{:<8}{}", r.kernel.0, r.kernel.1),
-                format!("{:<8}{}", r.ours.0, r.ours.1),
+                format!("{:<8}{} {}", r.kernel.0, r.kernel.1, r.kernel.1.timeouts()),
+                format!("{:<8}{} {}", r.ours.0, r.ours.1, r.ours.1.timeouts()),
             ]
         })
         .collect();

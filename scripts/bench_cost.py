@@ -23,8 +23,9 @@ TARGET = "x86_64-unknown-linux-gnu"
 ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| [0-9.]+x \|$")
 
 
-def build(repo, target_dir):
-    """Builds the cost bench in `repo` and returns its executable."""
+def build(repo, target_dir, keep):
+    """Builds the cost bench in `repo` and returns a copy of its executable
+    under `keep`: two trees of one package build to the same file name."""
     env = dict(os.environ, CARGO_TARGET_DIR=target_dir)
     out = subprocess.run(
         ["cargo", "bench", "--target", TARGET, "--locked", "--bench", "cost",
@@ -34,7 +35,9 @@ def build(repo, target_dir):
     for line in out.splitlines():
         m = json.loads(line)
         if m.get("executable") and m.get("target", {}).get("name") == "cost":
-            return m["executable"]
+            copy = os.path.join(keep, f"cost-{len(os.listdir(keep))}")
+            shutil.copy2(m["executable"], copy)
+            return copy
     sys.exit(f"bench_cost: no cost bench built in {repo}")
 
 
@@ -53,8 +56,8 @@ def main():
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"],
                           check=True, stdout=subprocess.PIPE,
                           text=True).stdout.strip()
-    target = os.path.join(repo, "target")
-    bins = {"this tree": build(repo, target)}
+    keep = tempfile.mkdtemp(prefix="xct-bench-cost-")
+    bins = {"this tree": build(repo, os.path.join(repo, "target"), keep)}
     tmp = None
     try:
         if a.base:
@@ -64,7 +67,10 @@ def main():
             tmp = tempfile.mkdtemp(prefix="xct-base-")
             subprocess.run(["git", "worktree", "add", "-q", "--detach", tmp,
                             rev], cwd=repo, check=True)
-            bins = {rev: build(tmp, target), **bins}
+            # A target directory of its own: the base's build must not
+            # replace this tree's artifacts (same package, same names).
+            base_target = os.path.join(repo, "target", "bench-base")
+            bins = {rev: build(tmp, base_target, keep), **bins}
         runs = {name: [] for name in bins}
         for i in range(a.runs):
             # Take turns, and swap who goes first each round.
@@ -76,10 +82,12 @@ def main():
             subprocess.run(["git", "worktree", "remove", "--force", tmp],
                            cwd=repo)
             shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(keep, ignore_errors=True)
 
     names = list(bins)
     labels = list(runs[names[-1]][0])
-    med = {n: {l: statistics.median(r[l] for r in runs[n] if l in r)
+    med = {n: {l: statistics.median([r[l] for r in runs[n] if l in r] or
+                                    [float("nan")])
                for l in labels} for n in names}
     head = " | ".join(f"{n} (ns, median of {a.runs})" for n in names)
     print(f"| packet | {head} |" + (" difference | ratio |" if a.base else ""))

@@ -375,12 +375,16 @@ static __always_inline __u32 ct_tcp_timeout_slot(const struct ct_tcp *t,
  * One lookup in tcp_conntracks[][][], bounds-checked right at the access:
  * older verifiers (6.1) lose a bound when clang spills the clamped index
  * and reloads it at another width, so the check and the load must sit
- * together on one flat index.
+ * together on one flat index.  Clang can prove the index in range on
+ * paths where the caller has already classified the segment, and then
+ * drops the check; barrier_var() hides what it knows, so the check stays
+ * for the verifier, which knows less.
  */
 static __always_inline __u8 tcp_transition(__u32 dir, __u32 index, __u32 old)
 {
 	__u32 i = (dir * 6 + index) * CT_TCP_MAX + old;
 
+	barrier_var(i);
 	if (i >= sizeof(tcp_conntracks))
 		return CT_TCP_MAX;
 	return ((const __u8 *)tcp_conntracks)[i];

@@ -446,6 +446,7 @@ int xdp_conntrack(struct xdp_md *ctx)
 	__u32 in = ctx->ingress_ifindex == ct_cfg.ifindex[1];
 	enum ct_verdict verdict;
 	struct ct_pkt pkt = {};
+	struct ct_l3 l3 = {};
 	struct ct_stats *st;
 	__u32 zero = 0;
 
@@ -455,7 +456,17 @@ int xdp_conntrack(struct xdp_md *ctx)
 	if (!ct_cfg.track)
 		return ct_redirect(ctx, in, len, st);
 
-	verdict = ct_parse(data, data_end, len, &pkt);
+	verdict = ct_parse(data, data_end, len, &pkt, &l3);
+	/* Checksums come after the parser's own checks, as in the kernel's
+	 * *_error(), and before the packet may touch the table.  Whatever
+	 * the parser lets through is checked, tracked or not: the kernel
+	 * checks every ICMP packet, whatever its type.  ct_cfg is read-only,
+	 * so --no-checksum prunes the whole stage.
+	 */
+	if (ct_cfg.checksum &&
+	    (verdict == CT_FORWARD || verdict == CT_UNTRACKED) &&
+	    ct_csum_l4(ctx, &pkt, &l3) != CT_FORWARD)
+		verdict = CT_DROP_INVALID;
 	if (verdict == CT_FORWARD) {
 		ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u flags=0x%x",
 		       pkt.key.proto, &pkt.saddr.v4, bpf_ntohs(pkt.sport),

@@ -51,6 +51,11 @@ pub struct Args {
     /// picking them up (nf_conntrack_tcp_loose=0).
     #[arg(long)]
     pub strict: bool,
+    /// Do not check TCP, UDP and ICMP checksums (nf_conntrack_checksum=0);
+    /// packets with wrong ones are tracked.  IPv4 header checksums are
+    /// still checked, as the kernel's IP layer does.
+    #[arg(long)]
+    pub no_checksum: bool,
     /// Replace an XDP program already attached to an interface.
     #[arg(long)]
     pub force: bool,
@@ -99,6 +104,7 @@ pub fn run(o: Args) -> Result<ExitCode> {
         log_level: o.log_level,
         strict: o.strict,
         track: !o.no_track,
+        checksum: !o.no_checksum,
         ifindex: [ifaces[0].index, ifaces[1].index],
         ..Config::new(super::kernel_features()?)
     };

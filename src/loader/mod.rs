@@ -35,6 +35,9 @@ pub struct Config {
     pub strict: bool,
     /// Track connections; false makes a pure redirect.
     pub track: bool,
+    /// Check TCP, UDP and ICMP checksums, as nf_conntrack_checksum=1 does;
+    /// false skips them (the IPv4 header's is the IP layer's: always).
+    pub checksum: bool,
     /// Ingress ifindex of side 1 and side 2.
     pub ifindex: [u32; 2],
     /// (destination, source) MACs for frames leaving side 1 / side 2.
@@ -52,6 +55,7 @@ impl Config {
             log_level: 0,
             strict: false,
             track: true,
+            checksum: true,
             ifindex: [0; 2],
             rewrite: [None; 2],
             features,
@@ -99,6 +103,7 @@ pub fn load<'obj>(
     c.log_level = cfg.log_level;
     c.strict = u8::from(cfg.strict);
     c.track = u8::from(cfg.track);
+    c.checksum = u8::from(cfg.checksum);
     for (side, rw) in cfg.rewrite.iter().enumerate() {
         if let Some((dst, src)) = rw {
             c.rewrite[side] = 1;

@@ -1,8 +1,10 @@
 //! The program's own cost per packet, through BPF_PROG_TEST_RUN with
 //! `repeat`: forwarding only (tracking off), an established-flow ACK with
-//! the table at 1k, 64k and 1M entries, an INVALID packet, and a new
-//! connection.  Side by side in one run, 5 rounds, medians.  Run as root:
-//! `make bench-cost`.
+//! the table at 1k, 64k and 1M entries, an INVALID packet, a new
+//! connection, and what checksumming costs: established-flow segments in
+//! 64-byte (the ACK), 1500-byte and 9000-byte (multi-buffer) frames with
+//! checksums checked and not (`--no-checksum`).  Side by side in one run,
+//! 5 rounds, medians.  Run as root: `make bench-cost`.
 //!
 //! A repeated run sends the same frame, so the established flow's entry
 //! stays in cache whatever the table's size; a new connection needs a
@@ -48,36 +50,45 @@ fn fill(skel: &ConntrackSkel<'_>, n: u32) {
     common::fill(&skel.maps.ct_table, &keys, |_| established(expires));
 }
 
-/// `--profile SECS [--no-track]`: only the established ACK at 1k entries
-/// (or forwarding only), over and over for SECS seconds, for a sampling
-/// profiler to look at (`make profile`).
-fn profile(ack: &[u8], secs: u64, track: bool) {
+/// `--profile SECS [--no-track] [--no-checksum] [--mtu N]`: one frame
+/// only, the established ACK at 1k entries (or a data segment that fills
+/// an MTU of N bytes; or forwarding only), over and over for SECS seconds,
+/// for a sampling profiler to look at (`make profile`).
+fn profile(frame: &[u8], secs: u64, cfg: Config, what: &str) {
     let skel = load(&Config {
         max_entries: 65_536,
-        track,
-        ..config()
+        ..cfg.clone()
     });
-    if track {
+    if cfg.track {
         fill(&skel, 1_000);
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut runs = Vec::new();
     while std::time::Instant::now() < until {
-        let (ns, act) = per_packet(&skel, ack, REPEAT);
-        assert_eq!(act, XDP_REDIRECT, "the ACK must be forwarded");
+        let (ns, act) = per_packet(&skel, frame, REPEAT);
+        assert_eq!(act, XDP_REDIRECT, "the frame must be forwarded");
         runs.push(ns);
     }
-    let what = if track {
-        "established ACK, 1k entries"
-    } else {
-        "forwarding only"
-    };
+    let what = if cfg.track { what } else { "forwarding only" };
     println!(
         "{what}: {:.1} ns per packet, {} packets (median of {} runs)",
         median(runs.clone()),
         runs.len() as u64 * u64::from(REPEAT),
         runs.len()
     );
+}
+
+/// A data segment of the established flow that fills an MTU of `mtu`.
+fn segment(mtu: usize) -> Vec<u8> {
+    tcp(
+        &Ether::default(),
+        client(0),
+        server(),
+        ACK | PSH,
+        1000,
+        2000,
+        &vec![0x5a; mtu - 40],
+    )
 }
 
 fn main() {
@@ -87,9 +98,34 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         let secs = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10);
-        return profile(&ack, secs, !args.iter().any(|a| a == "--no-track"));
+        let flag = |f: &str| args.iter().any(|a| a == f);
+        let mtu = args.iter().position(|a| a == "--mtu");
+        let mtu = mtu.and_then(|i| args.get(i + 1)?.parse::<usize>().ok());
+        let (frame, what) = match mtu {
+            Some(m) => (
+                segment(m),
+                format!("established {m}-byte segment, 1k entries"),
+            ),
+            None => (ack.clone(), "established ACK, 1k entries".to_string()),
+        };
+        let cfg = Config {
+            track: !flag("--no-track"),
+            checksum: !flag("--no-checksum"),
+            ..config()
+        };
+        return profile(&frame, secs, cfg, &what);
     }
     let invalid = tcp(&eth, flow, server(), SYN | FIN, 1000, 0, b"");
+    // Data segments of the established flow that fill a 1500-byte and a
+    // 9000-byte MTU; the second is multi-buffer in a test run (its first
+    // buffer holds a page less headroom and skb_shared_info).
+    let mut sizes = vec![
+        (ack.clone(), "ACK (64-byte frame)"),
+        (segment(1500), "1500-byte segment"),
+    ];
+    if config().features.frags {
+        sizes.push((segment(9000), "9000-byte segment (multi-buffer)"));
+    }
     let news: Vec<Vec<u8>> = (0..50_000)
         .map(|i| tcp(&eth, client(2_000_000 + i), server(), SYN, 100, 0, b""))
         .collect();
@@ -102,6 +138,12 @@ fn main() {
         ("INVALID (SYN|FIN), dropped".into(), vec![]),
         ("new connection (SYN)".into(), vec![]),
     ];
+    // Checksums on and off, side by side, for each size: rows 6 and on.
+    for (_, what) in &sizes {
+        for suffix in ["", ", --no-checksum"] {
+            rows.push((format!("established {what}, 1k entries{suffix}"), vec![]));
+        }
+    }
     for _ in 0..ROUNDS {
         let fwd = load(&Config {
             track: false,
@@ -133,6 +175,21 @@ fn main() {
                 let single: f64 =
                     news.iter().map(|f| per_packet(&skel, f, 1).0).sum::<f64>() / news.len() as f64;
                 rows[5].1.push(single - base + fwd_ns);
+            }
+        }
+        for (off, checksum) in [(0, true), (1, false)] {
+            let skel = load(&Config {
+                checksum,
+                ..config()
+            });
+            fill(&skel, 1_000);
+            for (i, (frame, _)) in sizes.iter().enumerate() {
+                let (ns, act) = per_packet(&skel, frame, REPEAT);
+                assert_eq!(
+                    act, XDP_REDIRECT,
+                    "the established segment must be forwarded"
+                );
+                rows[6 + 2 * i + off].1.push(ns);
             }
         }
     }

@@ -9,7 +9,7 @@ export LIBBPF_SYS_LIBRARY_PATH := /usr/lib/x86_64-linux-gnu
 CARGO_FLAGS := --release --target $(TARGET) --locked
 
 .DEFAULT_GOAL := build
-.PHONY: help deps build install test lint demo bench scale churn bench-sweep bench-setup bench-cost profile test-kernels vmlinux clean
+.PHONY: help deps build install test lint demo bench scale churn bench-sweep bench-setup bench-cost bench-csum profile test-kernels vmlinux clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -61,6 +61,10 @@ bench-setup: deps ## connection setup rate of the program alone (BPF_PROG_TEST_R
 RUNS ?= 3
 bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat); BASE=REV runs REV's beside it
 	scripts/bench_cost.py $(if $(BASE),--base $(BASE)) --runs $(RUNS)
+
+bench-csum: build ## TCP Gbit/s (MTU 1500, 9000) and 64-byte Mpps with checksums checked and --no-checksum; BASE_BIN=PATH adds another binary
+	scripts/deps.sh bench
+	scripts/bench_csum.sh $(BIN) $(SECS) $(REPS)
 
 profile: deps ## where an established packet's time goes: perf over BPF_PROG_TEST_RUN, by kernel symbol
 	scripts/deps.sh bench

@@ -25,6 +25,7 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
 ];
 const HEADERS: &[&str] = &[
     "src/bpf/conntrack.h",
+    "src/bpf/csum.h",
     "src/bpf/handshake.h",
     "src/bpf/parse.h",
     "src/bpf/proto.h",

@@ -1,8 +1,11 @@
 //! The program's own cost per packet, through BPF_PROG_TEST_RUN with
 //! `repeat`: forwarding only (tracking off), an established-flow segment
 //! repeated with the table at 1k, 64k and 1M entries, an INVALID packet, a
-//! new connection, and an in-order stream.  Side by side in one run, 5
-//! rounds, medians.  Run as root: `make bench-cost`.
+//! new connection, an in-order stream, and what checksumming costs:
+//! established-flow segments in 64-byte (the ACK), 1500-byte and 9000-byte
+//! (multi-buffer) frames with checksums checked and not (`--no-checksum`).
+//! Side by side in one run, 5 rounds, medians.  Run as root:
+//! `make bench-cost`.
 //!
 //! A repeated run sends the same frame, so the established flow's entry
 //! stays in cache whatever the table's size; the copies count as
@@ -67,36 +70,45 @@ fn fill(skel: &ConntrackSkel<'_>, n: u32, entry: &ct_entry) {
     });
 }
 
-/// `--profile SECS [--no-track]`: only the established ACK at 1k entries
-/// (or forwarding only), over and over for SECS seconds, for a sampling
-/// profiler to look at (`make profile`).
-fn profile(ack: &[u8], secs: u64, track: bool) {
+/// `--profile SECS [--no-track] [--no-checksum] [--mtu N]`: one frame
+/// only, the established ACK at 1k entries (or a data segment that fills
+/// an MTU of N bytes; or forwarding only), over and over for SECS seconds,
+/// for a sampling profiler to look at (`make profile`).
+fn profile(frame: &[u8], secs: u64, cfg: Config, what: &str) {
     let skel = load(&Config {
         max_entries: 65_536,
-        track,
-        ..config()
+        ..cfg.clone()
     });
-    if track {
-        fill(&skel, 1_000, &established(ack));
+    if cfg.track {
+        fill(&skel, 1_000, &established(frame));
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut runs = Vec::new();
     while std::time::Instant::now() < until {
-        let (ns, act) = per_packet(&skel, ack, REPEAT);
-        assert_eq!(act, XDP_REDIRECT, "the ACK must be forwarded");
+        let (ns, act) = per_packet(&skel, frame, REPEAT);
+        assert_eq!(act, XDP_REDIRECT, "the frame must be forwarded");
         runs.push(ns);
     }
-    let what = if track {
-        "established ACK, 1k entries"
-    } else {
-        "forwarding only"
-    };
+    let what = if cfg.track { what } else { "forwarding only" };
     println!(
         "{what}: {:.1} ns per packet, {} packets (median of {} runs)",
         median(runs.clone()),
         runs.len() as u64 * u64::from(REPEAT),
         runs.len()
     );
+}
+
+/// A data segment of the established flow that fills an MTU of `mtu`.
+fn segment(mtu: usize) -> Vec<u8> {
+    tcp(
+        &Ether::default(),
+        client(0),
+        server(),
+        ACK | PSH,
+        1000,
+        2000,
+        &vec![0x5a; mtu - 40],
+    )
 }
 
 fn main() {
@@ -106,7 +118,22 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         let secs = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(10);
-        return profile(&ack, secs, !args.iter().any(|a| a == "--no-track"));
+        let flag = |f: &str| args.iter().any(|a| a == f);
+        let mtu = args.iter().position(|a| a == "--mtu");
+        let mtu = mtu.and_then(|i| args.get(i + 1)?.parse::<usize>().ok());
+        let (frame, what) = match mtu {
+            Some(m) => (
+                segment(m),
+                format!("established {m}-byte segment, 1k entries"),
+            ),
+            None => (ack.clone(), "established ACK, 1k entries".to_string()),
+        };
+        let cfg = Config {
+            track: !flag("--no-track"),
+            checksum: !flag("--no-checksum"),
+            ..config()
+        };
+        return profile(&frame, secs, cfg, &what);
     }
     let invalid = tcp(&eth, flow, server(), SYN | FIN, 1000, 0, b"");
     let entry = established(&ack);
@@ -121,6 +148,17 @@ fn main() {
             ]
         })
         .collect();
+    // Data segments of the established flow that fill a 1500-byte and a
+    // 9000-byte MTU; the second is multi-buffer in a test run (its first
+    // buffer holds a page less headroom and skb_shared_info).  Each is
+    // measured against an entry that has seen it, as the ACK is.
+    let mut sizes = vec![
+        (ack.clone(), "ACK (64-byte frame)"),
+        (segment(1500), "1500-byte segment"),
+    ];
+    if config().features.frags {
+        sizes.push((segment(9000), "9000-byte segment (multi-buffer)"));
+    }
     let news: Vec<Vec<u8>> = (0..50_000)
         .map(|i| tcp(&eth, client(2_000_000 + i), server(), SYN, 100, 0, b""))
         .collect();
@@ -134,6 +172,12 @@ fn main() {
         ("new connection (SYN)".into(), vec![]),
         ("established, in-order stream (locked)".into(), vec![]),
     ];
+    // Checksums on and off, side by side, for each size: rows 7 and on.
+    for (_, what) in &sizes {
+        for suffix in ["", ", --no-checksum"] {
+            rows.push((format!("established {what}, 1k entries{suffix}"), vec![]));
+        }
+    }
     for _ in 0..ROUNDS {
         let fwd = load(&Config {
             track: false,
@@ -175,6 +219,21 @@ fn main() {
                     .sum::<f64>()
                     / stream.len() as f64;
                 rows[6].1.push(single - base + fwd_ns);
+            }
+        }
+        for (i, (frame, _)) in sizes.iter().enumerate() {
+            for (off, checksum) in [(0, true), (1, false)] {
+                let skel = load(&Config {
+                    checksum,
+                    ..config()
+                });
+                fill(&skel, 1_000, &established(frame));
+                let (ns, act) = per_packet(&skel, frame, REPEAT);
+                assert_eq!(
+                    act, XDP_REDIRECT,
+                    "the established segment must be forwarded"
+                );
+                rows[7 + 2 * i + off].1.push(ns);
             }
         }
     }

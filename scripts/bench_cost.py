@@ -86,18 +86,21 @@ def main():
 
     names = list(bins)
     labels = list(runs[names[-1]][0])
-    med = {n: {l: statistics.median([r[l] for r in runs[n] if l in r] or
-                                    [float("nan")])
+    # A row the other revision lacks (a new bench row) shows as "-".
+    med = {n: {l: statistics.median(v) if (v := [r[l] for r in runs[n]
+                                                 if l in r]) else None
                for l in labels} for n in names}
+    cell = lambda v: "-" if v is None else f"{v:.1f}"
     head = " | ".join(f"{n} (ns, median of {a.runs})" for n in names)
     print(f"| packet | {head} |" + (" difference | ratio |" if a.base else ""))
     print("|---|" + "---:|" * (len(names) + (2 if a.base else 0)))
     for l in labels:
-        cells = " | ".join(f"{med[n][l]:.1f}" for n in names)
+        cells = " | ".join(cell(med[n][l]) for n in names)
         extra = ""
         if a.base:
             old, new = med[names[0]][l], med[names[1]][l]
-            extra = f" {new - old:+.1f} | {new / old:.3f} |"
+            extra = (" - | - |" if old is None or new is None else
+                     f" {new - old:+.1f} | {new / old:.3f} |")
         print(f"| {l} | {cells} |{extra}")
 
 

@@ -9,7 +9,7 @@ use etherparse::{
 };
 
 pub use crate::proto::tcp_flags;
-use crate::proto::IPPROTO_ICMP;
+use crate::proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// IPv6's ICMP (ICMPv6, RFC 4443).
 pub const IPPROTO_ICMPV6: u8 = 58;
@@ -293,6 +293,123 @@ pub fn l4_offset(frame: &[u8]) -> usize {
     }
 }
 
+/// Where the IPv4 header of an Ethernet frame starts, behind up to two
+/// VLAN tags; None for anything else.
+fn ipv4_at(frame: &[u8]) -> Option<usize> {
+    let mut at = 12;
+    for _ in 0..=2 {
+        let ethertype = u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
+        match ethertype {
+            0x8100 | 0x88a8 => at += 4,
+            0x0800 => return Some(at + 2),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Where the checksum field of a transport protocol sits in its header.
+fn l4_checksum_at(proto: u8) -> Option<usize> {
+    match proto {
+        IPPROTO_TCP => Some(16),
+        IPPROTO_UDP => Some(6),
+        IPPROTO_ICMP => Some(2),
+        _ => None,
+    }
+}
+
+/// The transport segment of an IPv4 frame as the IP header delimits it
+/// (clipped to the frame): (where it starts, where it ends, protocol).
+fn ipv4_segment(frame: &[u8]) -> Option<(usize, usize, u8)> {
+    let ip = ipv4_at(frame)?;
+    let hdr = frame.get(ip..ip + 20)?;
+    let hlen = usize::from(hdr[0] & 0x0f) * 4;
+    let tot = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
+    let end = (ip + tot).min(frame.len());
+    (hlen >= 20 && ip + hlen <= end).then_some((ip + hlen, end, hdr[9]))
+}
+
+/// Recomputes the checksums of an IPv4 frame after an edit: the IP
+/// header's, and the TCP, UDP or ICMP checksum over the segment as the
+/// header delimits it (as far as the frame holds it), so that a test's
+/// edit is the frame's only fault.  A UDP checksum of 0 ("none") stays 0;
+/// fragments keep their transport checksum.
+pub fn fix_checksums(frame: &mut [u8]) {
+    let Some(ip) = ipv4_at(frame) else { return };
+    if frame.len() < ip + 20 {
+        return;
+    }
+    let hlen = (usize::from(frame[ip] & 0x0f) * 4).clamp(20, frame.len() - ip);
+    frame[ip + 10..ip + 12].fill(0);
+    let c = checksum(&frame[ip..ip + hlen], 0);
+    frame[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+    let fragment = u16::from_be_bytes([frame[ip + 6], frame[ip + 7]]) & 0x3fff != 0;
+    let Some((l4, end, proto)) = ipv4_segment(frame) else {
+        return;
+    };
+    let Some(at) = l4_checksum_at(proto) else {
+        return;
+    };
+    if fragment || l4 + at + 2 > end {
+        return;
+    }
+    if proto == IPPROTO_UDP && frame[l4 + at..l4 + at + 2] == [0, 0] {
+        return;
+    }
+    frame[l4 + at..l4 + at + 2].fill(0);
+    let pseudo = if proto == IPPROTO_ICMP {
+        0
+    } else {
+        let addrs = &frame[ip + 12..ip + 20];
+        let words: u32 = addrs
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        words + u32::from(proto) + (end - l4) as u32
+    };
+    let mut c = checksum(&frame[l4..end], pseudo);
+    // RFC 768: a computed 0 goes out as 0xffff, since 0 means "none".
+    if proto == IPPROTO_UDP && c == 0 {
+        c = 0xffff;
+    }
+    frame[l4 + at..l4 + at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A copy of an IPv4 frame whose TCP, UDP or ICMP checksum is wrong, and
+/// nothing else: the field gets a value that is neither right nor one's
+/// complement's other zero (0x0000 and 0xffff add the same) nor 0.
+pub fn corrupt_l4_checksum(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let (l4, end, proto) = ipv4_segment(&f).expect("an IPv4 frame");
+    let at = l4 + l4_checksum_at(proto).expect("a TCP, UDP or ICMP segment");
+    assert!(at + 2 <= end, "the segment is too short for its checksum");
+    let right = u16::from_be_bytes([f[at], f[at + 1]]);
+    let wrong: u16 = if right == 0x1234 { 0x4321 } else { 0x1234 };
+    f[at..at + 2].copy_from_slice(&wrong.to_be_bytes());
+    f
+}
+
+/// A copy of an IPv4 frame whose IP header checksum is wrong, and nothing
+/// else.
+pub fn corrupt_ip_checksum(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let ip = ipv4_at(&f).expect("an IPv4 frame");
+    let right = u16::from_be_bytes([f[ip + 10], f[ip + 11]]);
+    let wrong: u16 = if right == 0x1234 { 0x4321 } else { 0x1234 };
+    f[ip + 10..ip + 12].copy_from_slice(&wrong.to_be_bytes());
+    f
+}
+
+/// A copy of an IPv4 UDP frame that carries no checksum (0, which IPv4
+/// allows).
+pub fn without_udp_checksum(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let (l4, _, proto) = ipv4_segment(&f).expect("an IPv4 frame");
+    assert_eq!(proto, IPPROTO_UDP, "a UDP frame");
+    f[l4 + 6..l4 + 8].fill(0);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +483,70 @@ mod tests {
             };
             assert_eq!(checksum(&e[at..at + len], ps), 0, "ICMP of {s}");
         }
+    }
+
+    /// Whether the frame's IPv4 header and transport checksums verify
+    /// (a UDP checksum of 0 counts as none).
+    fn sums_verify(f: &[u8]) -> (bool, bool) {
+        let ip = ipv4_at(f).unwrap();
+        let hlen = usize::from(f[ip] & 0x0f) * 4;
+        let (l4, end, proto) = ipv4_segment(f).unwrap();
+        let at = l4 + l4_checksum_at(proto).unwrap();
+        let src = IpAddr::from(<[u8; 4]>::try_from(&f[ip + 12..ip + 16]).unwrap());
+        let dst = IpAddr::from(<[u8; 4]>::try_from(&f[ip + 16..ip + 20]).unwrap());
+        let ps = if proto == IPPROTO_ICMP {
+            0
+        } else {
+            pseudo(src, dst, proto, end - l4)
+        };
+        let none = proto == IPPROTO_UDP && f[at..at + 2] == [0, 0];
+        (
+            checksum(&f[ip..ip + hlen], 0) == 0,
+            none || checksum(&f[l4..end], ps) == 0,
+        )
+    }
+
+    #[test]
+    fn checksums_are_corrupted_one_at_a_time_and_fixed_back() {
+        let a = Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 23420);
+        let b = Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080);
+        let e = Ether::default();
+        let frames = [
+            tcp(&e, a, b, SYN, 100, 0, b""),
+            tcp(&e, a, b, ACK, 101, 201, &[7; 1461]),
+            udp(&e, a, b, b"odd"),
+            icmp_echo(&e, a.addr, b.addr, 8, 7, 1),
+        ];
+        for f in &frames {
+            assert_eq!(sums_verify(f), (true, true));
+            let bad = corrupt_l4_checksum(f);
+            assert_eq!(sums_verify(&bad), (true, false));
+            let (l4, _, proto) = ipv4_segment(f).unwrap();
+            let at = l4 + l4_checksum_at(proto).unwrap();
+            let changed: Vec<usize> = (0..f.len()).filter(|&i| bad[i] != f[i]).collect();
+            assert!(
+                !changed.is_empty() && changed.iter().all(|&i| i == at || i == at + 1),
+                "only the checksum changes: {changed:?}"
+            );
+            let mut fixed = bad.clone();
+            fix_checksums(&mut fixed);
+            assert_eq!(&fixed, f, "fixed back");
+            let bad_ip = corrupt_ip_checksum(f);
+            assert_eq!(sums_verify(&bad_ip), (false, true));
+            let mut fixed = bad_ip.clone();
+            fix_checksums(&mut fixed);
+            assert_eq!(&fixed, f, "fixed back");
+        }
+        // Behind VLAN tags, and a UDP datagram without a checksum stays so.
+        let mut tagged = frames[2][..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0, 100]);
+        tagged.extend_from_slice(&frames[2][12..]);
+        assert_eq!(sums_verify(&corrupt_l4_checksum(&tagged)), (true, false));
+        let none = without_udp_checksum(&tagged);
+        let mut fixed = none.clone();
+        fix_checksums(&mut fixed);
+        assert_eq!(fixed, none);
+        assert_eq!(sums_verify(&none), (true, true));
     }
 
     #[test]

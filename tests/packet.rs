@@ -134,18 +134,11 @@ impl Flow {
     }
 }
 
-/// Recomputes the checksum of the IPv4 header at `at`.
-fn fix_ip_checksum(frame: &mut [u8], at: usize) {
-    let hlen = (usize::from(frame[at] & 0x0f) * 4).max(20);
-    frame[at + 10..at + 12].fill(0);
-    let c = packet::checksum(&frame[at..at + hlen], 0);
-    frame[at + 10..at + 12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Edits the IPv4 header of an untagged frame, then fixes its checksum.
+/// Edits the IPv4 header of an untagged frame, then fixes its checksums
+/// (the header's and the transport's), so that the edit is its only fault.
 fn edit_ip(mut frame: Vec<u8>, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
     edit(&mut frame[IP..]);
-    fix_ip_checksum(&mut frame, IP);
+    packet::fix_checksums(&mut frame);
     frame
 }
 
@@ -1603,6 +1596,7 @@ fn broken_l4_headers_are_dropped_as_invalid() {
     let tcp_byte = |at: usize, b: u8| {
         let mut x = syn.clone();
         x[L4 + at] = b;
+        packet::fix_checksums(&mut x);
         x
     };
     let mut cut_tcp = with_tot_len(syn.clone(), 20 + 12);
@@ -1611,6 +1605,7 @@ fn broken_l4_headers_are_dropped_as_invalid() {
     let udp_len = |len: u16| {
         let mut x = f.c_udp(b"ping");
         x[L4 + 4..L4 + 6].copy_from_slice(&len.to_be_bytes());
+        packet::fix_checksums(&mut x);
         x
     };
     let echo = icmp_echo(&Ether::default(), f.c.addr, f.s.addr, 8, 1, 1);

@@ -32,10 +32,14 @@ use common::*;
 use nix::libc;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
+use xdp_conntrack::bpf::types::ct_counter;
+use xdp_conntrack::counters::Totals;
+use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{
-    icmp_echo, tcp_flags::*, tcp_segment, udp, Endpoint, Ether, Segment, TcpOpt, TCP_WINDOW,
+    self, corrupt_ip_checksum, corrupt_l4_checksum, icmp_echo, ip_frame, tcp_flags::*, tcp_segment,
+    udp, without_udp_checksum, Endpoint, Ether, Segment, TcpOpt, TCP_WINDOW,
 };
-use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_TCP};
+use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_ICMP, IPPROTO_TCP};
 use xdp_conntrack::sys::PacketSocket;
 use xdp_conntrack::table::Conn;
 
@@ -99,12 +103,59 @@ enum Body {
         id: u16,
         seq: u16,
     },
+    /// ICMP port unreachable (type 3, code 3) about the UDP datagram the
+    /// other side sends (`Body::Udp`), quoting its IP header and 8 bytes.
+    Unreachable,
+}
+
+/// What is wrong with a packet on purpose; built by src/packet.rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Nothing: every checksum right.
+    None,
+    /// A wrong TCP, UDP or ICMP checksum.
+    L4Checksum,
+    /// A wrong IPv4 header checksum: ip_rcv() drops it before conntrack.
+    IpChecksum,
+    /// UDP without a checksum (0).
+    NoUdpChecksum,
+    /// Four bytes in the IP payload past the UDP length, the checksum over
+    /// the UDP length as a sender computes it (`summed`: false), or over
+    /// the whole IP payload (true).
+    UdpTrailer { summed: bool },
+}
+
+impl Fault {
+    fn apply(self, frame: Vec<u8>) -> Vec<u8> {
+        match self {
+            Fault::None => frame,
+            Fault::L4Checksum => corrupt_l4_checksum(&frame),
+            Fault::IpChecksum => corrupt_ip_checksum(&frame),
+            Fault::NoUdpChecksum => without_udp_checksum(&frame),
+            Fault::UdpTrailer { summed } => {
+                // Untagged frames only: the IPv4 header at 14, 20 bytes.
+                let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+                let mut f = frame[..14 + tot].to_vec();
+                f.extend_from_slice(b"tail");
+                f[16..18].copy_from_slice(&(tot as u16 + 4).to_be_bytes());
+                if summed {
+                    packet::fix_checksums(&mut f);
+                } else {
+                    f[24..26].fill(0);
+                    let c = packet::checksum(&f[14..34], 0);
+                    f[24..26].copy_from_slice(&c.to_be_bytes());
+                }
+                f
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Pkt {
     from: Side,
     body: Body,
+    fault: Fault,
     /// Not sent before this long after the sequence's first packet.
     not_before: Option<Duration>,
 }
@@ -112,7 +163,7 @@ struct Pkt {
 impl Pkt {
     fn frame(&self, eth: &Ether) -> Vec<u8> {
         let (src, dst) = self.from.ends();
-        match &self.body {
+        let frame = match &self.body {
             &Body::Tcp {
                 flags,
                 seq,
@@ -133,7 +184,14 @@ impl Pkt {
             &Body::Echo { icmp_type, id, seq } => {
                 icmp_echo(eth, src.addr, dst.addr, icmp_type, id, seq)
             }
-        }
+            Body::Unreachable => {
+                let quoted = udp(eth, dst, src, b"parity");
+                let mut l4 = vec![3, 3, 0, 0, 0, 0, 0, 0];
+                l4.extend_from_slice(&quoted[14..14 + 28]);
+                ip_frame(eth, src.addr, dst.addr, IPPROTO_ICMP, l4)
+            }
+        };
+        self.fault.apply(frame)
     }
 }
 
@@ -169,6 +227,15 @@ impl fmt::Display for Pkt {
                 let what = if icmp_type == 8 { "request" } else { "reply" };
                 write!(f, "echo {what} id={id} seq={seq}")
             }
+            Body::Unreachable => write!(f, "ICMP port unreachable"),
+        }?;
+        match self.fault {
+            Fault::None => Ok(()),
+            Fault::L4Checksum => write!(f, " [bad sum]"),
+            Fault::IpChecksum => write!(f, " [bad IP sum]"),
+            Fault::NoUdpChecksum => write!(f, " [no sum]"),
+            Fault::UdpTrailer { summed: false } => write!(f, " [+4 bytes past UDP len]"),
+            Fault::UdpTrailer { summed: true } => write!(f, " [+4 bytes, summed]"),
         }
     }
 }
@@ -226,6 +293,74 @@ struct Seq {
     /// The sequence's claim needs all its packets sent within this time of
     /// the first (UDP's 2 s stream rule).
     within: Option<Duration>,
+    /// The kernel's settings and ours, for this sequence only.
+    settings: Settings,
+}
+
+/// Settings that exist on both sides: a kernel sysctl and the program
+/// option that mirrors it.  Each sequence runs with its own, both sides
+/// set alike, and the kernel goes back to its defaults after it.  A new
+/// pair is a field here, its sysctl in `sysctls()` and its option in
+/// `config()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    /// nf_conntrack_checksum; `--no-checksum` when false.
+    checksum: bool,
+    /// nf_conntrack_tcp_be_liberal; `--liberal` when true.
+    liberal: bool,
+}
+
+impl Default for Settings {
+    /// The kernel's defaults, which are the program's.
+    fn default() -> Self {
+        Self {
+            checksum: true,
+            liberal: false,
+        }
+    }
+}
+
+impl Settings {
+    /// The sysctls that set them in a network namespace.
+    fn sysctls(&self) -> Vec<String> {
+        vec![
+            format!(
+                "net.netfilter.nf_conntrack_checksum={}",
+                u8::from(self.checksum)
+            ),
+            format!(
+                "net.netfilter.nf_conntrack_tcp_be_liberal={}",
+                u8::from(self.liberal)
+            ),
+        ]
+    }
+
+    /// Our program's configuration `base` with them.
+    fn config(&self, base: Config) -> Config {
+        Config {
+            checksum: self.checksum,
+            liberal: self.liberal,
+            ..base
+        }
+    }
+}
+
+impl fmt::Display for Settings {
+    /// What differs from the defaults, e.g. " (nf_conntrack_checksum=0)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let defaults = Settings::default().sysctls();
+        let changed: Vec<String> = self
+            .sysctls()
+            .into_iter()
+            .filter(|s| !defaults.contains(s))
+            .map(|s| s.trim_start_matches("net.netfilter.").to_string())
+            .collect();
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            write!(f, " ({})", changed.join(", "))
+        }
+    }
 }
 
 impl Seq {
@@ -235,15 +370,48 @@ impl Seq {
             pkts: Vec::new(),
             kernel_ends: None,
             within: None,
+            settings: Settings::default(),
         }
     }
     fn push(mut self, from: Side, body: Body) -> Self {
         self.pkts.push(Pkt {
             from,
             body,
+            fault: Fault::None,
             not_before: None,
         });
         self
+    }
+    /// Spoils the last packet on purpose (see `Fault`).
+    fn fault(mut self, fault: Fault) -> Self {
+        self.pkts.last_mut().expect("a packet to spoil").fault = fault;
+        self
+    }
+    /// The last packet with a wrong TCP, UDP or ICMP checksum.
+    fn bad(self) -> Self {
+        self.fault(Fault::L4Checksum)
+    }
+    /// The last packet with a wrong IPv4 header checksum.
+    fn bad_ip(self) -> Self {
+        self.fault(Fault::IpChecksum)
+    }
+    /// Runs the sequence with these settings on both sides.
+    fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+    /// nf_conntrack_checksum=0 and `--no-checksum`.
+    fn no_checksum(self) -> Self {
+        let s = self.settings;
+        self.settings(Settings {
+            checksum: false,
+            ..s
+        })
+    }
+    /// nf_conntrack_tcp_be_liberal=1 and `--liberal`.
+    fn liberal(self) -> Self {
+        let s = self.settings;
+        self.settings(Settings { liberal: true, ..s })
     }
     fn tcp(self, from: Side, flags: u8, seq: u32, ack: u32, len: usize) -> Self {
         self.push(
@@ -299,6 +467,10 @@ impl Seq {
     }
     fn echo(self, from: Side, icmp_type: u8, id: u16, seq: u16) -> Self {
         self.push(from, Body::Echo { icmp_type, id, seq })
+    }
+    /// ICMP port unreachable from `from` about the other side's UDP.
+    fn unreachable(self, from: Side) -> Self {
+        self.push(from, Body::Unreachable)
     }
     /// Holds the last packet back until `secs` after the first one.
     fn at(mut self, secs: f32) -> Self {
@@ -624,6 +796,128 @@ fn udp_icmp_sequences() -> Vec<Seq> {
         Seq::new("ICMP echo reply with the wrong id")
             .echo(Client, 8, 11, 1)
             .echo(Server, 0, 12, 1),
+    ]
+}
+
+/// Wrong checksums on every protocol, with the kernel's defaults
+/// (nf_conntrack_checksum=1) and with nf_conntrack_checksum=0 against
+/// `--no-checksum`; and wrong IPv4 header checksums, which the kernel's IP
+/// layer drops before conntrack whatever that setting.
+fn checksum_sequences() -> Vec<Seq> {
+    use Side::{Client, Server};
+    vec![
+        // --- TCP
+        Seq::new("TCP handshake, each packet first with a wrong checksum")
+            .c(SYN, 100, 0)
+            .bad()
+            .c(SYN, 100, 0)
+            .s(SYN | ACK, 200, 101)
+            .bad()
+            .s(SYN | ACK, 200, 101)
+            .c(ACK, 101, 201)
+            .bad()
+            .c(ACK, 101, 201)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+        Seq::new("TCP data, FIN and RST with wrong checksums in ESTABLISHED")
+            .handshake()
+            .tcp(Client, PSH | ACK, 101, 201, 100)
+            .bad()
+            .tcp(Client, PSH | ACK, 101, 201, 100)
+            .c(FIN | ACK, 201, 201)
+            .bad()
+            .s(RST, 201, 0)
+            .bad()
+            .c(RST, 201, 0)
+            .bad()
+            .s(ACK, 201, 201)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+        Seq::new("TCP RST with a wrong checksum, then a right one")
+            .handshake()
+            .s(RST | ACK, 201, 101)
+            .bad()
+            .s(RST | ACK, 201, 101)
+            .kernel_ends("tcp CLOSE C>S ASSURED"),
+        Seq::new("TCP with wrong checksums throughout")
+            .c(SYN, 100, 0)
+            .bad()
+            .s(SYN | ACK, 200, 101)
+            .bad()
+            .c(ACK, 101, 201)
+            .bad()
+            .c(FIN | ACK, 101, 201)
+            .bad()
+            .s(RST, 201, 0)
+            .bad()
+            .no_checksum()
+            .kernel_ends("tcp CLOSE C>S ASSURED"),
+        // --- UDP
+        Seq::new("UDP with wrong checksums, and without any")
+            .udp(Client)
+            .bad()
+            .udp(Client)
+            .udp(Server)
+            .bad()
+            .udp(Server)
+            .fault(Fault::NoUdpChecksum)
+            .kernel_ends("udp C>S"),
+        Seq::new("UDP opened without a checksum")
+            .udp(Client)
+            .fault(Fault::NoUdpChecksum)
+            .udp(Server),
+        Seq::new("UDP with 4 bytes past its length in the IP payload")
+            .udp(Client)
+            .fault(Fault::UdpTrailer { summed: false })
+            .udp(Client)
+            .fault(Fault::UdpTrailer { summed: true })
+            .kernel_ends("udp C>S UNREPLIED"),
+        Seq::new("UDP with wrong checksums throughout")
+            .udp(Client)
+            .bad()
+            .udp(Server)
+            .bad()
+            .no_checksum()
+            .kernel_ends("udp C>S"),
+        // --- ICMP
+        Seq::new("ICMP echo with wrong checksums")
+            .echo(Client, 8, 7, 1)
+            .bad()
+            .echo(Client, 8, 7, 1)
+            .echo(Server, 0, 7, 1)
+            .bad()
+            .echo(Server, 0, 7, 1)
+            .kernel_ends("icmp C>S id=7"),
+        Seq::new("ICMP error with a wrong checksum, then a right one")
+            .udp(Client)
+            .unreachable(Server)
+            .bad()
+            .unreachable(Server)
+            .kernel_ends("udp C>S UNREPLIED"),
+        Seq::new("ICMP echo with wrong checksums throughout")
+            .echo(Client, 8, 9, 1)
+            .bad()
+            .echo(Server, 0, 9, 1)
+            .bad()
+            .no_checksum()
+            .kernel_ends("icmp C>S id=9"),
+        // --- the IPv4 header
+        Seq::new("wrong IPv4 header checksums")
+            .c(SYN, 100, 0)
+            .bad_ip()
+            .udp(Client)
+            .bad_ip()
+            .echo(Client, 8, 3, 1)
+            .bad_ip()
+            .c(SYN, 100, 0)
+            .s(SYN | ACK, 200, 101)
+            .bad_ip()
+            .kernel_ends("tcp SYN_SENT C>S UNREPLIED"),
+        Seq::new("wrong IPv4 header checksums, L4 checks off")
+            .c(SYN, 100, 0)
+            .bad_ip()
+            .udp(Client)
+            .bad_ip()
+            .no_checksum()
+            .kernel_ends("-"),
     ]
 }
 
@@ -1146,6 +1440,23 @@ fn tcp_window_sequences() -> Vec<Seq> {
     v
 }
 
+/// The window sequences again with nf_conntrack_tcp_be_liberal=1 on K and
+/// `--liberal` on ours: data and acks out of the window pass, RSTs are
+/// still checked.  What each sequence claims of the kernel's end state
+/// holds for the default only, so the claims are dropped.
+fn tcp_liberal_sequences() -> Vec<Seq> {
+    tcp_window_sequences()
+        .into_iter()
+        .map(|s| {
+            Seq {
+                kernel_ends: None,
+                ..s
+            }
+            .liberal()
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // What both sides report
 
@@ -1305,28 +1616,39 @@ impl fmt::Display for Snapshot {
 enum Verdict {
     /// Kernel: tracked (not INVALID).  Ours: XDP_REDIRECT.
     Pass,
-    /// Kernel: `ct state invalid`.  Ours: XDP_DROP.
+    /// Kernel: `ct state invalid`.  Ours: XDP_DROP, counted `invalid`.
     Invalid,
-    /// Kernel only: the packet never reached LOCAL_IN (conntrack dropped it).
+    /// Kernel only: the IP layer dropped it (ip_rcv() counted a header
+    /// error), before any netfilter hook, conntrack's included.
     Dropped,
+    /// Kernel only: seen at prerouting, but it never reached LOCAL_IN
+    /// (conntrack, or routing, dropped it).
+    Lost,
+    /// Ours only: XDP_DROP, counted `malformed`: what ip_rcv() refuses.
+    Malformed,
     /// Ours only: any other XDP action.
     Action(u32),
 }
 
 impl Verdict {
-    fn ours(action: u32) -> Self {
+    /// Our verdict from the XDP action and whether `malformed` moved.
+    fn ours(action: u32, malformed: bool) -> Self {
         match action {
             XDP_REDIRECT => Verdict::Pass,
+            XDP_DROP if malformed => Verdict::Malformed,
             XDP_DROP => Verdict::Invalid,
             a => Verdict::Action(a),
         }
     }
-    /// INVALID in the kernel exactly when we drop.  A packet conntrack
-    /// itself dropped matches nothing: it needs a look, not a pass.
+    /// INVALID in the kernel exactly when we drop as invalid; dropped by
+    /// its IP layer exactly when we drop as malformed.  A packet lost
+    /// after prerouting matches nothing: it needs a look, not a pass.
     fn agrees(kernel: Self, ours: Self) -> bool {
         matches!(
             (kernel, ours),
-            (Verdict::Pass, Verdict::Pass) | (Verdict::Invalid, Verdict::Invalid)
+            (Verdict::Pass, Verdict::Pass)
+                | (Verdict::Invalid, Verdict::Invalid)
+                | (Verdict::Dropped, Verdict::Malformed)
         )
     }
 }
@@ -1337,7 +1659,9 @@ impl fmt::Display for Verdict {
         f.pad(&match self {
             Verdict::Pass => "ok".to_string(),
             Verdict::Invalid => "INVALID".to_string(),
-            Verdict::Dropped => "DROPPED".to_string(),
+            Verdict::Dropped => "IP DROP".to_string(),
+            Verdict::Lost => "LOST".to_string(),
+            Verdict::Malformed => "MALFORMED".to_string(),
             Verdict::Action(a) => format!("xdp={a}"),
         })
     }
@@ -1363,6 +1687,9 @@ struct Counters {
     done: u64,
     invalid: u64,
     confirmed: u64,
+    /// The IP layer's InHdrErrors (/proc/net/snmp): ip_rcv() refused the
+    /// header (its checksum among the reasons).
+    ip_hdr_errors: u64,
 }
 
 /// nf_conntrack in namespace K, fed from namespace I.
@@ -1605,7 +1932,25 @@ impl KernelCt {
                 }
             }
         }
+        c.ip_hdr_errors = self.ip_hdr_errors();
         c
+    }
+
+    /// InHdrErrors of K's IP layer, from the two `Ip:` lines of
+    /// /proc/net/snmp (names, then values).
+    fn ip_hdr_errors(&self) -> u64 {
+        let snmp = self.exec(&["cat", "/proc/net/snmp"]);
+        let mut ip = snmp.lines().filter(|l| l.starts_with("Ip: "));
+        let (names, values) = (ip.next(), ip.next());
+        names
+            .zip(values)
+            .and_then(|(n, v)| {
+                n.split_whitespace()
+                    .zip(v.split_whitespace())
+                    .find(|(n, _)| *n == "InHdrErrors")
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no InHdrErrors in K's /proc/net/snmp: {snmp}"))
     }
 
     /// Writes one frame into K and waits until K has processed it.
@@ -1619,11 +1964,19 @@ impl KernelCt {
         let mut now = before;
         if !wait_for(KERNEL_WAIT, || {
             now = self.counters();
-            now.done > before.done
+            now.done > before.done || now.ip_hdr_errors > before.ip_hdr_errors
         }) {
             assert!(
                 now.seen > before.seen,
                 "the frame never reached K's prerouting: {now:?}"
+            );
+            return Verdict::Lost;
+        }
+        if now.ip_hdr_errors > before.ip_hdr_errors {
+            assert_eq!(
+                (now.seen, now.done),
+                (before.seen, before.done),
+                "the IP layer refused the frame, yet the hooks saw it"
             );
             return Verdict::Dropped;
         }
@@ -1651,6 +2004,13 @@ impl KernelCt {
                 .map(|l| Entry::from_conntrack_line(l))
                 .collect(),
         )
+    }
+
+    /// Sets K's side of `settings`.
+    fn apply(&self, settings: &Settings) {
+        let mut args = vec!["sysctl".to_string(), "-qw".to_string()];
+        args.extend(settings.sysctls());
+        self.exec(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
     /// Empties K's table.
@@ -1712,7 +2072,8 @@ impl Row {
 /// The rows, and how long after the first packet the last one went out.
 fn run_seq(k: &KernelCt, seq: &Seq) -> (Vec<Row>, Duration) {
     k.flush();
-    let h = Harness::new(k.config());
+    k.apply(&seq.settings);
+    let h = Harness::new(seq.settings.config(k.config()));
     assert!(h.conns().is_empty(), "a fresh program has an empty table");
     let eth = Ether {
         dst: K_MAC,
@@ -1728,7 +2089,10 @@ fn run_seq(k: &KernelCt, seq: &Seq) -> (Vec<Row>, Duration) {
         }
         start.get_or_insert_with(Instant::now);
         let frame = pkt.frame(&eth);
-        let ours = Verdict::ours(h.run(&frame));
+        let malformed = |t: Totals| t.get(ct_counter::CT_C_MALFORMED);
+        let before = malformed(h.stats());
+        let action = h.run(&frame);
+        let ours = Verdict::ours(action, malformed(h.stats()) > before);
         let ours_table = Snapshot::new(h.conns().iter().map(Entry::from_conn).collect());
         // The later of the two sides' sends, for `within`.
         last_sent = start.map_or(Duration::ZERO, |t0: Instant| t0.elapsed());
@@ -1740,6 +2104,7 @@ fn run_seq(k: &KernelCt, seq: &Seq) -> (Vec<Row>, Duration) {
             ours: (ours, ours_table),
         });
     }
+    k.apply(&Settings::default());
     (rows, last_sent)
 }
 
@@ -1749,8 +2114,8 @@ fn render(seq: &Seq, rows: &[Row]) -> String {
         .map(|r| {
             [
                 r.pkt.to_string(),
-                format!("{:<8}{} {}", r.kernel.0, r.kernel.1, r.kernel.1.timeouts()),
-                format!("{:<8}{} {}", r.ours.0, r.ours.1, r.ours.1.timeouts()),
+                format!("{:<10}{} {}", r.kernel.0, r.kernel.1, r.kernel.1.timeouts()),
+                format!("{:<10}{} {}", r.ours.0, r.ours.1, r.ours.1.timeouts()),
             ]
         })
         .collect();
@@ -1764,8 +2129,8 @@ fn render(seq: &Seq, rows: &[Row]) -> String {
     };
     let (w0, w1, w2) = (w(0, "packet"), w(1, "kernel"), w(2, "ours"));
     let mut out = format!(
-        "== {}\n    {:<w0$} | {:<w1$} | {:<w2$}\n",
-        seq.name, "packet", "kernel", "ours"
+        "== {}{}\n    {:<w0$} | {:<w1$} | {:<w2$}\n",
+        seq.name, seq.settings, "packet", "kernel", "ours"
     );
     for (n, (c, r)) in cells.iter().zip(rows).enumerate() {
         let mark = if r.agrees() { "" } else { "  <-- differs" };
@@ -1842,6 +2207,16 @@ fn udp_and_icmp_match_nf_conntrack() {
 #[test]
 fn tcp_windows_match_nf_conntrack() {
     check_parity(&tcp_window_sequences());
+}
+
+#[test]
+fn tcp_liberal_matches_nf_conntrack() {
+    check_parity(&tcp_liberal_sequences());
+}
+
+#[test]
+fn checksums_match_nf_conntrack() {
+    check_parity(&checksum_sequences());
 }
 
 #[test]

@@ -83,16 +83,23 @@ struct {
 
 /*
  * Where a new connection's entry is shaped by its first packet before it
- * is published, one slot per CPU (indexed by CPU: a per-CPU map may not
- * hold a spin lock).  The kernel, too, confirms a connection only after
- * its first packet; no other CPU ever sees a half-made entry.  The loader
- * sizes it to the possible CPUs.
+ * is published, one slot per CPU (indexed by CPU: the loader sizes it to
+ * the possible CPUs).  The kernel, too, confirms a connection only after
+ * its first packet; no other CPU ever sees a half-made entry.  The slot
+ * has struct ct_entry's size but no lock in its type, so the verifier lets
+ * bpf_map_update_elem() read it whole: the shaped entry goes into ct_table
+ * straight from here, with no copy on the stack, which the checksum
+ * stage's calls need.  The update leaves the table entry's lock alone.
  */
+struct ct_entry_slot {
+	__u8 bytes[sizeof(struct ct_entry)];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ct_entry);
+	__type(value, struct ct_entry_slot);
 } ct_scratch SEC(".maps");
 
 /* bpf_printk() only at log level 5.  ct_cfg is read-only after load, so
@@ -309,16 +316,17 @@ static __always_inline enum ct_verdict
 ct_create(const struct ct_pkt *p, __u64 now, struct ct_stats *st, bool *created)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
-	struct ct_entry v = {}, *n;
+	struct ct_entry *n;
 	__u8 from;
 	int err;
 
-	n = bpf_map_lookup_elem(&ct_scratch, &cpu);
+	n = (struct ct_entry *)bpf_map_lookup_elem(&ct_scratch, &cpu);
 	if (unlikely(!n))
 		return CT_DROP_FULL; /* one slot per possible CPU: never */
-	/* The slot holds the last connection made here: every field but
-	 * the lock (which the verifier keeps out of reach) starts afresh.
+	/* The slot holds the last connection made here: every field starts
+	 * afresh, the lock's word included (the table's own is kept).
 	 */
+	n->lock.val = 0;
 	n->state = CT_TCP_NONE;
 	n->status = 0;
 	n->orig = p->src_slot;
@@ -358,17 +366,7 @@ ct_create(const struct ct_pkt *p, __u64 now, struct ct_stats *st, bool *created)
 		break;
 	}
 
-	/* A value holding a lock may not be handed to a helper whole: copy
-	 * it out, the lock (zero) aside.
-	 */
-	v.state = n->state;
-	v.status = n->status;
-	v.orig = n->orig;
-	v.icmp_type = n->icmp_type;
-	v.expires = n->expires;
-	v.tcp = n->tcp;
-	v.created = n->created;
-	err = bpf_map_update_elem(&ct_table, &p->key, &v, BPF_NOEXIST);
+	err = bpf_map_update_elem(&ct_table, &p->key, n, BPF_NOEXIST);
 	if (likely(!err)) {
 		ct_count(st, CT_C_NEW);
 		*created = true;
@@ -495,6 +493,7 @@ int xdp_conntrack(struct xdp_md *ctx)
 	__u32 in = ctx->ingress_ifindex == ct_cfg.ifindex[1];
 	enum ct_verdict verdict;
 	struct ct_pkt pkt = {};
+	struct ct_l3 l3 = {};
 	struct ct_stats *st;
 	__u32 zero = 0;
 
@@ -504,7 +503,17 @@ int xdp_conntrack(struct xdp_md *ctx)
 	if (!ct_cfg.track)
 		return ct_redirect(ctx, in, len, st);
 
-	verdict = ct_parse(data, data_end, len, &pkt);
+	verdict = ct_parse(data, data_end, len, &pkt, &l3);
+	/* Checksums come after the parser's own checks, as in the kernel's
+	 * *_error(), and before the packet may touch the table.  Whatever
+	 * the parser lets through is checked, tracked or not: the kernel
+	 * checks every ICMP packet, whatever its type.  ct_cfg is read-only,
+	 * so --no-checksum prunes the whole stage.
+	 */
+	if (ct_cfg.checksum &&
+	    (verdict == CT_FORWARD || verdict == CT_UNTRACKED) &&
+	    ct_csum_l4(ctx, &pkt, &l3) != CT_FORWARD)
+		verdict = CT_DROP_INVALID;
 	if (verdict == CT_FORWARD) {
 		ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u flags=0x%x",
 		       pkt.key.proto, &pkt.saddr.v4, bpf_ntohs(pkt.sport),

@@ -198,10 +198,11 @@ struct ct_config {
 	__u8 src_mac[CT_SIDES][6];
 	__u8 rewrite[CT_SIDES];
 	__u8 log_level;
-	__u8 strict;  /* drop mid-stream TCP instead of picking it up */
-	__u8 track;   /* 0: pure redirect, no tracking */
-	__u8 liberal; /* skip TCP window checks but RST's (be_liberal=1) */
-	__u8 pad[2];
+	__u8 strict;   /* drop mid-stream TCP instead of picking it up */
+	__u8 track;    /* 0: pure redirect, no tracking */
+	__u8 liberal;  /* skip TCP window checks but RST's (be_liberal=1) */
+	__u8 checksum; /* check TCP/UDP/ICMP checksums (nf_conntrack_checksum) */
+	__u8 pad[1];
 };
 
 /*

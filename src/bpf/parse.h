@@ -16,8 +16,9 @@
  *
  * The parser decides what happens to frames it cannot track:
  *   - shorter than an Ethernet header, a truncated VLAN tag or IPv4
- *     header, IHL < 5, version != 4, or tot_len beyond the frame:
- *     CT_DROP_MALFORMED (the kernel's ip_rcv() drops these too);
+ *     header, IHL < 5, version != 4, a wrong header checksum, or tot_len
+ *     beyond the frame or below the header: CT_DROP_MALFORMED (the
+ *     kernel's ip_rcv() drops these before conntrack sees them);
  *   - a TCP/UDP/ICMP header that is truncated or inconsistent (TCP data
  *     offset < 5 or past the datagram, UDP length out of range):
  *     CT_DROP_INVALID, as nf_conntrack's tcp_error()/udp_error() do;
@@ -92,6 +93,9 @@ struct ct_l3 {
 struct hdr_cursor {
 	void *pos;
 };
+
+/* The checksums work on the types above; parse_ipv4() uses its IPv4 part. */
+#include "csum.h"
 
 /*
  * Valid TCP flag combinations once PSH, ECE and CWR are masked off, as a
@@ -182,6 +186,8 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data,
 	if (iph + 1 > data_end)
 		return CT_DROP_MALFORMED;
 	if (iph->version != 4 || iph->ihl < 5)
+		return CT_DROP_MALFORMED;
+	if (!ct_csum_ipv4_hdr_ok(iph, data_end))
 		return CT_DROP_MALFORMED;
 	hlen = iph->ihl * 4;
 	tot = bpf_ntohs(iph->tot_len);
@@ -462,15 +468,17 @@ static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
  * @data_end: end of its first buffer
  * @frame_len: the whole frame's length
  * @p: the parsed packet
+ * @l3: its network layer, for the checksum stage; zeroed by the caller,
+ *	it stays so when parsing stops before the transport header (not
+ *	IPv4, a fragment)
  *
  * Return: CT_FORWARD when @p is ready to track, else the verdict for a
  * frame that is not tracked (see the top of this file).
  */
 static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
-				    struct ct_pkt *p)
+				    struct ct_pkt *p, struct ct_l3 *l3)
 {
 	struct hdr_cursor nh = {.pos = data};
-	struct ct_l3 l3;
 	int proto, ret;
 
 	proto = parse_ethhdr(&nh, data_end);
@@ -478,17 +486,17 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
 		return CT_DROP_MALFORMED;
 	if (proto != bpf_htons(ETH_P_IP))
 		return CT_UNTRACKED;
-	ret = parse_ipv4(&nh, data, data_end, frame_len, p, &l3);
+	ret = parse_ipv4(&nh, data, data_end, frame_len, p, l3);
 	if (ret != CT_FORWARD)
 		return ret;
 
-	switch (l3.proto) {
+	switch (l3->proto) {
 	case IPPROTO_TCP:
-		return parse_tcp(p, &l3, data_end);
+		return parse_tcp(p, l3, data_end);
 	case IPPROTO_UDP:
-		return parse_udp(p, &l3, data_end);
+		return parse_udp(p, l3, data_end);
 	case IPPROTO_ICMP:
-		return parse_icmp(p, &l3, data_end);
+		return parse_icmp(p, l3, data_end);
 	default:
 		return CT_UNTRACKED;
 	}

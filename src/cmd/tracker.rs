@@ -55,6 +55,11 @@ pub struct Args {
     /// (nf_conntrack_tcp_be_liberal=1).
     #[arg(long)]
     pub liberal: bool,
+    /// Do not check TCP, UDP and ICMP checksums (nf_conntrack_checksum=0);
+    /// packets with wrong ones are tracked.  IPv4 header checksums are
+    /// still checked, as the kernel's IP layer does.
+    #[arg(long)]
+    pub no_checksum: bool,
     /// Replace an XDP program already attached to an interface.
     #[arg(long)]
     pub force: bool,
@@ -104,6 +109,7 @@ pub fn run(o: Args) -> Result<ExitCode> {
         strict: o.strict,
         track: !o.no_track,
         liberal: o.liberal,
+        checksum: !o.no_checksum,
         ifindex: [ifaces[0].index, ifaces[1].index],
         ..Config::new(super::kernel_features()?)
     };

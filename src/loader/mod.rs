@@ -37,6 +37,9 @@ pub struct Config {
     pub track: bool,
     /// Skip TCP window checks except for RSTs (nf_conntrack_tcp_be_liberal).
     pub liberal: bool,
+    /// Check TCP, UDP and ICMP checksums, as nf_conntrack_checksum=1 does;
+    /// false skips them (the IPv4 header's is the IP layer's: always).
+    pub checksum: bool,
     /// Ingress ifindex of side 1 and side 2.
     pub ifindex: [u32; 2],
     /// (destination, source) MACs for frames leaving side 1 / side 2.
@@ -55,6 +58,7 @@ impl Config {
             strict: false,
             track: true,
             liberal: false,
+            checksum: true,
             ifindex: [0; 2],
             rewrite: [None; 2],
             features,
@@ -108,6 +112,7 @@ pub fn load<'obj>(
     c.strict = u8::from(cfg.strict);
     c.track = u8::from(cfg.track);
     c.liberal = u8::from(cfg.liberal);
+    c.checksum = u8::from(cfg.checksum);
     for (side, rw) in cfg.rewrite.iter().enumerate() {
         if let Some((dst, src)) = rw {
             c.rewrite[side] = 1;

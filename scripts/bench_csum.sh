@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# `make bench-csum`: what checking checksums costs through the real
+# tracker, on the bench topology (ns1 -- middle namespace -- ns2, tx
+# checksum offload off on the namespace ends, as the tracker needs):
+# iperf3 TCP, one stream, at MTU 1500 and 9000, and 64-byte frames (plain
+# ACKs of 1000 established connections from the live-frames generator
+# into XDP_DROP sinks), with checksums checked (the default) and with
+# --no-checksum, taking turns REPS times; with BASE_BIN=BIN a third binary
+# (e.g. the commit before checksums) takes its turn too.  Prints a
+# markdown table of medians and [min-max].
+#
+# Usage: bench_csum.sh BIN [SECONDS] [REPS]    (as root; BASE_BIN=BIN optional)
+set -euo pipefail
+
+BIN=$(readlink -f "${1:?usage: $0 BIN [SECONDS] [REPS]}")
+SECS=${2:-5}
+REPS=${3:-3}
+BASE=${BASE_BIN:+$(readlink -f "$BASE_BIN")}
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+P=xbc$$
+OUT=$(mktemp -d /var/tmp/xdp-conntrack-bench-csum.XXXXXX)
+RES=$OUT/results.tsv
+
+cleanup() {
+	stop_tracker
+	ip netns pids "${P}ns2" 2>/dev/null | xargs -r kill 2>/dev/null || true
+	scripts/topology.sh down "$P"
+	rm -rf "$OUT"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mtu() { # all four veth ends
+	local i
+	for i in 1 2; do
+		ip -n "${P}ns$i" link set eth0 mtu "$1"
+		ip -n "${P}fw" link set "${P}veth$i" mtu "$1"
+	done
+}
+
+# One iperf3 run: "label<TAB>test<TAB>Gbit/s<TAB>retransmits".
+tcp() { # label test
+	ip netns exec "${P}ns1" iperf3 -c 10.0.0.2 -t "$SECS" -J >"$OUT/iperf.json" || true
+	/usr/bin/python3 - "$OUT/iperf.json" "$1" "$2" >>"$RES" <<'EOF'
+import json, sys
+try:
+    end = json.load(open(sys.argv[1]))["end"]
+    print(f"{sys.argv[2]}\t{sys.argv[3]}\t{end['sum_received']['bits_per_second'] / 1e9:.3f}\t"
+          f"{end['sum_sent'].get('retransmits', 0)}")
+except Exception:
+    print(f"{sys.argv[2]}\t{sys.argv[3]}\t0\tfailed")
+EOF
+}
+
+# 64-byte frames through the tracker: "label<TAB>64-byte Mpps<TAB>Mpps<TAB>loss %".
+small() { # label round
+	"$BIN" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" -q \
+		--client 10.0.0.1 --server 10.0.0.2 --sport $((20000 + 1000 * $2)) \
+		--count 1000 --flood 3000 --rate max >"$OUT/small.txt"
+	awk -v label="$1" '$2 == "DATA" {
+		printf "%s\t64-byte Mpps\t%.3f\t%.2f\n", label, $6 / $8 / 1e6, ($4 - $6) * 100 / $4
+	}' "$OUT/small.txt" >>"$RES"
+}
+
+# One turn of one configuration: label, binary, tracker arguments.
+turn() { # label bin round args...
+	local label=$1 bin=$2 round=$3
+	shift 3
+	start_tracker "$bin" "$P" "$OUT/tracker.log" "$@"
+	tcp "$label" "TCP MTU $CUR_MTU"
+	[ "$CUR_MTU" = 1500 ] && small "$label" "$round"
+	stop_tracker
+}
+
+echo "== topology $P" >&2
+scripts/topology.sh up "$P" --fw
+ip netns exec "${P}ns2" iperf3 -s -D
+for _ in $(seq 100); do
+	ip netns exec "${P}ns2" ss -ltn | grep -q :5201 && break
+	sleep 0.1
+done
+: >"$RES"
+
+for CUR_MTU in 1500 9000; do
+	mtu "$CUR_MTU"
+	for ((r = 0; r < REPS; r++)); do
+		echo "== MTU $CUR_MTU, round $((r + 1)) of $REPS" >&2
+		turn "checksums checked" "$BIN" "$r"
+		turn "--no-checksum" "$BIN" "$r" --no-checksum
+		[ -z "$BASE" ] || turn "base binary" "$BASE" "$r"
+	done
+done
+
+/usr/bin/python3 - "$RES" <<'EOF'
+import statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+labels, tests = [], []
+for line in open(sys.argv[1]):
+    label, test, value, _ = line.rstrip("\n").split("\t")
+    runs[label, test].append(float(value))
+    labels += [label] if label not in labels else []
+    tests += [test] if test not in tests else []
+print("| | " + " | ".join(tests) + " |")
+print("|---|" + "---:|" * len(tests))
+for label in labels:
+    cells = []
+    for test in tests:
+        v = runs[label, test]
+        cells.append(f"{statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]" if v else "-")
+    print(f"| {label} | " + " | ".join(cells) + " |")
+EOF

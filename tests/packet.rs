@@ -224,6 +224,16 @@ fn icmp_unreachable(router: Ipv4Addr, frame: &[u8]) -> Vec<u8> {
     ip_frame(&Ether::default(), router, dst, IPPROTO_ICMP, l4)
 }
 
+/// An ICMP message of `icmp_type` and `code` with `id` and `seq` where an
+/// echo has them, from `src` to `dst`.
+fn icmp_msg(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8, id: u16, seq: u16) -> Vec<u8> {
+    let mut l4 = vec![icmp_type, code, 0, 0];
+    l4.extend_from_slice(&id.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(b"xdp-conntrack-ping");
+    ip_frame(&Ether::default(), src, dst, IPPROTO_ICMP, l4)
+}
+
 // ---------------------------------------------------------------------------
 // Checking entries and counters
 
@@ -1044,6 +1054,120 @@ fn icmp_echo_is_tracked_and_other_icmp_is_forwarded_untracked() {
     );
     assert_eq!(h.raw_len(), 2);
     assert_eq!(view(&h, &f.tcp_key()), None);
+}
+
+#[test]
+fn icmp_queries_other_than_echo_are_tracked_like_echo() {
+    let h = Harness::default_config();
+    let (c, s) = (Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 2, 2, 100));
+    let (ci, si) = (IpAddr::from(c), IpAddr::from(s));
+    // Timestamp, information and address mask, each answered by its type
+    // + 1 (the kernel's invmap[]), all with one id.
+    for (n, request) in [13u8, 15, 17].into_iter().enumerate() {
+        let key = table::icmp_query_key(ci, si, request, 0, 9).unwrap();
+        let t = Track::new(&h, key);
+        let asker = Endpoint::new(c, 9);
+        t.fwd(
+            &icmp_msg(ci, si, request, 0, 9, 1),
+            &["new"],
+            v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+        );
+        t.timeout("icmp");
+        t.fwd(
+            &icmp_msg(si, ci, request + 1, 0, 9, 1),
+            &[],
+            v(NO_STATE, REPLIED, NOT_ASSURED, asker),
+        );
+        let (conn, _) = h.entry(&key).expect("the entry");
+        assert_eq!((conn.icmp_type, conn.icmp_code), (request, 0));
+        assert_eq!(h.raw_len(), n + 1);
+        // The asker answering its own question answers nothing.
+        let backwards = icmp_msg(ci, si, request + 1, 0, 9, 1);
+        run_counted(
+            &h,
+            &backwards,
+            XDP_DROP,
+            &["invalid"],
+            "answer from the asker",
+        );
+        // Nor does an answer nobody asked for.
+        let unasked = icmp_msg(si, ci, request + 1, 0, 10, 1);
+        run_counted(&h, &unasked, XDP_DROP, &["invalid"], "unsolicited answer");
+    }
+
+    // An echo with the same id is another connection.
+    let echo = Track::new(&h, table::icmp_key(ci, si, 9).unwrap());
+    let asker = Endpoint::new(c, 9);
+    echo.fwd(
+        &icmp_msg(ci, si, 8, 0, 9, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+    );
+    assert_eq!(h.raw_len(), 4);
+
+    // The code is part of the tuple: only an answer with the request's
+    // code answers it.
+    let coded = Track::new(&h, table::icmp_query_key(ci, si, 8, 3, 6).unwrap());
+    let asker = Endpoint::new(c, 6);
+    coded.fwd(
+        &icmp_msg(ci, si, 8, 3, 6, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+    );
+    coded.dropped(
+        &icmp_msg(si, ci, 0, 0, 6, 1),
+        &["invalid"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+    );
+    coded.fwd(
+        &icmp_msg(si, ci, 0, 3, 6, 1),
+        &[],
+        v(NO_STATE, REPLIED, NOT_ASSURED, asker),
+    );
+
+    // Id 0 both ways: two exchanges, told apart by who asked.
+    let zero = Track::new(&h, table::icmp_key(ci, si, 0).unwrap());
+    let other = Track::new(&h, table::icmp_key(si, ci, 0).unwrap());
+    zero.fwd(
+        &icmp_msg(ci, si, 8, 0, 0, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(c, 0)),
+    );
+    other.fwd(
+        &icmp_msg(si, ci, 8, 0, 0, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(s, 0)),
+    );
+    zero.fwd(
+        &icmp_msg(si, ci, 0, 0, 0, 1),
+        &[],
+        v(NO_STATE, REPLIED, NOT_ASSURED, Endpoint::new(c, 0)),
+    );
+    assert_eq!(
+        view(&h, &other.key),
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(s, 0))
+    );
+    assert_eq!(h.raw_len(), 7);
+}
+
+#[test]
+fn icmp_types_that_are_neither_queries_nor_errors_are_invalid() {
+    let h = Harness::default_config();
+    let (c, s) = (Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 2, 2, 100));
+    // Unassigned (1, 2, 7), alternate host address (6), router
+    // advertisement and solicitation (9, 10): the kernel can neither
+    // track nor relate them; beyond 18 it knows no type at all.
+    for icmp_type in [1, 2, 6, 7, 9, 10, 19, 40, 255] {
+        let frame = icmp_msg(c.into(), s.into(), icmp_type, 0, 9, 1);
+        run_counted(
+            &h,
+            &frame,
+            XDP_DROP,
+            &["invalid"],
+            &format!("ICMP type {icmp_type}"),
+        );
+    }
+    assert_eq!(h.raw_len(), 0);
 }
 
 // ---------------------------------------------------------------------------

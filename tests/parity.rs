@@ -32,8 +32,8 @@ use common::*;
 use nix::libc;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
-use xdp_conntrack::packet::{icmp_echo, tcp, tcp_flags::*, udp, Endpoint, Ether};
-use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_TCP};
+use xdp_conntrack::packet::{ip_frame, tcp, tcp_flags::*, udp, Endpoint, Ether};
+use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_ICMP, IPPROTO_TCP};
 use xdp_conntrack::sys::PacketSocket;
 use xdp_conntrack::table::Conn;
 
@@ -88,9 +88,11 @@ enum Body {
         len: usize,
     },
     Udp,
-    /// ICMP echo request (type 8) or reply (type 0).
-    Echo {
+    /// ICMP other than an error: echo request (8) or reply (0), the other
+    /// queries and answers (13-18), or any other type.
+    Icmp {
         icmp_type: u8,
+        code: u8,
         id: u16,
         seq: u16,
     },
@@ -115,8 +117,17 @@ impl Pkt {
                 len,
             } => tcp(eth, src, dst, flags, seq, ack, &vec![b'x'; len]),
             Body::Udp => udp(eth, src, dst, b"parity"),
-            Body::Echo { icmp_type, id, seq } => {
-                icmp_echo(eth, src.addr, dst.addr, icmp_type, id, seq)
+            Body::Icmp {
+                icmp_type,
+                code,
+                id,
+                seq,
+            } => {
+                let mut l4 = vec![icmp_type, code, 0, 0];
+                l4.extend_from_slice(&id.to_be_bytes());
+                l4.extend_from_slice(&seq.to_be_bytes());
+                l4.extend_from_slice(b"xdp-conntrack-ping");
+                ip_frame(eth, src.addr, dst.addr, IPPROTO_ICMP, l4)
             }
         }
     }
@@ -142,9 +153,21 @@ impl fmt::Display for Pkt {
                 Ok(())
             }
             Body::Udp => write!(f, "UDP"),
-            Body::Echo { icmp_type, id, seq } => {
-                let what = if icmp_type == 8 { "request" } else { "reply" };
-                write!(f, "echo {what} id={id} seq={seq}")
+            Body::Icmp {
+                icmp_type,
+                code,
+                id,
+                seq,
+            } => {
+                match icmp_type {
+                    8 => write!(f, "echo request")?,
+                    0 => write!(f, "echo reply")?,
+                    t => write!(f, "icmp type={t}")?,
+                }
+                if code != 0 {
+                    write!(f, " code={code}")?;
+                }
+                write!(f, " id={id} seq={seq}")
             }
         }
     }
@@ -176,7 +199,7 @@ fn flag_names(flags: u8) -> String {
 /// `Seq::new("...").c(SYN, 100, 0).s(SYN | ACK, 200, 101)`.
 #[derive(Debug, Clone)]
 struct Seq {
-    name: &'static str,
+    name: String,
     pkts: Vec<Pkt>,
     /// What the kernel's table must show at the end: a check that the
     /// sequence exercises what its name says, independent of our program.
@@ -187,9 +210,9 @@ struct Seq {
 }
 
 impl Seq {
-    fn new(name: &'static str) -> Self {
+    fn new(name: impl Into<String>) -> Self {
         Self {
-            name,
+            name: name.into(),
             pkts: Vec::new(),
             kernel_ends: None,
             within: None,
@@ -238,7 +261,18 @@ impl Seq {
         self.push(from, Body::Udp)
     }
     fn echo(self, from: Side, icmp_type: u8, id: u16, seq: u16) -> Self {
-        self.push(from, Body::Echo { icmp_type, id, seq })
+        self.icmp(from, icmp_type, 0, id, seq)
+    }
+    fn icmp(self, from: Side, icmp_type: u8, code: u8, id: u16, seq: u16) -> Self {
+        self.push(
+            from,
+            Body::Icmp {
+                icmp_type,
+                code,
+                id,
+                seq,
+            },
+        )
     }
     /// Holds the last packet back until `secs` after the first one.
     fn at(mut self, secs: f32) -> Self {
@@ -567,6 +601,64 @@ fn udp_icmp_sequences() -> Vec<Seq> {
     ]
 }
 
+/// ICMP that is neither echo nor an error: the kernel tracks the other
+/// queries as it tracks echo, and calls everything else INVALID.
+fn icmp_type_sequences() -> Vec<Seq> {
+    use Side::{Client, Server};
+    let mut seqs: Vec<Seq> = [
+        (13, "timestamp", "icmp C>S type=13 code=0 id=9"),
+        (15, "information", "icmp C>S type=15 code=0 id=9"),
+        (17, "address mask", "icmp C>S type=17 code=0 id=9"),
+    ]
+    .into_iter()
+    .map(|(t, name, ends)| {
+        Seq::new(format!("{name} request and reply"))
+            .icmp(Client, t, 0, 9, 1)
+            .icmp(Client, t, 0, 9, 2)
+            .icmp(Server, t + 1, 0, 9, 1)
+            .icmp(Client, t + 1, 0, 9, 1)
+            .kernel_ends(ends)
+    })
+    .collect();
+    seqs.extend([
+        Seq::new("answers nobody asked for")
+            .icmp(Server, 14, 0, 9, 1)
+            .icmp(Server, 16, 0, 9, 1)
+            .icmp(Server, 18, 0, 9, 1)
+            .kernel_ends("-"),
+        Seq::new("types the kernel neither tracks nor relates")
+            .icmp(Client, 1, 0, 9, 1)
+            .icmp(Client, 2, 0, 9, 1)
+            .icmp(Client, 6, 0, 9, 1)
+            .icmp(Client, 7, 0, 9, 1)
+            .icmp(Client, 9, 0, 9, 1)
+            .icmp(Server, 10, 0, 9, 1)
+            .kernel_ends("-"),
+        Seq::new("types beyond 18")
+            .icmp(Client, 19, 0, 9, 1)
+            .icmp(Client, 30, 0, 9, 1)
+            .icmp(Client, 40, 0, 9, 1)
+            .icmp(Client, 255, 0, 9, 1)
+            .kernel_ends("-"),
+        Seq::new("echo and timestamp with one id are two connections")
+            .echo(Client, 8, 5, 1)
+            .icmp(Client, 13, 0, 5, 1)
+            .icmp(Server, 14, 0, 5, 1)
+            .kernel_ends("icmp C>S id=5 UNREPLIED + icmp C>S type=13 code=0 id=5"),
+        Seq::new("echo with code 3: only a reply with code 3 answers it")
+            .icmp(Client, 8, 3, 6, 1)
+            .icmp(Server, 0, 0, 6, 1)
+            .icmp(Server, 0, 3, 6, 1)
+            .kernel_ends("icmp C>S type=8 code=3 id=6"),
+        Seq::new("echo id 0 both ways: two exchanges")
+            .echo(Client, 8, 0, 1)
+            .echo(Server, 8, 0, 1)
+            .echo(Server, 0, 0, 1)
+            .kernel_ends("icmp C>S id=0 + icmp S>C id=0 UNREPLIED"),
+    ]);
+    seqs
+}
+
 fn udp_slow_sequences() -> Vec<Seq> {
     use Side::{Client, Server};
     vec![
@@ -635,17 +727,45 @@ fn label(addr: IpAddr, port: Option<u16>) -> String {
     }
 }
 
-fn orig(proto: &str, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> String {
-    if proto == "icmp" {
-        format!("{}>{} id={sport}", label(src, None), label(dst, None))
-    } else {
-        format!("{}>{}", label(src, Some(sport)), label(dst, Some(dport)))
+/// The original direction; an ICMP query's `type=T code=C` unless it is
+/// an echo with code 0.
+fn orig(src: IpAddr, dst: IpAddr, l4: L4) -> String {
+    match l4 {
+        L4::Ports { sport, dport } => {
+            format!("{}>{}", label(src, Some(sport)), label(dst, Some(dport)))
+        }
+        L4::Icmp {
+            icmp_type: 8,
+            code: 0,
+            id,
+        } => format!("{}>{} id={id}", label(src, None), label(dst, None)),
+        L4::Icmp {
+            icmp_type,
+            code,
+            id,
+        } => format!(
+            "{}>{} type={icmp_type} code={code} id={id}",
+            label(src, None),
+            label(dst, None)
+        ),
     }
 }
 
 impl Entry {
     fn from_conn(c: &Conn) -> Self {
         let proto = proto_name(c.proto);
+        let l4 = if proto == "icmp" {
+            L4::Icmp {
+                icmp_type: c.icmp_type,
+                code: c.icmp_code,
+                id: c.sport,
+            }
+        } else {
+            L4::Ports {
+                sport: c.sport,
+                dport: c.dport,
+            }
+        };
         Self {
             proto,
             state: if c.proto == IPPROTO_TCP {
@@ -653,7 +773,7 @@ impl Entry {
             } else {
                 String::new()
             },
-            orig: orig(proto, c.src, c.dst, c.sport, c.dport),
+            orig: orig(c.src, c.dst, l4),
             unreplied: !c.seen_reply,
             assured: c.assured,
         }
@@ -668,14 +788,10 @@ impl Entry {
             matches!(proto, "tcp" | "udp" | "icmp"),
             "unexpected conntrack line: {line}"
         );
-        let (sport, dport) = match e.orig.l4 {
-            L4::Ports { sport, dport } => (sport, dport),
-            L4::Icmp { id, .. } => (id, 0),
-        };
         Self {
             proto,
             state: e.state.unwrap_or_default(),
-            orig: orig(proto, e.orig.src, e.orig.dst, sport, dport),
+            orig: orig(e.orig.src, e.orig.dst, e.orig.l4),
             unreplied: e.unreplied,
             assured: e.assured,
         }
@@ -1211,4 +1327,9 @@ fn udp_and_icmp_match_nf_conntrack() {
 #[test]
 fn udp_streams_match_nf_conntrack_after_two_seconds() {
     check_parity(&udp_slow_sequences());
+}
+
+#[test]
+fn icmp_types_other_than_echo_and_errors_match_nf_conntrack() {
+    check_parity(&icmp_type_sequences());
 }

@@ -4,7 +4,7 @@
  *
  * Every frame that arrives on one of two interfaces leaves through the
  * other (bpf_redirect_map() through a two-slot devmap).  IPv4 TCP, UDP and
- * ICMP echo flows are tracked in one hash map with the semantics of the
+ * ICMP query flows are tracked in one hash map with the semantics of the
  * kernel's nf_conntrack; packets it would call INVALID are dropped.
  */
 #include "vmlinux.h"
@@ -326,10 +326,13 @@ static __always_inline enum ct_verdict ct_create(const struct ct_pkt *p,
 		n.expires = now + ct_timeout_ns(CT_TO_UDP);
 		break;
 	default:
-		/* Only an echo request opens an ICMP "connection". */
-		if (p->icmp_type != ICMP_ECHO)
+		/* Only a request opens an ICMP "connection" (valid_new[] in
+		 * nf_conntrack_icmp_packet()); the key holds the request's
+		 * type, so any other type is an answer.
+		 */
+		if (p->icmp_type != p->key.icmp_type)
 			return CT_DROP_INVALID;
-		n.icmp_type = ICMP_ECHO;
+		n.icmp_type = p->icmp_type;
 		n.expires = now + ct_timeout_ns(CT_TO_ICMP);
 		break;
 	}

@@ -76,15 +76,23 @@ enum ct_dir {
 /*
  * One key per connection, whichever way the packet goes: the endpoint
  * with the lower (address, port) pair always sits in slot 0.  The entry
- * records which slot opened the connection.  ICMP echo puts the echo id
- * in the requester's port slot and 0 in the responder's, so a request and
- * its reply meet on one key while an echo the other way does not.
+ * records which slot opened the connection.
+ *
+ * ICMP queries (echo, timestamp, information, address mask) put the id in
+ * the requester's port slot and 0 in the responder's, so a request and
+ * its reply meet on one key while a query the other way does not.  The
+ * kernel's ICMP tuple also holds the type and the code, so the key does
+ * too: icmp_type is the request's type (8, 13, 15 or 17) whichever way
+ * the packet goes, and icmp_requester the requester's slot, which tells
+ * the two ways apart when the id is 0.  All three are 0 for TCP and UDP.
  */
 struct ct_key {
 	__be32 addr[2];
 	__be16 port[2];
 	__u8 proto;
-	__u8 pad[3];
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 icmp_requester;
 };
 
 /*

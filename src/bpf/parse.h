@@ -21,9 +21,11 @@
  *   - a TCP/UDP/ICMP header that is truncated or inconsistent (TCP data
  *     offset < 5 or past the datagram, UDP length out of range):
  *     CT_DROP_INVALID, as nf_conntrack's tcp_error()/udp_error() do;
+ *   - ICMP that is neither a query (echo, timestamp, information, address
+ *     mask) nor an error: CT_DROP_INVALID, as icmp_error() decides;
  *   - non-IPv4 ethertypes (ARP, IPv6, ...), IPv4 fragments (no L4
- *     header to key on, and XDP cannot reassemble), ICMP other than echo,
- *     and other IP protocols: CT_UNTRACKED, forwarded as they are.
+ *     header to key on, and XDP cannot reassemble), ICMP errors and other
+ *     IP protocols: CT_UNTRACKED, forwarded as they are.
  */
 #ifndef __PARSE_H
 #define __PARSE_H
@@ -278,32 +280,100 @@ static __always_inline int parse_udp(struct ct_pkt *p, const struct ct_l3 *l3,
 	return CT_FORWARD;
 }
 
+/*
+ * The kernel's icmp_is_err(): the ICMP types that quote the packet they
+ * are about, as a bitmap indexed by type.
+ */
+#define ICMP_ERROR_TYPES                                                       \
+	((1U << ICMP_DEST_UNREACH) | (1U << ICMP_SOURCE_QUENCH) |              \
+	 (1U << ICMP_REDIRECT) | (1U << ICMP_TIME_EXCEEDED) |                  \
+	 (1U << ICMP_PARAMETERPROB))
+
+/* @type must be at most NR_ICMP_TYPES, so that the shift is defined. */
+static __always_inline bool icmp_is_error(__u8 type)
+{
+	return (ICMP_ERROR_TYPES >> type) & 1;
+}
+
 /**
- * parse_icmp() - an ICMP echo request or reply
- * @p: gets the type and the key, with the echo id in the requester's slot
+ * ct_icmp_key_set() - the key of an ICMP query and its answer
+ * @p: the packet, with its addresses; gets the key
+ * @type: its ICMP type
+ * @code: its ICMP code
+ * @id: its query id, as on the wire
+ *
+ * The kernel tracks the four queries (echo, timestamp, information,
+ * address mask) as connections whose reply tuple has the answer's type
+ * (invmap[] in nf_conntrack_proto_icmp.c) and the same id and code, so a
+ * request and its answer share this key, and a query the other way does
+ * not.
+ *
+ * Return: false for a type that is no query or answer: the kernel cannot
+ * invert its tuple, so it never belongs to a connection.
+ */
+static __always_inline bool ct_icmp_key_set(struct ct_pkt *p, __u8 type,
+					    __u8 code, __be16 id)
+{
+	bool request = true;
+	__u8 req_type = type;
+
+	switch (type) {
+	case ICMP_ECHO:
+	case ICMP_TIMESTAMP:
+	case ICMP_INFO_REQUEST:
+	case ICMP_ADDRESS:
+		break;
+	case ICMP_ECHOREPLY:
+		request = false;
+		req_type = ICMP_ECHO;
+		break;
+	case ICMP_TIMESTAMPREPLY:
+	case ICMP_INFO_REPLY:
+	case ICMP_ADDRESSREPLY:
+		/* Each answer is its request's type + 1. */
+		request = false;
+		req_type = type - 1;
+		break;
+	default:
+		return false;
+	}
+	if (request)
+		ct_key_set(p, IPPROTO_ICMP, id, 0);
+	else
+		ct_key_set(p, IPPROTO_ICMP, 0, id);
+	p->key.icmp_type = req_type;
+	p->key.icmp_code = code;
+	p->key.icmp_requester = request ? p->src_slot : p->src_slot ^ 1;
+	return true;
+}
+
+/**
+ * parse_icmp() - an ICMP header, checked as nf_conntrack_icmpv4_error()
+ * @p: gets the type and the key of a query
  * @l3: the network layer
  * @data_end: end of the frame's first buffer
  *
- * Return: CT_FORWARD for echo, CT_UNTRACKED for other types, or
- * CT_DROP_INVALID for a truncated header.
+ * Return: CT_FORWARD for a query or its answer, CT_UNTRACKED for an error,
+ * or CT_DROP_INVALID for a truncated header, a type beyond NR_ICMP_TYPES,
+ * or a type the kernel neither tracks nor relates (router advertisement
+ * and solicitation, the unassigned ones).
  */
 static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
 				      void *data_end)
 {
 	struct icmphdr *ih = l3->l4;
-	__be16 id;
 
 	if (ih + 1 > data_end || l3->l4len < sizeof(*ih))
 		return CT_DROP_INVALID;
-	if (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY)
-		return CT_UNTRACKED;
+	/* RFC 1122 3.2.2: unknown types are silently discarded. */
+	if (ih->type > NR_ICMP_TYPES)
+		return CT_DROP_INVALID;
 
+	if (icmp_is_error(ih->type))
+		return CT_UNTRACKED;
 	p->icmp_type = ih->type;
-	id = ih->un.echo.id;
-	if (ih->type == ICMP_ECHO)
-		ct_key_set(p, IPPROTO_ICMP, id, 0);
-	else
-		ct_key_set(p, IPPROTO_ICMP, 0, id);
+	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id))
+		return CT_DROP_INVALID;
 	return CT_FORWARD;
 }
 

@@ -138,6 +138,7 @@ enum ct_counter {
 	CT_C_EXPIRED,	   /* expired entry replaced by a packet */
 	CT_C_SWEPT,	   /* expired entry removed by the sweep */
 	CT_C_CLOSED,	   /* entry removed by the state machine */
+	CT_C_RELATED,	   /* ICMP error about a connection, forwarded */
 	CT_C_MAX,
 };
 
@@ -187,6 +188,7 @@ enum ct_verdict {
 	CT_DROP_STRICT = 3,    /* mid-stream TCP under --strict */
 	CT_DROP_MALFORMED = 4, /* broken L2/L3 header */
 	CT_UNTRACKED = 5,      /* not tracked: forwarded as it is */
+	CT_RELATED = 6,	       /* an ICMP error about a tracked connection */
 };
 
 /* What a packet did to a connection's entry (ct_tcp_packet and friends). */

@@ -22,10 +22,13 @@
  *     offset < 5 or past the datagram, UDP length out of range):
  *     CT_DROP_INVALID, as nf_conntrack's tcp_error()/udp_error() do;
  *   - ICMP that is neither a query (echo, timestamp, information, address
- *     mask) nor an error: CT_DROP_INVALID, as icmp_error() decides;
+ *     mask) nor an error, and an ICMP error that cannot be about any
+ *     connection: CT_DROP_INVALID, as icmp_error() decides;
  *   - non-IPv4 ethertypes (ARP, IPv6, ...), IPv4 fragments (no L4
- *     header to key on, and XDP cannot reassemble), ICMP errors and other
- *     IP protocols: CT_UNTRACKED, forwarded as they are.
+ *     header to key on, and XDP cannot reassemble) and other IP
+ *     protocols: CT_UNTRACKED, forwarded as they are.
+ * An ICMP error that may be about a connection returns CT_RELATED with the
+ * key of the packet it quotes; the tracker must then find that connection.
  */
 #ifndef __PARSE_H
 #define __PARSE_H
@@ -66,6 +69,7 @@ struct ct_pkt {
 	__u8 flags;    /* TCP flag byte */
 	__u8 index;    /* enum ct_tcp_index */
 	__u8 icmp_type;
+	__u8 icmp_code;
 };
 
 /* The network layer of a packet, as the transport parsers need it. */
@@ -348,15 +352,103 @@ static __always_inline bool ct_icmp_key_set(struct ct_pkt *p, __u8 type,
 }
 
 /**
+ * parse_icmp_error() - the packet an ICMP error quotes, read as
+ * nf_conntrack_inet_error() reads it
+ * @p: has the error's addresses; gets the quoted packet's tuple and key
+ * @l3: the error's network layer
+ * @ih: the error's ICMP header, known to be whole
+ * @data_end: end of the frame's first buffer
+ *
+ * An error quotes the IP header of the packet it is about and the start
+ * of what followed.  The kernel reads the quote with get_l4proto() and
+ * nf_ct_get_tuple(): a whole fixed IP header, of which it checks neither
+ * the version nor the lengths (a quote is cut short by design), only that
+ * it is no later fragment; then as much of the transport header as a tuple
+ * needs: TCP and UDP ports (4 bytes), the ICMP header (8 bytes).  The quote
+ * ends where the error's datagram does (tot_len), not the frame.  It then
+ * looks up the connection of the quoted tuple inverted, which for this
+ * table is the quoted packet's own key.
+ *
+ * Return: CT_RELATED when @p's key is the quoted packet's connection,
+ * which the tracker must then find; CT_DROP_INVALID when the error can be
+ * about no connection (a quote too short for the tuple, a later fragment,
+ * a protocol or an ICMP type that is never tracked) or is sent towards the
+ * wrong end.
+ */
+static __always_inline int parse_icmp_error(struct ct_pkt *p,
+					    const struct ct_l3 *l3,
+					    const struct icmphdr *ih,
+					    void *data_end)
+{
+	struct iphdr *inner = (void *)(ih + 1);
+	__u32 quoted = l3->l4len - sizeof(*ih); /* the caller checked >= 8 */
+	struct icmphdr *qh;
+	__be16 *ports;
+	__u32 hlen;
+	void *ql4;
+
+	if (inner + 1 > data_end || quoted < sizeof(*inner))
+		return CT_DROP_INVALID;
+	/* Conntrack reassembles what it tracks, but not what an error
+	 * quotes: a later fragment has no transport header to key on.
+	 */
+	if (inner->frag_off & bpf_htons(IP_OFFSET))
+		return CT_DROP_INVALID;
+	/* An error goes back to the quoted packet's source: the kernel
+	 * wants the outer destination to be the found direction's
+	 * destination, which is the quoted source.  It checks after the
+	 * lookup, but either failure is INVALID, so this one goes first and
+	 * saves the lookup.
+	 */
+	if (inner->saddr != p->daddr.v4)
+		return CT_DROP_INVALID;
+
+	p->saddr.v4 = inner->saddr;
+	p->daddr.v4 = inner->daddr;
+	/* The IHL as it is, like the kernel: below 5 the transport header
+	 * "starts" inside the IP header, and the tuple reads what is there.
+	 */
+	hlen = inner->ihl * 4;
+	ql4 = (void *)inner + hlen;
+
+	switch (inner->protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		ports = ql4;
+		if (ports + 2 > data_end || quoted < hlen + 4)
+			return CT_DROP_INVALID;
+		ct_key_set(p, inner->protocol, ports[0], ports[1]);
+		return CT_RELATED;
+	case IPPROTO_ICMP:
+		qh = ql4;
+		if (qh + 1 > data_end || quoted < hlen + sizeof(*qh))
+			return CT_DROP_INVALID;
+		/* An error about an error, or about anything but a query,
+		 * quotes no connection.
+		 */
+		if (!ct_icmp_key_set(p, qh->type, qh->code, qh->un.echo.id))
+			return CT_DROP_INVALID;
+		return CT_RELATED;
+	default:
+		/* The kernel tracks other protocols too; this table holds
+		 * none, so the lookup would fail.
+		 */
+		return CT_DROP_INVALID;
+	}
+}
+
+/**
  * parse_icmp() - an ICMP header, checked as nf_conntrack_icmpv4_error()
- * @p: gets the type and the key of a query
+ * @p: gets the type, the code and the key (a query's, or for an error the
+ *     key of the packet it quotes)
  * @l3: the network layer
  * @data_end: end of the frame's first buffer
  *
- * Return: CT_FORWARD for a query or its answer, CT_UNTRACKED for an error,
- * or CT_DROP_INVALID for a truncated header, a type beyond NR_ICMP_TYPES,
- * or a type the kernel neither tracks nor relates (router advertisement
- * and solicitation, the unassigned ones).
+ * Return: CT_FORWARD for a query or its answer, CT_RELATED for an error
+ * that may be about a connection (parse_icmp_error()), or CT_DROP_INVALID
+ * for a truncated header, a type beyond NR_ICMP_TYPES, or a type the
+ * kernel neither tracks nor relates (router advertisement and
+ * solicitation, the unassigned ones).
  */
 static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
 				      void *data_end)
@@ -369,9 +461,10 @@ static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
 	if (ih->type > NR_ICMP_TYPES)
 		return CT_DROP_INVALID;
 
-	if (icmp_is_error(ih->type))
-		return CT_UNTRACKED;
 	p->icmp_type = ih->type;
+	p->icmp_code = ih->code;
+	if (icmp_is_error(ih->type))
+		return parse_icmp_error(p, l3, ih, data_end);
 	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id))
 		return CT_DROP_INVALID;
 	return CT_FORWARD;
@@ -384,7 +477,8 @@ static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
  * @frame_len: the whole frame's length
  * @p: the parsed packet
  *
- * Return: CT_FORWARD when @p is ready to track, else the verdict for a
+ * Return: CT_FORWARD when @p is ready to track, CT_RELATED when @p holds
+ * the key of the connection an ICMP error quotes, else the verdict for a
  * frame that is not tracked (see the top of this file).
  */
 static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,

@@ -1,8 +1,8 @@
 //! The program's own cost per packet, through BPF_PROG_TEST_RUN with
 //! `repeat`: forwarding only (tracking off), an established-flow ACK with
-//! the table at 1k, 64k and 1M entries, an INVALID packet, and a new
-//! connection.  Side by side in one run, 5 rounds, medians.  Run as root:
-//! `make bench-cost`.
+//! the table at 1k, 64k and 1M entries, an INVALID packet, a new
+//! connection, and an ICMP error related to the established flow.  Side
+//! by side in one run, 5 rounds, medians.  Run as root: `make bench-cost`.
 //!
 //! A repeated run sends the same frame, so the established flow's entry
 //! stays in cache whatever the table's size; a new connection needs a
@@ -17,8 +17,8 @@ use common::{config, established, load, median, run as per_packet, XDP_DROP, XDP
 use xdp_conntrack::bpf::types::ct_key;
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::loader::Config;
-use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
-use xdp_conntrack::proto::IPPROTO_TCP;
+use xdp_conntrack::packet::{ip_frame, tcp, tcp_flags::*, Endpoint, Ether};
+use xdp_conntrack::proto::{IPPROTO_ICMP, IPPROTO_TCP};
 use xdp_conntrack::table::{key_for, monotonic_ns};
 
 const ROUNDS: usize = 5;
@@ -90,6 +90,12 @@ fn main() {
         return profile(&ack, secs, !args.iter().any(|a| a == "--no-track"));
     }
     let invalid = tcp(&eth, flow, server(), SYN | FIN, 1000, 0, b"");
+    // Host unreachable from a router, quoting the ACK's IP header and
+    // 8 bytes, back to the client.
+    let mut quote = vec![3, 1, 0, 0, 0, 0, 0, 0];
+    quote.extend_from_slice(&ack[14..14 + 28]);
+    let router = Ipv4Addr::new(10, 9, 9, 1);
+    let related = ip_frame(&eth, router, flow.addr, IPPROTO_ICMP, quote);
     let news: Vec<Vec<u8>> = (0..50_000)
         .map(|i| tcp(&eth, client(2_000_000 + i), server(), SYN, 100, 0, b""))
         .collect();
@@ -101,6 +107,7 @@ fn main() {
         ("established ACK, 1M entries".into(), vec![]),
         ("INVALID (SYN|FIN), dropped".into(), vec![]),
         ("new connection (SYN)".into(), vec![]),
+        ("ICMP error, RELATED to an established flow".into(), vec![]),
     ];
     for _ in 0..ROUNDS {
         let fwd = load(&Config {
@@ -133,6 +140,9 @@ fn main() {
                 let single: f64 =
                     news.iter().map(|f| per_packet(&skel, f, 1).0).sum::<f64>() / news.len() as f64;
                 rows[5].1.push(single - base + fwd_ns);
+                let (ns, act) = per_packet(&skel, &related, REPEAT);
+                assert_eq!(act, XDP_REDIRECT, "the related error must be forwarded");
+                rows[6].1.push(ns);
             }
         }
     }

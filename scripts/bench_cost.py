@@ -64,7 +64,11 @@ def main():
             tmp = tempfile.mkdtemp(prefix="xct-base-")
             subprocess.run(["git", "worktree", "add", "-q", "--detach", tmp,
                             rev], cwd=repo, check=True)
-            bins = {rev: build(tmp, target), **bins}
+            # A target directory of its own: in one shared with this tree,
+            # cargo names both benches alike and, its dep-info paths being
+            # relative, may take one tree's build as fresh for the other.
+            base_target = os.path.join(target, "bench-base")
+            bins = {rev: build(tmp, base_target), **bins}
         runs = {name: [] for name in bins}
         for i in range(a.runs):
             # Take turns, and swap who goes first each round.
@@ -79,17 +83,24 @@ def main():
 
     names = list(bins)
     labels = list(runs[names[-1]][0])
-    med = {n: {l: statistics.median(r[l] for r in runs[n] if l in r)
-               for l in labels} for n in names}
+
+    def median(n, l):
+        """None for a row the base does not have (new in this tree)."""
+        v = [r[l] for r in runs[n] if l in r]
+        return statistics.median(v) if v else None
+
+    med = {n: {l: median(n, l) for l in labels} for n in names}
     head = " | ".join(f"{n} (ns, median of {a.runs})" for n in names)
     print(f"| packet | {head} |" + (" difference | ratio |" if a.base else ""))
     print("|---|" + "---:|" * (len(names) + (2 if a.base else 0)))
     for l in labels:
-        cells = " | ".join(f"{med[n][l]:.1f}" for n in names)
+        cells = " | ".join("-" if med[n][l] is None else f"{med[n][l]:.1f}"
+                           for n in names)
         extra = ""
         if a.base:
             old, new = med[names[0]][l], med[names[1]][l]
-            extra = f" {new - old:+.1f} | {new / old:.3f} |"
+            extra = (" - | - |" if old is None else
+                     f" {new - old:+.1f} | {new / old:.3f} |")
         print(f"| {l} | {cells} |{extra}")
 
 

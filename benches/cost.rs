@@ -14,8 +14,9 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::{config, established, load, median, run as per_packet, XDP_DROP, XDP_REDIRECT};
-use xdp_conntrack::bpf::types::ct_key;
+use xdp_conntrack::bpf::types::{ct_counter, ct_key};
 use xdp_conntrack::bpf::ConntrackSkel;
+use xdp_conntrack::counters::Totals;
 use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{ip_frame, tcp, tcp_flags::*, Endpoint, Ether};
 use xdp_conntrack::proto::{IPPROTO_ICMP, IPPROTO_TCP};
@@ -142,6 +143,11 @@ fn main() {
                 rows[5].1.push(single - base + fwd_ns);
                 let (ns, act) = per_packet(&skel, &related, REPEAT);
                 assert_eq!(act, XDP_REDIRECT, "the related error must be forwarded");
+                let t = Totals::read(&skel.maps.stats).expect("the counters");
+                assert!(
+                    t.get(ct_counter::CT_C_RELATED) > 0,
+                    "the error must count as related"
+                );
                 rows[6].1.push(ns);
             }
         }

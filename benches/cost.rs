@@ -1,7 +1,8 @@
 //! The program's own cost per packet, through BPF_PROG_TEST_RUN with
 //! `repeat`: forwarding only (tracking off), an established-flow segment
 //! repeated with the table at 1k, 64k and 1M entries, an INVALID packet, a
-//! new connection, an in-order stream, and what checksumming costs:
+//! new connection, an in-order stream, an ICMP error related to the
+//! established flow, and what checksumming costs:
 //! established-flow segments in 64-byte (the ACK), 1500-byte and 9000-byte
 //! (multi-buffer) frames with checksums checked and not (`--no-checksum`).
 //! Side by side in one run, 5 rounds, medians.  Run as root:
@@ -19,11 +20,12 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::{config, learnt, load, median, run as per_packet, XDP_DROP, XDP_REDIRECT};
-use xdp_conntrack::bpf::types::{ct_entry, ct_key};
+use xdp_conntrack::bpf::types::{ct_counter, ct_entry, ct_key};
 use xdp_conntrack::bpf::ConntrackSkel;
+use xdp_conntrack::counters::Totals;
 use xdp_conntrack::loader::Config;
-use xdp_conntrack::packet::{tcp, tcp_flags::*, Endpoint, Ether};
-use xdp_conntrack::proto::IPPROTO_TCP;
+use xdp_conntrack::packet::{ip_frame, tcp, tcp_flags::*, Endpoint, Ether};
+use xdp_conntrack::proto::{IPPROTO_ICMP, IPPROTO_TCP};
 use xdp_conntrack::table::{key_for, monotonic_ns};
 
 const ROUNDS: usize = 5;
@@ -148,6 +150,12 @@ fn main() {
             ]
         })
         .collect();
+    // Host unreachable from a router, quoting the ACK's IP header and
+    // 8 bytes, back to the client.
+    let mut quote = vec![3, 1, 0, 0, 0, 0, 0, 0];
+    quote.extend_from_slice(&ack[14..14 + 28]);
+    let router = Ipv4Addr::new(10, 9, 9, 1);
+    let related = ip_frame(&eth, router, flow.addr, IPPROTO_ICMP, quote);
     // Data segments of the established flow that fill a 1500-byte and a
     // 9000-byte MTU; the second is multi-buffer in a test run (its first
     // buffer holds a page less headroom and skb_shared_info).  Each is
@@ -171,8 +179,9 @@ fn main() {
         ("INVALID (SYN|FIN), dropped".into(), vec![]),
         ("new connection (SYN)".into(), vec![]),
         ("established, in-order stream (locked)".into(), vec![]),
+        ("ICMP error, RELATED to an established flow".into(), vec![]),
     ];
-    // Checksums on and off, side by side, for each size: rows 7 and on.
+    // Checksums on and off, side by side, for each size: rows 8 and on.
     for (_, what) in &sizes {
         for suffix in ["", ", --no-checksum"] {
             rows.push((format!("established {what}, 1k entries{suffix}"), vec![]));
@@ -219,6 +228,14 @@ fn main() {
                     .sum::<f64>()
                     / stream.len() as f64;
                 rows[6].1.push(single - base + fwd_ns);
+                let (ns, act) = per_packet(&skel, &related, REPEAT);
+                assert_eq!(act, XDP_REDIRECT, "the related error must be forwarded");
+                let t = Totals::read(&skel.maps.stats).expect("the counters");
+                assert!(
+                    t.get(ct_counter::CT_C_RELATED) > 0,
+                    "the error must count as related"
+                );
+                rows[7].1.push(ns);
             }
         }
         for (i, (frame, _)) in sizes.iter().enumerate() {
@@ -233,7 +250,7 @@ fn main() {
                     act, XDP_REDIRECT,
                     "the established segment must be forwarded"
                 );
-                rows[7 + 2 * i + off].1.push(ns);
+                rows[8 + 2 * i + off].1.push(ns);
             }
         }
     }

@@ -54,6 +54,7 @@ pub const COUNTERS: [Counter; N] = [
     c(ct_counter::CT_C_SWEPT, Kind::Event),
     c(ct_counter::CT_C_CLOSED, Kind::Event),
     c(ct_counter::CT_C_CLASH_RESOLVE, Kind::Event),
+    c(ct_counter::CT_C_RELATED, Kind::Event),
 ];
 
 impl Counter {

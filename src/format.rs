@@ -3,9 +3,7 @@
 use std::fmt::Write;
 
 use crate::counters::Totals;
-use crate::proto::{
-    proto_name, tcp_state_name, ICMP_ECHO, ICMP_ECHOREPLY, IPPROTO_TCP, IPPROTO_UDP,
-};
+use crate::proto::{icmp_reply_type, proto_name, tcp_state_name, IPPROTO_TCP, IPPROTO_UDP};
 use crate::table::Conn;
 
 /// One connection in the format of conntrack-tools' `conntrack -L`.
@@ -19,7 +17,11 @@ pub fn conntrack_line(c: &Conn) -> String {
     if l4 {
         let _ = write!(s, "sport={} dport={} ", c.sport, c.dport);
     } else {
-        let _ = write!(s, "type={ICMP_ECHO} code=0 id={} ", c.sport);
+        let _ = write!(
+            s,
+            "type={} code={} id={} ",
+            c.icmp_type, c.icmp_code, c.sport
+        );
     }
     if !c.seen_reply {
         s.push_str("[UNREPLIED] ");
@@ -28,7 +30,13 @@ pub fn conntrack_line(c: &Conn) -> String {
     if l4 {
         let _ = write!(s, "sport={} dport={} ", c.dport, c.sport);
     } else {
-        let _ = write!(s, "type={ICMP_ECHOREPLY} code=0 id={} ", c.sport);
+        let _ = write!(
+            s,
+            "type={} code={} id={} ",
+            icmp_reply_type(c.icmp_type),
+            c.icmp_code,
+            c.sport
+        );
     }
     if c.assured {
         s.push_str("[ASSURED] ");
@@ -107,6 +115,8 @@ mod tests {
             dst: Ipv4Addr::new(10, 2, 2, 100).into(),
             sport: 23420,
             dport: 8080,
+            icmp_type: 0,
+            icmp_code: 0,
             state,
             seen_reply,
             assured,
@@ -142,12 +152,23 @@ mod tests {
             "{udp}"
         );
         let mut c = conn(IPPROTO_ICMP, 0, true, false);
-        c.sport = 7;
+        (c.sport, c.dport, c.icmp_type) = (7, 7, 8);
         let icmp = conntrack_line(&c);
         assert_eq!(
             icmp,
             "icmp     1 431997 src=10.1.1.100 dst=10.2.2.100 type=8 code=0 id=7 \
              src=10.2.2.100 dst=10.1.1.100 type=0 code=0 id=7 mark=0 use=1"
+        );
+    }
+
+    #[test]
+    fn icmp_queries_show_their_type_code_and_answer() {
+        let mut c = conn(IPPROTO_ICMP, 0, false, false);
+        (c.sport, c.dport, c.icmp_type, c.icmp_code) = (9, 9, 13, 2);
+        assert_eq!(
+            conntrack_line(&c),
+            "icmp     1 431997 src=10.1.1.100 dst=10.2.2.100 type=13 code=2 id=9 \
+             [UNREPLIED] src=10.2.2.100 dst=10.1.1.100 type=14 code=2 id=9 mark=0 use=1"
         );
     }
 }

@@ -15,6 +15,22 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const ICMP_ECHO: u8 = 8;
 /// ICMP echo reply.
 pub const ICMP_ECHOREPLY: u8 = 0;
+/// ICMP timestamp request (its reply is 14).
+pub const ICMP_TIMESTAMP: u8 = 13;
+/// ICMP information request (its reply is 16).
+pub const ICMP_INFO_REQUEST: u8 = 15;
+/// ICMP address mask request (its reply is 18).
+pub const ICMP_ADDRESS: u8 = 17;
+
+/// The type of the answer to an ICMP query of type `request`, as the
+/// reply tuple of `conntrack -L` shows it (the kernel's `invmap[]`): echo
+/// (8) is answered by 0, the other queries by their type + 1.
+pub fn icmp_reply_type(request: u8) -> u8 {
+    match request {
+        ICMP_ECHO => ICMP_ECHOREPLY,
+        t => t.wrapping_add(1),
+    }
+}
 
 /// TCP flag bits, in the byte after the data offset (RFC 9293).
 pub mod tcp_flags {
@@ -73,5 +89,13 @@ mod tests {
         assert_eq!(tcp_state_name(ct_tcp_state::CT_TCP_NONE.0 as u8), "NONE");
         assert_eq!(tcp_state_name(ct_tcp_state::CT_TCP_MAX.0 as u8), "INVALID");
         assert_eq!(tcp_state_name(200), "INVALID");
+    }
+
+    #[test]
+    fn each_query_has_its_answer() {
+        assert_eq!(icmp_reply_type(ICMP_ECHO), ICMP_ECHOREPLY);
+        assert_eq!(icmp_reply_type(ICMP_TIMESTAMP), 14);
+        assert_eq!(icmp_reply_type(ICMP_INFO_REQUEST), 16);
+        assert_eq!(icmp_reply_type(ICMP_ADDRESS), 18);
     }
 }

@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::time::{clock_gettime, ClockId};
 
 use crate::bpf::types::{ct_entry, ct_key, ct_status};
-use crate::proto::IPPROTO_ICMP;
+use crate::proto::{ICMP_ECHO, IPPROTO_ICMP};
 
 /// One connection, as `conntrack -L` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,10 +21,17 @@ pub struct Conn {
     pub src: IpAddr,
     /// Destination of the original direction.
     pub dst: IpAddr,
-    /// TCP/UDP source port of the original direction; the echo id for ICMP.
+    /// TCP/UDP source port of the original direction; the query id for
+    /// ICMP.
     pub sport: u16,
-    /// TCP/UDP destination port of the original direction.
+    /// TCP/UDP destination port of the original direction; the query id
+    /// for ICMP.
     pub dport: u16,
+    /// ICMP: the request's type (8 echo, 13 timestamp, 15 information,
+    /// 17 address mask); 0 for TCP and UDP.
+    pub icmp_type: u8,
+    /// ICMP: the code both directions carry; 0 for TCP and UDP.
+    pub icmp_code: u8,
     /// TCP state number (`ct_tcp_state`); 0 for UDP and ICMP.
     pub state: u8,
     /// A reply has been seen.
@@ -67,6 +74,8 @@ impl Conn {
             dst: Ipv4Addr::from(u32::from_be(key.addr[r])).into(),
             sport,
             dport,
+            icmp_type: key.icmp_type,
+            icmp_code: key.icmp_code,
             state: e.state,
             seen_reply: e.status & ct_status::CT_S_SEEN_REPLY.0 as u8 != 0,
             assured: e.status & ct_status::CT_S_ASSURED.0 as u8 != 0,
@@ -174,6 +183,11 @@ pub fn read_at(map: &impl MapCore, now: u64) -> Result<Vec<Conn>> {
 /// the lower (address, port) pair takes slot 0, as in the program
 /// (`ct_key_set()` in parse.h).  The table holds IPv4 flows only.
 pub fn key_for(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<ct_key> {
+    ordered(proto, src, dst).map(|(key, _)| key)
+}
+
+/// [`key_for`], and whether `src` went into slot 1.
+fn ordered(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<(ct_key, bool)> {
     let (IpAddr::V4(sa), IpAddr::V4(da)) = (src.0, dst.0) else {
         bail!(
             "the table has no key for IPv6 flows ({} -> {})",
@@ -188,18 +202,37 @@ pub fn key_for(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<ct_k
     } else {
         ((s, src.1), (d, dst.1))
     };
-    Ok(ct_key {
+    let key = ct_key {
         addr: [lo.to_be(), hi.to_be()],
         port: [lo_port.to_be(), hi_port.to_be()],
         proto,
         ..Default::default()
-    })
+    };
+    Ok((key, swap))
 }
 
-/// The table key of an ICMP echo exchange: the id sits in the requester's
-/// port slot.
+/// The table key of an ICMP echo exchange (code 0): the id sits in the
+/// requester's port slot.
 pub fn icmp_key(requester: IpAddr, responder: IpAddr, id: u16) -> Result<ct_key> {
-    key_for(IPPROTO_ICMP, (requester, id), (responder, 0))
+    icmp_query_key(requester, responder, ICMP_ECHO, 0, id)
+}
+
+/// The table key of an ICMP query exchange whose request has `icmp_type`
+/// (8, 13, 15, 17) and `code`, as `ct_icmp_key_set()` in parse.h lays it
+/// out: the id in the requester's port slot, the request's type and code,
+/// and which slot the requester holds.
+pub fn icmp_query_key(
+    requester: IpAddr,
+    responder: IpAddr,
+    icmp_type: u8,
+    code: u8,
+    id: u16,
+) -> Result<ct_key> {
+    let (mut key, swapped) = ordered(IPPROTO_ICMP, (requester, id), (responder, 0))?;
+    key.icmp_type = icmp_type;
+    key.icmp_code = code;
+    key.icmp_requester = u8::from(swapped);
+    Ok(key)
 }
 
 /// Looks one connection up by key; `None` if absent or expired.

@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use common::{ConntrackLine, Tuple};
 use xdp_conntrack::format::conntrack_line;
 use xdp_conntrack::proto::{
-    proto_name, tcp_state_name, ICMP_ECHO, ICMP_ECHOREPLY, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    icmp_reply_type, proto_name, tcp_state_name, ICMP_ADDRESS, ICMP_ECHO, ICMP_INFO_REQUEST,
+    ICMP_TIMESTAMP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 use xdp_conntrack::table::Conn;
 
@@ -18,8 +19,14 @@ use xdp_conntrack::table::Conn;
 fn read_back(c: &Conn) -> ConntrackLine {
     let (orig, reply) = if c.proto == IPPROTO_ICMP {
         (
-            Tuple::icmp(c.src, c.dst, ICMP_ECHO, 0, c.sport),
-            Tuple::icmp(c.dst, c.src, ICMP_ECHOREPLY, 0, c.sport),
+            Tuple::icmp(c.src, c.dst, c.icmp_type, c.icmp_code, c.sport),
+            Tuple::icmp(
+                c.dst,
+                c.src,
+                icmp_reply_type(c.icmp_type),
+                c.icmp_code,
+                c.sport,
+            ),
         )
     } else {
         let (s, d) = (
@@ -50,30 +57,45 @@ fn dump_lines_read_back_field_by_field() {
     for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP] {
         // Every TCP state number, and one past them (INVALID).
         let states = if proto == IPPROTO_TCP { 0..=12 } else { 0..=0 };
+        // Each ICMP query, with codes of either end.
+        let queries: &[(u8, u8)] = if proto == IPPROTO_ICMP {
+            &[
+                (ICMP_ECHO, 0),
+                (ICMP_TIMESTAMP, 0),
+                (ICMP_INFO_REQUEST, 1),
+                (ICMP_ADDRESS, 255),
+            ]
+        } else {
+            &[(0, 0)]
+        };
         for state in states {
-            for (seen_reply, assured) in [(false, false), (true, false), (true, true)] {
-                for (sport, dport, timeout) in
-                    [(23420, 8080, 431_999), (0, 65535, 0), (65535, 1, 29)]
-                {
-                    let c = Conn {
-                        proto,
-                        src: a,
-                        dst: b,
-                        sport,
-                        dport: if proto == IPPROTO_ICMP { sport } else { dport },
-                        state,
-                        seen_reply,
-                        assured,
-                        timeout,
-                    };
-                    let line = conntrack_line(&c);
-                    assert_eq!(ConntrackLine::parse(&line), Ok(read_back(&c)), "{line}");
-                    n += 1;
+            for &(icmp_type, icmp_code) in queries {
+                for (seen_reply, assured) in [(false, false), (true, false), (true, true)] {
+                    for (sport, dport, timeout) in
+                        [(23420, 8080, 431_999), (0, 65535, 0), (65535, 1, 29)]
+                    {
+                        let c = Conn {
+                            proto,
+                            src: a,
+                            dst: b,
+                            sport,
+                            dport: if proto == IPPROTO_ICMP { sport } else { dport },
+                            icmp_type,
+                            icmp_code,
+                            state,
+                            seen_reply,
+                            assured,
+                            timeout,
+                        };
+                        let line = conntrack_line(&c);
+                        assert_eq!(ConntrackLine::parse(&line), Ok(read_back(&c)), "{line}");
+                        n += 1;
+                    }
                 }
             }
         }
     }
-    assert_eq!(n, (13 + 1 + 1) * 3 * 3);
+    assert_eq!(n, (13 + 1 + 4) * 3 * 3);
 }
 
 #[test]

@@ -48,6 +48,26 @@ const IP: usize = 14;
 /// Offset of the L4 header behind a 20-byte IPv4 header.
 const L4: usize = IP + 20;
 
+/// A router between the flows' ends: the source of most ICMP errors.
+const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 1);
+/// ICMP errors (type, code): what the kernel's icmp_is_err() accepts.
+const HOST_UNREACH: (u8, u8) = (3, 1);
+const PORT_UNREACH: (u8, u8) = (3, 3);
+const FRAG_NEEDED: (u8, u8) = (3, 4);
+const TIME_EXCEEDED: (u8, u8) = (11, 0);
+const ERRORS: [(u8, u8); 10] = [
+    (3, 0),
+    HOST_UNREACH,
+    PORT_UNREACH,
+    FRAG_NEEDED,
+    (3, 13),
+    (4, 0),
+    (5, 1),
+    TIME_EXCEEDED,
+    (11, 1),
+    (12, 0),
+];
+
 // ---------------------------------------------------------------------------
 // Flows and frames
 
@@ -206,18 +226,41 @@ fn ipv6_tcp(tcp_frame: &[u8]) -> Vec<u8> {
     ether_frame(0x86dd, &ip6)
 }
 
-/// ICMP destination unreachable (type 3, code 1) from `router` about the
-/// datagram in `frame`.
-fn icmp_unreachable(router: Ipv4Addr, frame: &[u8]) -> Vec<u8> {
-    let dst = Ipv4Addr::new(
-        frame[IP + 12],
-        frame[IP + 13],
-        frame[IP + 14],
-        frame[IP + 15],
-    );
-    let mut l4 = vec![3, 1, 0, 0, 0, 0, 0, 0];
-    l4.extend_from_slice(&frame[IP..L4 + 8]);
-    ip_frame(&Ether::default(), router, dst, IPPROTO_ICMP, l4)
+/// An ICMP message of `icmp_type` and `code` with `id` and `seq` where an
+/// echo has them, from `src` to `dst`.
+fn icmp_msg(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8, id: u16, seq: u16) -> Vec<u8> {
+    let mut l4 = vec![icmp_type, code, 0, 0];
+    l4.extend_from_slice(&id.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(b"xdp-conntrack-ping");
+    ip_frame(&Ether::default(), src, dst, IPPROTO_ICMP, l4)
+}
+
+/// The source and destination of an untagged IPv4 frame.
+fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let at = |i: usize| Ipv4Addr::new(frame[i], frame[i + 1], frame[i + 2], frame[i + 3]);
+    (at(IP + 12), at(IP + 16))
+}
+
+/// An ICMP error of `kind` (type, code) from `from` to `to`, quoting the
+/// first `len` bytes of the IP datagram in `frame`.
+fn icmp_error_to(
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    kind: (u8, u8),
+    frame: &[u8],
+    len: usize,
+) -> Vec<u8> {
+    let mut l4 = vec![kind.0, kind.1, 0, 0, 0, 0, 0, 0];
+    l4.extend_from_slice(&frame[IP..IP + len]);
+    ip_frame(&Ether::default(), from, to, IPPROTO_ICMP, l4)
+}
+
+/// The error ROUTER sends back to the source of `frame`, quoting its IP
+/// header and the 8 bytes behind it, as routers do.
+fn icmp_error(kind: (u8, u8), frame: &[u8]) -> Vec<u8> {
+    let hlen = usize::from(frame[IP] & 0x0f) * 4;
+    icmp_error_to(ROUTER, ip_addrs(frame).0, kind, frame, hlen + 8)
 }
 
 // ---------------------------------------------------------------------------
@@ -1289,7 +1332,7 @@ fn udp_is_assured_only_when_seen_both_ways_for_more_than_two_seconds() {
 }
 
 #[test]
-fn icmp_echo_is_tracked_and_other_icmp_is_forwarded_untracked() {
+fn icmp_echo_is_tracked() {
     let h = Harness::default_config();
     let eth = Ether::default();
     let (req, resp) = (Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 2, 2, 100));
@@ -1342,18 +1385,430 @@ fn icmp_echo_is_tracked_and_other_icmp_is_forwarded_untracked() {
     let request = icmp_echo(&eth, resp, req, 8, 0x1234, 1);
     u.fwd(&request, &["new"], other);
 
-    // Destination unreachable about a TCP SYN: forwarded, not tracked.
-    let f = Flow::new(0);
-    let unreachable = icmp_unreachable(Ipv4Addr::new(10, 9, 9, 1), &f.c(SYN, 100, 0));
-    run_counted(
-        &h,
-        &unreachable,
-        XDP_REDIRECT,
-        &["untracked"],
-        "unreachable",
-    );
     assert_eq!(h.raw_len(), 2);
-    assert_eq!(view(&h, &f.tcp_key()), None);
+}
+
+#[test]
+fn icmp_queries_other_than_echo_are_tracked_like_echo() {
+    let h = Harness::default_config();
+    let (c, s) = (Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 2, 2, 100));
+    let (ci, si) = (IpAddr::from(c), IpAddr::from(s));
+    // Timestamp, information and address mask, each answered by its type
+    // + 1 (the kernel's invmap[]), all with one id.
+    for (n, request) in [13u8, 15, 17].into_iter().enumerate() {
+        let key = table::icmp_query_key(ci, si, request, 0, 9).unwrap();
+        let t = Track::new(&h, key);
+        let asker = Endpoint::new(c, 9);
+        t.fwd(
+            &icmp_msg(ci, si, request, 0, 9, 1),
+            &["new"],
+            v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+        );
+        t.timeout("icmp");
+        t.fwd(
+            &icmp_msg(si, ci, request + 1, 0, 9, 1),
+            &[],
+            v(NO_STATE, REPLIED, NOT_ASSURED, asker),
+        );
+        let (conn, _) = h.entry(&key).expect("the entry");
+        assert_eq!((conn.icmp_type, conn.icmp_code), (request, 0));
+        assert_eq!(h.raw_len(), n + 1);
+        // The asker answering its own question answers nothing.
+        let backwards = icmp_msg(ci, si, request + 1, 0, 9, 1);
+        run_counted(
+            &h,
+            &backwards,
+            XDP_DROP,
+            &["invalid"],
+            "answer from the asker",
+        );
+        // Nor does an answer nobody asked for.
+        let unasked = icmp_msg(si, ci, request + 1, 0, 10, 1);
+        run_counted(&h, &unasked, XDP_DROP, &["invalid"], "unsolicited answer");
+    }
+
+    // An echo with the same id is another connection.
+    let echo = Track::new(&h, table::icmp_key(ci, si, 9).unwrap());
+    let asker = Endpoint::new(c, 9);
+    echo.fwd(
+        &icmp_msg(ci, si, 8, 0, 9, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+    );
+    assert_eq!(h.raw_len(), 4);
+
+    // The code is part of the tuple: only an answer with the request's
+    // code answers it.
+    let coded = Track::new(&h, table::icmp_query_key(ci, si, 8, 3, 6).unwrap());
+    let asker = Endpoint::new(c, 6);
+    coded.fwd(
+        &icmp_msg(ci, si, 8, 3, 6, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+    );
+    coded.dropped(
+        &icmp_msg(si, ci, 0, 0, 6, 1),
+        &["invalid"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, asker),
+    );
+    coded.fwd(
+        &icmp_msg(si, ci, 0, 3, 6, 1),
+        &[],
+        v(NO_STATE, REPLIED, NOT_ASSURED, asker),
+    );
+
+    // Id 0 both ways: two exchanges, told apart by who asked.
+    let zero = Track::new(&h, table::icmp_key(ci, si, 0).unwrap());
+    let other = Track::new(&h, table::icmp_key(si, ci, 0).unwrap());
+    zero.fwd(
+        &icmp_msg(ci, si, 8, 0, 0, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(c, 0)),
+    );
+    other.fwd(
+        &icmp_msg(si, ci, 8, 0, 0, 1),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(s, 0)),
+    );
+    zero.fwd(
+        &icmp_msg(si, ci, 0, 0, 0, 1),
+        &[],
+        v(NO_STATE, REPLIED, NOT_ASSURED, Endpoint::new(c, 0)),
+    );
+    assert_eq!(
+        view(&h, &other.key),
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(s, 0))
+    );
+    assert_eq!(h.raw_len(), 7);
+}
+
+#[test]
+fn icmp_types_that_are_neither_queries_nor_errors_are_invalid() {
+    let h = Harness::default_config();
+    let (c, s) = (Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 2, 2, 100));
+    // Unassigned (1, 2, 7), alternate host address (6), router
+    // advertisement and solicitation (9, 10): the kernel can neither
+    // track nor relate them; beyond 18 it knows no type at all.
+    for icmp_type in [1, 2, 6, 7, 9, 10, 19, 40, 255] {
+        let frame = icmp_msg(c.into(), s.into(), icmp_type, 0, 9, 1);
+        run_counted(
+            &h,
+            &frame,
+            XDP_DROP,
+            &["invalid"],
+            &format!("ICMP type {icmp_type}"),
+        );
+    }
+    assert_eq!(h.raw_len(), 0);
+}
+
+/// The entry under `key` as raw fields, to compare before and after.
+fn raw(h: &Harness, key: &ct_key) -> Option<String> {
+    h.entry(key).map(|(_, e)| format!("{e:?}"))
+}
+
+/// An ICMP error that must pass as related to the entry under `key`,
+/// moving `related` and the rx counters only, and leave the entry exactly
+/// as it was: no refresh, no state, no SEEN_REPLY.
+#[track_caller]
+fn related(h: &Harness, frame: &[u8], key: &ct_key, what: &str) {
+    let before = raw(h, key);
+    assert!(before.is_some(), "no live entry: {what}");
+    run_counted(h, frame, XDP_REDIRECT, &["related"], what);
+    assert_eq!(raw(h, key), before, "the entry after: {what}");
+}
+
+/// An ICMP error that must be dropped as invalid, leaving the entry under
+/// `key` (if any) as it was.
+#[track_caller]
+fn unrelated(h: &Harness, frame: &[u8], key: &ct_key, what: &str) {
+    let before = raw(h, key);
+    run_counted(h, frame, XDP_DROP, &["invalid"], what);
+    assert_eq!(raw(h, key), before, "the entry after: {what}");
+}
+
+/// A TCP flow, a UDP flow and an echo exchange (id 0x1234) between the
+/// same hosts: TCP established, UDP and echo unreplied.  Returns their
+/// keys.
+fn three_flows(h: &Harness, f: &Flow) -> [ct_key; 3] {
+    f.establish(h);
+    step(
+        h,
+        &f.c_udp(b"query"),
+        XDP_REDIRECT,
+        &["new"],
+        &f.udp_key(),
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c),
+    );
+    let echo = table::icmp_key(f.c.addr, f.s.addr, 0x1234).unwrap();
+    step(
+        h,
+        &icmp_msg(f.c.addr, f.s.addr, 8, 0, 0x1234, 1),
+        XDP_REDIRECT,
+        &["new"],
+        &echo,
+        v(
+            NO_STATE,
+            UNREPLIED,
+            NOT_ASSURED,
+            Endpoint::new(f.c.addr, 0x1234),
+        ),
+    );
+    [f.tcp_key(), f.udp_key(), echo]
+}
+
+#[test]
+fn icmp_errors_about_a_connection_are_related_and_change_nothing() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let [tcp_key, udp_key, echo_key] = three_flows(&h, &f);
+    // Had an error refreshed an entry, its deadline would move.
+    h.advance(Duration::from_secs(5));
+    let (c, s) = (f.c.addr, f.s.addr);
+    for kind in ERRORS {
+        let what = |about: &str| format!("{kind:?} about {about}");
+        // Back to the source of a packet in either direction.
+        let segment = f.c_with(PSH | ACK, 101, 201, b"data");
+        related(&h, &icmp_error(kind, &segment), &tcp_key, &what("C>S TCP"));
+        let segment = f.s(ACK, 201, 105);
+        related(&h, &icmp_error(kind, &segment), &tcp_key, &what("S>C TCP"));
+        let datagram = f.c_udp(b"query");
+        related(&h, &icmp_error(kind, &datagram), &udp_key, &what("C>S UDP"));
+        // About an answer that never came: the tuple is the reply's, and
+        // the entry stays UNREPLIED.
+        let datagram = f.s_udp(b"answer");
+        related(&h, &icmp_error(kind, &datagram), &udp_key, &what("S>C UDP"));
+        let request = icmp_msg(c, s, 8, 0, 0x1234, 2);
+        related(&h, &icmp_error(kind, &request), &echo_key, &what("request"));
+        let reply = icmp_msg(s, c, 0, 0, 0x1234, 2);
+        related(&h, &icmp_error(kind, &reply), &echo_key, &what("reply"));
+    }
+    // From the far end itself, as a closed port answers.
+    let datagram = f.c_udp(b"query");
+    let (IpAddr::V4(c4), IpAddr::V4(s4)) = (c, s) else {
+        unreachable!()
+    };
+    let closed = icmp_error_to(s4, c4, PORT_UNREACH, &datagram, 28);
+    related(&h, &closed, &udp_key, "port unreachable from the server");
+    assert_eq!(view(&h, &udp_key), v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c));
+}
+
+#[test]
+fn icmp_errors_towards_the_wrong_end_are_invalid() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let [tcp_key, udp_key, echo_key] = three_flows(&h, &f);
+    let (IpAddr::V4(c), IpAddr::V4(s)) = (f.c.addr, f.s.addr) else {
+        unreachable!()
+    };
+    let elsewhere = Ipv4Addr::new(10, 3, 3, 3);
+    for (what, frame, key) in [
+        ("C>S TCP", f.c(ACK, 101, 201), tcp_key),
+        ("S>C TCP", f.s(ACK, 201, 101), tcp_key),
+        ("C>S UDP", f.c_udp(b"query"), udp_key),
+        (
+            "echo request",
+            icmp_msg(c.into(), s.into(), 8, 0, 0x1234, 1),
+            echo_key,
+        ),
+    ] {
+        let (src, dst) = ip_addrs(&frame);
+        // To the quoted packet's destination, from a router or from that
+        // destination itself, or to a third host: the kernel wants the
+        // error to go back to the quoted packet's source.
+        for (from, to) in [(ROUTER, dst), (dst, dst), (ROUTER, elsewhere), (src, dst)] {
+            let err = icmp_error_to(from, to, HOST_UNREACH, &frame, 28);
+            unrelated(&h, &err, &key, &format!("{what} error {from} -> {to}"));
+        }
+    }
+}
+
+#[test]
+fn icmp_errors_about_no_live_connection_are_invalid() {
+    let h = Harness::new(config_with(&["udp=1"]));
+    let f = Flow::new(0);
+    let none = f.tcp_key();
+    let (c, s) = (f.c.addr, f.s.addr);
+    unrelated(
+        &h,
+        &icmp_error(HOST_UNREACH, &f.c(SYN, 100, 0)),
+        &none,
+        "no TCP",
+    );
+    unrelated(
+        &h,
+        &icmp_error(PORT_UNREACH, &f.c_udp(b"x")),
+        &none,
+        "no UDP",
+    );
+    let request = icmp_msg(c, s, 8, 0, 7, 1);
+    unrelated(&h, &icmp_error(TIME_EXCEEDED, &request), &none, "no echo");
+    assert_eq!(h.raw_len(), 0);
+
+    // Another protocol, port, id, code or query type than the flow's.
+    let [tcp_key, _, echo_key] = three_flows(&h, &f);
+    let g = Flow::new(1);
+    g.establish(&h);
+    for (what, quoted, key) in [
+        ("UDP on a TCP flow's ports", g.c_udp(b"x"), g.tcp_key()),
+        (
+            "TCP of a flow nobody opened",
+            Flow::new(2).c(SYN, 100, 0),
+            tcp_key,
+        ),
+        (
+            "echo of another id",
+            icmp_msg(c, s, 8, 0, 0x1235, 1),
+            echo_key,
+        ),
+        (
+            "echo with code 1",
+            icmp_msg(c, s, 8, 1, 0x1234, 1),
+            echo_key,
+        ),
+        ("timestamp", icmp_msg(c, s, 13, 0, 0x1234, 1), echo_key),
+    ] {
+        unrelated(&h, &icmp_error(HOST_UNREACH, &quoted), &key, what);
+    }
+
+    // An expired entry is absent; the error leaves it for the sweep.
+    let udp_key = f.udp_key();
+    let (_, e) = h.entry(&udp_key).expect("the UDP entry");
+    h.advance_to(e.expires);
+    assert_eq!(view(&h, &udp_key), None);
+    let late = icmp_error(PORT_UNREACH, &f.c_udp(b"query"));
+    run_counted(&h, &late, XDP_DROP, &["invalid"], "about an expired flow");
+}
+
+#[test]
+fn icmp_error_quotes_must_hold_an_ip_header_and_the_tuple() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let [tcp_key, udp_key, echo_key] = three_flows(&h, &f);
+    let (IpAddr::V4(c), IpAddr::V4(_)) = (f.c.addr, f.s.addr) else {
+        unreachable!()
+    };
+    let datagram = f.c_udp(b"query");
+    let quote = |len: usize| icmp_error_to(ROUTER, c, TIME_EXCEEDED, &datagram, len);
+    // A whole IP header and the 4 bytes of ports: no more is read.
+    for len in [0, 8, 19, 20, 22, 23] {
+        unrelated(
+            &h,
+            &quote(len),
+            &udp_key,
+            &format!("UDP quote of {len} bytes"),
+        );
+    }
+    related(&h, &quote(24), &udp_key, "UDP quote of 24 bytes");
+    let segment = f.c(ACK, 101, 201);
+    let tcp_quote = |len| icmp_error_to(ROUTER, c, FRAG_NEEDED, &segment, len);
+    unrelated(&h, &tcp_quote(23), &tcp_key, "TCP quote of 23 bytes");
+    related(&h, &tcp_quote(24), &tcp_key, "TCP quote of 24 bytes");
+    // ICMP needs its whole 8-byte header: the id is in its second half.
+    let request = icmp_msg(f.c.addr, f.s.addr, 8, 0, 0x1234, 2);
+    let echo_quote = |len| icmp_error_to(ROUTER, c, HOST_UNREACH, &request, len);
+    unrelated(&h, &echo_quote(27), &echo_key, "echo quote of 27 bytes");
+    related(&h, &echo_quote(28), &echo_key, "echo quote of 28 bytes");
+
+    // The quote ends with the error's tot_len, not with the frame: the
+    // last byte of the ports behind tot_len, though still in the frame.
+    let whole = quote(24);
+    let cut = with_tot_len(whole.clone(), 20 + 8 + 23);
+    assert_eq!(cut.len(), whole.len());
+    unrelated(&h, &cut, &udp_key, "ports cut by the error's tot_len");
+
+    // IP options in the quoted header move the ports.
+    let optioned = with_ip_options(&datagram, &[1, 1, 1, 0]);
+    related(
+        &h,
+        &icmp_error(TIME_EXCEEDED, &optioned),
+        &udp_key,
+        "quoted header with options",
+    );
+    let short = icmp_error_to(ROUTER, c, TIME_EXCEEDED, &optioned, 24 + 3);
+    unrelated(&h, &short, &udp_key, "options, and the ports cut short");
+
+    // Only the first fragment has the ports.
+    for (frag_off, ok) in [
+        (0x2000u16, true),
+        (0x4000, true),
+        (0x0001, false),
+        (0x2001, false),
+    ] {
+        let quoted = edit_ip(datagram.clone(), |ip| {
+            ip[6..8].copy_from_slice(&frag_off.to_be_bytes());
+        });
+        let err = icmp_error(TIME_EXCEEDED, &quoted);
+        let what = format!("quoted fragment field 0x{frag_off:04x}");
+        if ok {
+            related(&h, &err, &udp_key, &what);
+        } else {
+            unrelated(&h, &err, &udp_key, &what);
+        }
+    }
+}
+
+#[test]
+fn icmp_error_quotes_are_read_with_their_ihl_as_it_is() {
+    // Below 5 the kernel still takes the IHL at its word: with IHL 4 the
+    // "ports" are the last 4 bytes of the quoted header, its destination
+    // address (10.2.2.100 is 0x0a02, 0x0264).
+    let h = Harness::default_config();
+    let spelled = Flow::between(
+        Endpoint::new(Ipv4Addr::new(10, 1, 1, 100), 0x0a02),
+        Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 0x0264),
+    );
+    step(
+        &h,
+        &spelled.c_udp(b"query"),
+        XDP_REDIRECT,
+        &["new"],
+        &spelled.udp_key(),
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, spelled.c),
+    );
+    // A datagram of a flow nobody tracks, between the same hosts.
+    let f = Flow::new(0);
+    let IpAddr::V4(c) = f.c.addr else {
+        unreachable!()
+    };
+    let quoted = f.c_udp(b"query");
+    let err = icmp_error_to(ROUTER, c, TIME_EXCEEDED, &quoted, 28);
+    unrelated(&h, &err, &spelled.udp_key(), "IHL 5: its own ports");
+    let quoted = edit_ip(quoted, |ip| ip[0] = 0x44);
+    let err = icmp_error_to(ROUTER, c, TIME_EXCEEDED, &quoted, 28);
+    related(&h, &err, &spelled.udp_key(), "IHL 4: the address as ports");
+}
+
+#[test]
+fn icmp_errors_about_errors_and_untracked_protocols_are_invalid() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let [_, udp_key, _] = three_flows(&h, &f);
+    let (IpAddr::V4(c), IpAddr::V4(s)) = (f.c.addr, f.s.addr) else {
+        unreachable!()
+    };
+    // The server's port unreachable is related; an error about it is not
+    // (the kernel cannot invert an error's tuple).
+    let closed = icmp_error_to(s, c, PORT_UNREACH, &f.c_udp(b"query"), 28);
+    related(&h, &closed, &udp_key, "port unreachable");
+    let about = icmp_error_to(ROUTER, s, TIME_EXCEEDED, &closed, 28);
+    unrelated(&h, &about, &udp_key, "time exceeded about it");
+    // Protocols this table never holds.
+    let gre = ip_frame(&Ether::default(), c, s, 47, vec![0; 8]);
+    unrelated(&h, &icmp_error(HOST_UNREACH, &gre), &udp_key, "GRE");
+
+    // An error about a timestamp exchange relates to it.
+    let ts = table::icmp_query_key(c.into(), s.into(), 13, 0, 5).unwrap();
+    step(
+        &h,
+        &icmp_msg(c.into(), s.into(), 13, 0, 5, 1),
+        XDP_REDIRECT,
+        &["new"],
+        &ts,
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(c, 5)),
+    );
+    let request = icmp_msg(c.into(), s.into(), 13, 0, 5, 1);
+    related(&h, &icmp_error(HOST_UNREACH, &request), &ts, "timestamp");
 }
 
 // ---------------------------------------------------------------------------

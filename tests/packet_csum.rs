@@ -174,11 +174,7 @@ fn a_wrong_checksum_does_not_refresh_the_deadline() {
     let left = |h: &Harness| h.entry(&k).expect("the entry").0.timeout;
     let full = left(&h);
     h.advance(Duration::from_secs(1000));
-    invalid(
-        &h,
-        &corrupt_l4_checksum(&seg(c, s, ACK, 101, 201, b"")),
-        &k,
-    );
+    invalid(&h, &corrupt_l4_checksum(&seg(c, s, ACK, 101, 201, b"")), &k);
     assert!(left(&h) <= full - 999, "{} s left of {full}", left(&h));
     // A bare ACK: data nobody acknowledged yet would shorten the timeout
     // to the unacknowledged one, as the kernel does.
@@ -300,9 +296,11 @@ fn icmp_of_every_type_with_a_wrong_checksum_is_invalid() {
     assert_eq!(view(&h, &k), Some((NONE, false, false)), "still unreplied");
     fwd(&h, &reply, &[], &k, Some((NONE, true, false)));
 
-    // Types the table does not track are checked all the same, before the
-    // type is looked at: an error, and a timestamp request.
+    // Other types are checked all the same, before the type is looked
+    // at: an error about a tracked flow (RELATED when right), and a
+    // timestamp request (tracked like echo when right).
     let udp_flow = udp(&eth, client(), server(), b"x");
+    assert_eq!(h.run(&udp_flow), XDP_REDIRECT, "the flow the error is about");
     let error = unreachable(Ipv4Addr::new(10, 9, 9, 1), 3, &udp_flow);
     let mut stamp = vec![13, 0, 0, 0, 0, 1, 0, 1];
     stamp.extend_from_slice(&[0; 12]);

@@ -1,8 +1,9 @@
 //! Differential test against the kernel: the same frames go through our XDP
 //! program (BPF_PROG_TEST_RUN) and through nf_conntrack in a network
 //! namespace, and after every packet both must agree on the verdict (the
-//! kernel calls it INVALID exactly when we drop it) and on the connection
-//! table (state, original direction, [UNREPLIED], [ASSURED]).
+//! kernel calls it INVALID exactly when we drop it, RELATED exactly when we
+//! count it related) and on the connection table (state, original
+//! direction, [UNREPLIED], [ASSURED]).
 //!
 //! Kernel side: namespace K holds both test addresses on one end of a veth
 //! pair, so every injected packet is delivered locally and its connection
@@ -12,9 +13,12 @@
 //! `done` at input priority INT_MAX, registered before conntrack's hooks so
 //! that it runs after the confirm hook (a `ct status confirmed` counter
 //! there proves it at setup).  A prerouting chain at priority 0 counts
-//! `ct state invalid`.  Everything K itself sends back (RSTs, port
-//! unreachables, echo replies) is dropped at output priority -300, before
-//! conntrack sees it.
+//! `ct state invalid` and `ct state related` (ICMP errors about a tracked
+//! connection, which we count as `related`).  ICMP errors come from a third
+//! address, ROUTER, that K neither owns nor routes to: with `accept_local`
+//! and no `rp_filter` it takes them like any other frame addressed to it.
+//! Everything K itself sends back (RSTs, port unreachables, echo replies)
+//! is dropped at output priority -300, before conntrack sees it.
 //!
 //! Every sequence starts from empty tables on both sides (a freshly loaded
 //! program, `conntrack -F`).  All sequences run even when some differ; the
@@ -33,11 +37,10 @@ use nix::libc;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 use xdp_conntrack::bpf::types::ct_counter;
-use xdp_conntrack::counters::Totals;
 use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{
-    self, corrupt_ip_checksum, corrupt_l4_checksum, icmp_echo, ip_frame, tcp_flags::*, tcp_segment,
-    udp, without_udp_checksum, Endpoint, Ether, Segment, TcpOpt, TCP_WINDOW,
+    self, corrupt_ip_checksum, corrupt_l4_checksum, ip_frame, tcp_flags::*, tcp_segment, udp,
+    without_udp_checksum, Endpoint, Ether, Segment, TcpOpt, TCP_WINDOW,
 };
 use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_ICMP, IPPROTO_TCP};
 use xdp_conntrack::sys::PacketSocket;
@@ -56,6 +59,10 @@ const SERVER: Endpoint = Endpoint {
     addr: IpAddr::V4(Ipv4Addr::new(10, 2, 2, 100)),
     port: 8080,
 };
+/// A router on the path between them, the source of most ICMP errors.  K
+/// does not own it, and needs no route to it (`accept_local`, no
+/// `rp_filter`): every error goes to CLIENT or SERVER.
+const ROUTER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 1));
 
 /// How long the kernel may take to process one injected frame.
 const KERNEL_WAIT: Duration = Duration::from_secs(2);
@@ -68,6 +75,8 @@ const KERNEL_WAIT: Duration = Duration::from_secs(2);
 enum Side {
     Client,
     Server,
+    /// Sends ICMP errors only.
+    Router,
 }
 
 impl Side {
@@ -75,12 +84,28 @@ impl Side {
         match self {
             Side::Client => (CLIENT, SERVER),
             Side::Server => (SERVER, CLIENT),
+            Side::Router => panic!("the router sends ICMP errors only"),
+        }
+    }
+    fn addr(self) -> IpAddr {
+        match self {
+            Side::Client => CLIENT.addr,
+            Side::Server => SERVER.addr,
+            Side::Router => ROUTER,
+        }
+    }
+    fn letter(self) -> &'static str {
+        match self {
+            Side::Client => "C",
+            Side::Server => "S",
+            Side::Router => "R",
         }
     }
     fn arrow(self) -> &'static str {
         match self {
             Side::Client => "C>S",
             Side::Server => "S>C",
+            Side::Router => "R>?",
         }
     }
 }
@@ -97,15 +122,16 @@ enum Body {
         opts: Vec<TcpOpt>,
     },
     Udp,
-    /// ICMP echo request (type 8) or reply (type 0).
-    Echo {
+    /// ICMP other than an error: echo request (8) or reply (0), the other
+    /// queries and answers (13-18), or any other type.
+    Icmp {
         icmp_type: u8,
+        code: u8,
         id: u16,
         seq: u16,
     },
-    /// ICMP port unreachable (type 3, code 3) about the UDP datagram the
-    /// other side sends (`Body::Udp`), quoting its IP header and 8 bytes.
-    Unreachable,
+    /// An ICMP error about another packet.
+    Error(Box<IcmpError>),
 }
 
 /// What is wrong with a packet on purpose; built by src/packet.rs.
@@ -151,6 +177,122 @@ impl Fault {
     }
 }
 
+/// An ICMP error kind: a name, the type and the code.
+#[derive(Debug, Clone, Copy)]
+struct ErrKind(&'static str, u8, u8);
+
+const PORT_UNREACH: ErrKind = ErrKind("port unreachable", 3, 3);
+const HOST_UNREACH: ErrKind = ErrKind("host unreachable", 3, 1);
+const FRAG_NEEDED: ErrKind = ErrKind("fragmentation needed", 3, 4);
+const TIME_EXCEEDED: ErrKind = ErrKind("time exceeded", 11, 0);
+const PARAM_PROBLEM: ErrKind = ErrKind("parameter problem", 12, 0);
+const SOURCE_QUENCH: ErrKind = ErrKind("source quench", 4, 0);
+const REDIRECT: ErrKind = ErrKind("redirect", 5, 1);
+const ERROR_KINDS: [ErrKind; 7] = [
+    PORT_UNREACH,
+    HOST_UNREACH,
+    FRAG_NEEDED,
+    TIME_EXCEEDED,
+    PARAM_PROBLEM,
+    SOURCE_QUENCH,
+    REDIRECT,
+];
+
+/// What an error quotes of its packet, and how.  [`WHOLE`]: the IP
+/// header and the 8 bytes behind it, as routers quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quote {
+    /// Only the first n bytes of the quoted datagram.
+    cut: Option<usize>,
+    /// 4 bytes of IP options in the quoted header.
+    options: bool,
+    /// The quoted header's fragment field (flags and offset).
+    frag: Option<u16>,
+}
+
+const WHOLE: Quote = Quote {
+    cut: None,
+    options: false,
+    frag: None,
+};
+
+/// The first `n` bytes of the quoted datagram.
+const fn cut(n: usize) -> Quote {
+    Quote {
+        cut: Some(n),
+        ..WHOLE
+    }
+}
+
+/// The quoted header's fragment field set to `bits`.
+const fn frag(bits: u16) -> Quote {
+    Quote {
+        frag: Some(bits),
+        ..WHOLE
+    }
+}
+
+const WITH_OPTIONS: Quote = Quote {
+    options: true,
+    ..WHOLE
+};
+
+impl fmt::Display for Quote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.options {
+            write!(f, " with IP options")?;
+        }
+        if let Some(bits) = self.frag {
+            write!(f, " frag=0x{bits:04x}")?;
+        }
+        if let Some(n) = self.cut {
+            write!(f, " cut to {n} bytes")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct IcmpError {
+    to: Side,
+    kind: ErrKind,
+    quote: Pkt,
+    how: Quote,
+}
+
+impl IcmpError {
+    fn frame(&self, eth: &Ether, from: Side) -> Vec<u8> {
+        let quoted = self.quote.frame(eth);
+        let mut ip = quoted[14..].to_vec();
+        ip.truncate(usize::from(u16::from_be_bytes([ip[2], ip[3]])));
+        if self.how.options {
+            ip.splice(20..20, [1, 1, 1, 0]); // NOP NOP NOP EOL
+            ip[0] = 0x46;
+            let tot = (ip.len() as u16).to_be_bytes();
+            ip[2..4].copy_from_slice(&tot);
+        }
+        if let Some(bits) = self.how.frag {
+            ip[6..8].copy_from_slice(&bits.to_be_bytes());
+        }
+        let hlen = usize::from(ip[0] & 0x0f) * 4;
+        ip[10..12].fill(0);
+        let sum = packet::checksum(&ip[..hlen], 0);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let n = self.how.cut.unwrap_or(hlen + 8).min(ip.len());
+        let ErrKind(_, icmp_type, code) = self.kind;
+        let mut l4 = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+        // The word behind the checksum: a redirect's gateway, the next
+        // hop's MTU when fragmentation is needed.
+        match (self.kind.1, self.kind.2, ROUTER) {
+            (5, _, IpAddr::V4(gw)) => l4[4..8].copy_from_slice(&gw.octets()),
+            (3, 4, _) => l4[6..8].copy_from_slice(&1400u16.to_be_bytes()),
+            _ => {}
+        }
+        l4.extend_from_slice(&ip[..n]);
+        ip_frame(eth, from.addr(), self.to.addr(), IPPROTO_ICMP, l4)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pkt {
     from: Side,
@@ -162,7 +304,10 @@ struct Pkt {
 
 impl Pkt {
     fn frame(&self, eth: &Ether) -> Vec<u8> {
-        let (src, dst) = self.from.ends();
+        let (src, dst) = match self.body {
+            Body::Error(_) => (CLIENT, SERVER), // unused: the error has its own
+            _ => self.from.ends(),
+        };
         let frame = match &self.body {
             &Body::Tcp {
                 flags,
@@ -181,15 +326,19 @@ impl Pkt {
                 tcp_segment(eth, src, dst, &seg)
             }
             Body::Udp => udp(eth, src, dst, b"parity"),
-            &Body::Echo { icmp_type, id, seq } => {
-                icmp_echo(eth, src.addr, dst.addr, icmp_type, id, seq)
-            }
-            Body::Unreachable => {
-                let quoted = udp(eth, dst, src, b"parity");
-                let mut l4 = vec![3, 3, 0, 0, 0, 0, 0, 0];
-                l4.extend_from_slice(&quoted[14..14 + 28]);
+            &Body::Icmp {
+                icmp_type,
+                code,
+                id,
+                seq,
+            } => {
+                let mut l4 = vec![icmp_type, code, 0, 0];
+                l4.extend_from_slice(&id.to_be_bytes());
+                l4.extend_from_slice(&seq.to_be_bytes());
+                l4.extend_from_slice(b"xdp-conntrack-ping");
                 ip_frame(eth, src.addr, dst.addr, IPPROTO_ICMP, l4)
             }
+            Body::Error(e) => e.frame(eth, self.from),
         };
         self.fault.apply(frame)
     }
@@ -200,7 +349,10 @@ impl fmt::Display for Pkt {
         if let Some(d) = self.not_before {
             write!(f, "@{:.1}s ", d.as_secs_f32())?;
         }
-        write!(f, "{} ", self.from.arrow())?;
+        match &self.body {
+            Body::Error(e) => write!(f, "{}>{} ", self.from.letter(), e.to.letter())?,
+            _ => write!(f, "{} ", self.from.arrow())?,
+        }
         match &self.body {
             &Body::Tcp {
                 flags,
@@ -223,11 +375,26 @@ impl fmt::Display for Pkt {
                 Ok(())
             }
             Body::Udp => write!(f, "UDP"),
-            &Body::Echo { icmp_type, id, seq } => {
-                let what = if icmp_type == 8 { "request" } else { "reply" };
-                write!(f, "echo {what} id={id} seq={seq}")
+            &Body::Icmp {
+                icmp_type,
+                code,
+                id,
+                seq,
+            } => {
+                match icmp_type {
+                    8 => write!(f, "echo request")?,
+                    0 => write!(f, "echo reply")?,
+                    t => write!(f, "icmp type={t}")?,
+                }
+                if code != 0 {
+                    write!(f, " code={code}")?;
+                }
+                write!(f, " id={id} seq={seq}")
             }
-            Body::Unreachable => write!(f, "ICMP port unreachable"),
+            Body::Error(e) => {
+                let ErrKind(name, t, c) = e.kind;
+                write!(f, "{name} {t}/{c} about ({}){}", e.quote, e.how)
+            }
         }?;
         match self.fault {
             Fault::None => Ok(()),
@@ -285,7 +452,7 @@ fn flag_names(flags: u8) -> String {
 /// `Seq::new("...").c(SYN, 100, 0).s(SYN | ACK, 200, 101)`.
 #[derive(Debug, Clone)]
 struct Seq {
-    name: &'static str,
+    name: String,
     pkts: Vec<Pkt>,
     /// What the kernel's table must show at the end: a check that the
     /// sequence exercises what its name says, independent of our program.
@@ -364,9 +531,9 @@ impl fmt::Display for Settings {
 }
 
 impl Seq {
-    fn new(name: &'static str) -> Self {
+    fn new(name: impl Into<String>) -> Self {
         Self {
-            name,
+            name: name.into(),
             pkts: Vec::new(),
             kernel_ends: None,
             within: None,
@@ -466,11 +633,30 @@ impl Seq {
         self.push(from, Body::Udp)
     }
     fn echo(self, from: Side, icmp_type: u8, id: u16, seq: u16) -> Self {
-        self.push(from, Body::Echo { icmp_type, id, seq })
+        self.icmp(from, icmp_type, 0, id, seq)
     }
-    /// ICMP port unreachable from `from` about the other side's UDP.
-    fn unreachable(self, from: Side) -> Self {
-        self.push(from, Body::Unreachable)
+    fn icmp(self, from: Side, icmp_type: u8, code: u8, id: u16, seq: u16) -> Self {
+        self.push(
+            from,
+            Body::Icmp {
+                icmp_type,
+                code,
+                id,
+                seq,
+            },
+        )
+    }
+    /// An ICMP error from `from` to `to` about `quote`.
+    fn err(self, from: Side, to: Side, kind: ErrKind, quote: Pkt, how: Quote) -> Self {
+        self.push(
+            from,
+            Body::Error(Box::new(IcmpError {
+                to,
+                kind,
+                quote,
+                how,
+            })),
+        )
     }
     /// Holds the last packet back until `secs` after the first one.
     fn at(mut self, secs: f32) -> Self {
@@ -804,7 +990,7 @@ fn udp_icmp_sequences() -> Vec<Seq> {
 /// `--no-checksum`; and wrong IPv4 header checksums, which the kernel's IP
 /// layer drops before conntrack whatever that setting.
 fn checksum_sequences() -> Vec<Seq> {
-    use Side::{Client, Server};
+    use Side::{Client, Router, Server};
     vec![
         // --- TCP
         Seq::new("TCP handshake, each packet first with a wrong checksum")
@@ -886,12 +1072,43 @@ fn checksum_sequences() -> Vec<Seq> {
             .bad()
             .echo(Server, 0, 7, 1)
             .kernel_ends("icmp C>S id=7"),
-        Seq::new("ICMP error with a wrong checksum, then a right one")
+        Seq::new("ICMP errors with wrong checksums, then right ones")
             .udp(Client)
-            .unreachable(Server)
+            .err(Server, Client, PORT_UNREACH, q_udp(Client), WHOLE)
             .bad()
-            .unreachable(Server)
-            .kernel_ends("udp C>S UNREPLIED"),
+            .err(Server, Client, PORT_UNREACH, q_udp(Client), WHOLE)
+            .handshake()
+            .err(
+                Router,
+                Client,
+                FRAG_NEEDED,
+                q_tcp(Client, SYN, 100, 0),
+                WHOLE,
+            )
+            .bad()
+            .echo(Client, 8, 7, 1)
+            .err(
+                Router,
+                Client,
+                TIME_EXCEEDED,
+                q_icmp(Client, 8, 0, 7),
+                WHOLE,
+            )
+            .bad()
+            .err(
+                Router,
+                Client,
+                TIME_EXCEEDED,
+                q_icmp(Client, 8, 0, 7),
+                WHOLE,
+            ),
+        Seq::new("ICMP errors with wrong checksums, checks off")
+            .udp(Client)
+            .err(Server, Client, PORT_UNREACH, q_udp(Client), WHOLE)
+            .bad()
+            .err(Router, Client, HOST_UNREACH, q_udp(Server), WHOLE)
+            .bad()
+            .no_checksum(),
         Seq::new("ICMP echo with wrong checksums throughout")
             .echo(Client, 8, 9, 1)
             .bad()
@@ -919,6 +1136,359 @@ fn checksum_sequences() -> Vec<Seq> {
             .no_checksum()
             .kernel_ends("-"),
     ]
+}
+
+/// A packet for an error to quote.
+fn quoted(from: Side, body: Body) -> Pkt {
+    Pkt {
+        from,
+        body,
+        fault: Fault::None,
+        not_before: None,
+    }
+}
+
+fn q_tcp(from: Side, flags: u8, seq: u32, ack: u32) -> Pkt {
+    quoted(
+        from,
+        Body::Tcp {
+            flags,
+            seq,
+            ack,
+            len: 0,
+            win: TCP_WINDOW,
+            opts: Vec::new(),
+        },
+    )
+}
+
+fn q_udp(from: Side) -> Pkt {
+    quoted(from, Body::Udp)
+}
+
+fn q_icmp(from: Side, icmp_type: u8, code: u8, id: u16) -> Pkt {
+    quoted(
+        from,
+        Body::Icmp {
+            icmp_type,
+            code,
+            id,
+            seq: 1,
+        },
+    )
+}
+
+/// An error, quoted in turn.
+fn q_err(from: Side, to: Side, kind: ErrKind, quote: Pkt) -> Pkt {
+    quoted(
+        from,
+        Body::Error(Box::new(IcmpError {
+            to,
+            kind,
+            quote,
+            how: WHOLE,
+        })),
+    )
+}
+
+/// The flows ICMP errors are about.
+#[derive(Debug, Clone, Copy)]
+enum Flow {
+    Tcp,
+    Udp,
+    Echo,
+}
+
+impl Flow {
+    fn name(self) -> &'static str {
+        match self {
+            Flow::Tcp => "TCP",
+            Flow::Udp => "UDP",
+            Flow::Echo => "echo",
+        }
+    }
+    /// Opens it, both ways.
+    fn open(self, seq: Seq) -> Seq {
+        match self {
+            Flow::Tcp => seq.handshake(),
+            Flow::Udp => seq.udp(Side::Client).udp(Side::Server),
+            Flow::Echo => seq.echo(Side::Client, 8, 7, 1).echo(Side::Server, 0, 7, 1),
+        }
+    }
+    /// One of its packets, from `from`, for an error to quote.
+    fn pkt(self, from: Side) -> Pkt {
+        match (self, from) {
+            (Flow::Tcp, Side::Client) => q_tcp(from, PSH | ACK, 101, 201),
+            (Flow::Tcp, _) => q_tcp(from, PSH | ACK, 201, 101),
+            (Flow::Udp, _) => q_udp(from),
+            (Flow::Echo, Side::Client) => q_icmp(from, 8, 0, 7),
+            (Flow::Echo, _) => q_icmp(from, 0, 0, 7),
+        }
+    }
+}
+
+/// ICMP errors: RELATED to a tracked connection when they quote one of its
+/// packets and go back to that packet's source, INVALID otherwise.
+fn icmp_error_sequences() -> Vec<Seq> {
+    use Side::{Client, Router, Server};
+    let mut seqs = Vec::new();
+    // Every kind about every flow: to the source of the packet it quotes,
+    // either way (RELATED), and to its destination (INVALID).  A port is
+    // unreachable at the quoted packet's destination; the other errors
+    // come from a router on the path.
+    for kind in ERROR_KINDS {
+        for flow in [Flow::Tcp, Flow::Udp, Flow::Echo] {
+            let from = |about: Side| match (kind.1, kind.2, about) {
+                (3, 3, Client) => Server,
+                (3, 3, _) => Client,
+                _ => Router,
+            };
+            let name = format!(
+                "{} about {}: to either end, then to the wrong end",
+                kind.0,
+                flow.name()
+            );
+            let seq = flow
+                .open(Seq::new(name))
+                .err(from(Client), Client, kind, flow.pkt(Client), WHOLE)
+                .err(from(Server), Server, kind, flow.pkt(Server), WHOLE)
+                .err(Router, Server, kind, flow.pkt(Client), WHOLE)
+                .err(Router, Client, kind, flow.pkt(Server), WHOLE);
+            // One more packet shows the entry as it was; not for UDP, whose
+            // next packet may be the one that makes it a stream (2 s).
+            seqs.push(match flow {
+                Flow::Tcp => seq
+                    .c(ACK, 101, 201)
+                    .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+                Flow::Udp => seq.kernel_ends("udp C>S"),
+                Flow::Echo => seq.echo(Client, 8, 7, 2).kernel_ends("icmp C>S id=7"),
+            });
+        }
+    }
+    let syn = || q_tcp(Client, SYN, 100, 0);
+    seqs.extend([
+        Seq::new("host unreachable answering a SYN leaves it UNREPLIED")
+            .c(SYN, 100, 0)
+            .err(Router, Client, HOST_UNREACH, syn(), WHOLE)
+            .s(SYN | ACK, 200, 101)
+            .c(ACK, 101, 201)
+            .kernel_ends("tcp ESTABLISHED C>S ASSURED"),
+        Seq::new("port unreachable answering a UDP datagram leaves it UNREPLIED")
+            .udp(Client)
+            .err(Server, Client, PORT_UNREACH, q_udp(Client), WHOLE)
+            .kernel_ends("udp C>S UNREPLIED"),
+        Seq::new("errors about flows nobody tracks")
+            .err(Router, Client, HOST_UNREACH, syn(), WHOLE)
+            .err(Server, Client, PORT_UNREACH, q_udp(Client), WHOLE)
+            .err(
+                Router,
+                Client,
+                TIME_EXCEEDED,
+                q_icmp(Client, 8, 0, 7),
+                WHOLE,
+            )
+            .kernel_ends("-"),
+        Seq::new("errors about another protocol, id or code than the flow's")
+            .handshake()
+            .echo(Client, 8, 7, 1)
+            .err(Router, Client, HOST_UNREACH, q_udp(Client), WHOLE)
+            .err(Router, Client, HOST_UNREACH, q_icmp(Client, 8, 0, 8), WHOLE)
+            .err(Router, Client, HOST_UNREACH, q_icmp(Client, 8, 1, 7), WHOLE)
+            .err(
+                Router,
+                Client,
+                HOST_UNREACH,
+                q_icmp(Client, 13, 0, 7),
+                WHOLE,
+            )
+            .err(Router, Client, HOST_UNREACH, q_icmp(Client, 8, 0, 7), WHOLE),
+        Seq::new("quotes of UDP cut short: the ports are all it needs")
+            .udp(Client)
+            .udp(Server)
+            .err(Router, Client, TIME_EXCEEDED, q_udp(Client), cut(19))
+            .err(Router, Client, TIME_EXCEEDED, q_udp(Client), cut(20))
+            .err(Router, Client, TIME_EXCEEDED, q_udp(Client), cut(22))
+            .err(Router, Client, TIME_EXCEEDED, q_udp(Client), cut(23))
+            .err(Router, Client, TIME_EXCEEDED, q_udp(Client), cut(24))
+            .err(Router, Server, TIME_EXCEEDED, q_udp(Server), cut(24)),
+        Seq::new("quotes of TCP cut short: the ports are all it needs")
+            .handshake()
+            .err(Router, Client, FRAG_NEEDED, syn(), cut(20))
+            .err(Router, Client, FRAG_NEEDED, syn(), cut(23))
+            .err(Router, Client, FRAG_NEEDED, syn(), cut(24))
+            .err(Router, Client, FRAG_NEEDED, syn(), cut(26)),
+        Seq::new("quotes of an echo cut short: it needs the whole ICMP header")
+            .echo(Client, 8, 7, 1)
+            .err(
+                Router,
+                Client,
+                HOST_UNREACH,
+                q_icmp(Client, 8, 0, 7),
+                cut(24),
+            )
+            .err(
+                Router,
+                Client,
+                HOST_UNREACH,
+                q_icmp(Client, 8, 0, 7),
+                cut(26),
+            )
+            .err(
+                Router,
+                Client,
+                HOST_UNREACH,
+                q_icmp(Client, 8, 0, 7),
+                cut(27),
+            )
+            .err(
+                Router,
+                Client,
+                HOST_UNREACH,
+                q_icmp(Client, 8, 0, 7),
+                cut(28),
+            ),
+        Seq::new("quotes with IP options")
+            .handshake()
+            .udp(Client)
+            .echo(Client, 8, 7, 1)
+            .err(Router, Client, TIME_EXCEEDED, syn(), WITH_OPTIONS)
+            .err(Router, Client, TIME_EXCEEDED, q_udp(Client), WITH_OPTIONS)
+            .err(
+                Router,
+                Client,
+                TIME_EXCEEDED,
+                q_icmp(Client, 8, 0, 7),
+                WITH_OPTIONS,
+            )
+            .err(
+                Router,
+                Client,
+                TIME_EXCEEDED,
+                q_udp(Client),
+                Quote {
+                    cut: Some(27),
+                    ..WITH_OPTIONS
+                },
+            )
+            .err(
+                Router,
+                Client,
+                TIME_EXCEEDED,
+                q_udp(Client),
+                Quote {
+                    cut: Some(28),
+                    ..WITH_OPTIONS
+                },
+            ),
+        Seq::new("quoted fragments: the first is related, later ones not")
+            .udp(Client)
+            .err(Router, Client, FRAG_NEEDED, q_udp(Client), frag(0x2000))
+            .err(Router, Client, FRAG_NEEDED, q_udp(Client), frag(0x0000))
+            .err(Router, Client, FRAG_NEEDED, q_udp(Client), frag(0x0001))
+            .err(Router, Client, FRAG_NEEDED, q_udp(Client), frag(0x2001))
+            .err(Router, Client, FRAG_NEEDED, q_udp(Client), frag(0x5fff)),
+        Seq::new("an error quoting an ICMP error")
+            .udp(Client)
+            .err(Server, Client, PORT_UNREACH, q_udp(Client), WHOLE)
+            .err(
+                Router,
+                Server,
+                TIME_EXCEEDED,
+                q_err(Server, Client, PORT_UNREACH, q_udp(Client)),
+                WHOLE,
+            )
+            .err(
+                Router,
+                Client,
+                TIME_EXCEEDED,
+                q_err(Server, Client, PORT_UNREACH, q_udp(Client)),
+                WHOLE,
+            ),
+        Seq::new("errors about a timestamp exchange")
+            .icmp(Client, 13, 0, 9, 1)
+            .err(
+                Router,
+                Client,
+                HOST_UNREACH,
+                q_icmp(Client, 13, 0, 9),
+                WHOLE,
+            )
+            .err(
+                Router,
+                Server,
+                HOST_UNREACH,
+                q_icmp(Client, 13, 0, 9),
+                WHOLE,
+            )
+            .icmp(Server, 14, 0, 9, 1)
+            .err(
+                Router,
+                Server,
+                HOST_UNREACH,
+                q_icmp(Server, 14, 0, 9),
+                WHOLE,
+            )
+            .kernel_ends("icmp C>S type=13 code=0 id=9"),
+    ]);
+    seqs
+}
+
+/// ICMP that is neither echo nor an error: the kernel tracks the other
+/// queries as it tracks echo, and calls everything else INVALID.
+fn icmp_type_sequences() -> Vec<Seq> {
+    use Side::{Client, Server};
+    let mut seqs: Vec<Seq> = [
+        (13, "timestamp", "icmp C>S type=13 code=0 id=9"),
+        (15, "information", "icmp C>S type=15 code=0 id=9"),
+        (17, "address mask", "icmp C>S type=17 code=0 id=9"),
+    ]
+    .into_iter()
+    .map(|(t, name, ends)| {
+        Seq::new(format!("{name} request and reply"))
+            .icmp(Client, t, 0, 9, 1)
+            .icmp(Client, t, 0, 9, 2)
+            .icmp(Server, t + 1, 0, 9, 1)
+            .icmp(Client, t + 1, 0, 9, 1)
+            .kernel_ends(ends)
+    })
+    .collect();
+    seqs.extend([
+        Seq::new("answers nobody asked for")
+            .icmp(Server, 14, 0, 9, 1)
+            .icmp(Server, 16, 0, 9, 1)
+            .icmp(Server, 18, 0, 9, 1)
+            .kernel_ends("-"),
+        Seq::new("types the kernel neither tracks nor relates")
+            .icmp(Client, 1, 0, 9, 1)
+            .icmp(Client, 2, 0, 9, 1)
+            .icmp(Client, 6, 0, 9, 1)
+            .icmp(Client, 7, 0, 9, 1)
+            .icmp(Client, 9, 0, 9, 1)
+            .icmp(Server, 10, 0, 9, 1)
+            .kernel_ends("-"),
+        Seq::new("types beyond 18")
+            .icmp(Client, 19, 0, 9, 1)
+            .icmp(Client, 30, 0, 9, 1)
+            .icmp(Client, 40, 0, 9, 1)
+            .icmp(Client, 255, 0, 9, 1)
+            .kernel_ends("-"),
+        Seq::new("echo and timestamp with one id are two connections")
+            .echo(Client, 8, 5, 1)
+            .icmp(Client, 13, 0, 5, 1)
+            .icmp(Server, 14, 0, 5, 1)
+            .kernel_ends("icmp C>S id=5 UNREPLIED + icmp C>S type=13 code=0 id=5"),
+        Seq::new("echo with code 3: only a reply with code 3 answers it")
+            .icmp(Client, 8, 3, 6, 1)
+            .icmp(Server, 0, 0, 6, 1)
+            .icmp(Server, 0, 3, 6, 1)
+            .kernel_ends("icmp C>S type=8 code=3 id=6"),
+        Seq::new("echo id 0 both ways: two exchanges")
+            .echo(Client, 8, 0, 1)
+            .echo(Server, 8, 0, 1)
+            .echo(Server, 0, 0, 1)
+            .kernel_ends("icmp C>S id=0 + icmp S>C id=0 UNREPLIED"),
+    ]);
+    seqs
 }
 
 fn udp_slow_sequences() -> Vec<Seq> {
@@ -1529,17 +2099,45 @@ fn label(addr: IpAddr, port: Option<u16>) -> String {
     }
 }
 
-fn orig(proto: &str, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> String {
-    if proto == "icmp" {
-        format!("{}>{} id={sport}", label(src, None), label(dst, None))
-    } else {
-        format!("{}>{}", label(src, Some(sport)), label(dst, Some(dport)))
+/// The original direction; an ICMP query's `type=T code=C` unless it is
+/// an echo with code 0.
+fn orig(src: IpAddr, dst: IpAddr, l4: L4) -> String {
+    match l4 {
+        L4::Ports { sport, dport } => {
+            format!("{}>{}", label(src, Some(sport)), label(dst, Some(dport)))
+        }
+        L4::Icmp {
+            icmp_type: 8,
+            code: 0,
+            id,
+        } => format!("{}>{} id={id}", label(src, None), label(dst, None)),
+        L4::Icmp {
+            icmp_type,
+            code,
+            id,
+        } => format!(
+            "{}>{} type={icmp_type} code={code} id={id}",
+            label(src, None),
+            label(dst, None)
+        ),
     }
 }
 
 impl Entry {
     fn from_conn(c: &Conn) -> Self {
         let proto = proto_name(c.proto);
+        let l4 = if proto == "icmp" {
+            L4::Icmp {
+                icmp_type: c.icmp_type,
+                code: c.icmp_code,
+                id: c.sport,
+            }
+        } else {
+            L4::Ports {
+                sport: c.sport,
+                dport: c.dport,
+            }
+        };
         Self {
             proto,
             state: if c.proto == IPPROTO_TCP {
@@ -1547,7 +2145,7 @@ impl Entry {
             } else {
                 String::new()
             },
-            orig: orig(proto, c.src, c.dst, c.sport, c.dport),
+            orig: orig(c.src, c.dst, l4),
             unreplied: !c.seen_reply,
             assured: c.assured,
             timeout: c.timeout,
@@ -1563,14 +2161,10 @@ impl Entry {
             matches!(proto, "tcp" | "udp" | "icmp"),
             "unexpected conntrack line: {line}"
         );
-        let (sport, dport) = match e.orig.l4 {
-            L4::Ports { sport, dport } => (sport, dport),
-            L4::Icmp { id, .. } => (id, 0),
-        };
         Self {
             proto,
             state: e.state.unwrap_or_default(),
-            orig: orig(proto, e.orig.src, e.orig.dst, sport, dport),
+            orig: orig(e.orig.src, e.orig.dst, e.orig.l4),
             unreplied: e.unreplied,
             assured: e.assured,
             timeout: e.timeout,
@@ -1614,10 +2208,12 @@ impl fmt::Display for Snapshot {
 /// What happened to one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
-    /// Kernel: tracked (not INVALID).  Ours: XDP_REDIRECT.
+    /// Kernel: tracked (not INVALID, not RELATED).  Ours: XDP_REDIRECT.
     Pass,
     /// Kernel: `ct state invalid`.  Ours: XDP_DROP, counted `invalid`.
     Invalid,
+    /// Kernel: `ct state related`.  Ours: XDP_REDIRECT, counted `related`.
+    Related,
     /// Kernel only: the IP layer dropped it (ip_rcv() counted a header
     /// error), before any netfilter hook, conntrack's included.
     Dropped,
@@ -1631,24 +2227,28 @@ enum Verdict {
 }
 
 impl Verdict {
-    /// Our verdict from the XDP action and whether `malformed` moved.
-    fn ours(action: u32, malformed: bool) -> Self {
+    /// Our verdict from the XDP action and whether `malformed` or
+    /// `related` moved.
+    fn ours(action: u32, malformed: bool, related: bool) -> Self {
         match action {
+            XDP_REDIRECT if related => Verdict::Related,
             XDP_REDIRECT => Verdict::Pass,
             XDP_DROP if malformed => Verdict::Malformed,
             XDP_DROP => Verdict::Invalid,
             a => Verdict::Action(a),
         }
     }
-    /// INVALID in the kernel exactly when we drop as invalid; dropped by
-    /// its IP layer exactly when we drop as malformed.  A packet lost
-    /// after prerouting matches nothing: it needs a look, not a pass.
+    /// INVALID in the kernel exactly when we drop as invalid, RELATED
+    /// exactly when we count a forwarded packet as related; dropped by its
+    /// IP layer exactly when we drop as malformed.  A packet lost after
+    /// prerouting matches nothing: it needs a look, not a pass.
     fn agrees(kernel: Self, ours: Self) -> bool {
         matches!(
             (kernel, ours),
             (Verdict::Pass, Verdict::Pass)
                 | (Verdict::Invalid, Verdict::Invalid)
                 | (Verdict::Dropped, Verdict::Malformed)
+                | (Verdict::Related, Verdict::Related)
         )
     }
 }
@@ -1659,6 +2259,7 @@ impl fmt::Display for Verdict {
         f.pad(&match self {
             Verdict::Pass => "ok".to_string(),
             Verdict::Invalid => "INVALID".to_string(),
+            Verdict::Related => "RELATED".to_string(),
             Verdict::Dropped => "IP DROP".to_string(),
             Verdict::Lost => "LOST".to_string(),
             Verdict::Malformed => "MALFORMED".to_string(),
@@ -1686,6 +2287,7 @@ struct Counters {
     seen: u64,
     done: u64,
     invalid: u64,
+    related: u64,
     confirmed: u64,
     /// The IP layer's InHdrErrors (/proc/net/snmp): ip_rcv() refused the
     /// header (its checksum among the reasons).
@@ -1805,9 +2407,11 @@ impl KernelCt {
         // Now the rules that enable tracking in K.
         me.nft(
             "add counter ip parity invalid
+             add counter ip parity related
              add counter ip parity confirmed
              add chain ip parity track { type filter hook prerouting priority 0; policy accept; }
              add rule ip parity track ct state invalid counter name \"invalid\"
+             add rule ip parity track ct state related counter name \"related\"
              add rule ip parity done ct status confirmed counter name \"confirmed\"",
         );
         me.exec(&[
@@ -1927,6 +2531,7 @@ impl KernelCt {
                     "seen" => c.seen = n,
                     "done" => c.done = n,
                     "invalid" => c.invalid = n,
+                    "related" => c.related = n,
                     "confirmed" => c.confirmed = n,
                     _ => {}
                 }
@@ -1981,10 +2586,11 @@ impl KernelCt {
             return Verdict::Dropped;
         }
         assert_eq!(now.done, before.done + 1, "one frame at a time: {now:?}");
-        if now.invalid > before.invalid {
-            Verdict::Invalid
-        } else {
-            Verdict::Pass
+        match (now.invalid > before.invalid, now.related > before.related) {
+            (false, false) => Verdict::Pass,
+            (true, false) => Verdict::Invalid,
+            (false, true) => Verdict::Related,
+            (true, true) => panic!("both invalid and related: {now:?}"),
         }
     }
 
@@ -2089,10 +2695,17 @@ fn run_seq(k: &KernelCt, seq: &Seq) -> (Vec<Row>, Duration) {
         }
         start.get_or_insert_with(Instant::now);
         let frame = pkt.frame(&eth);
-        let malformed = |t: Totals| t.get(ct_counter::CT_C_MALFORMED);
-        let before = malformed(h.stats());
+        let count = |c: ct_counter| h.stats().get(c);
+        let (malformed, related) = (
+            count(ct_counter::CT_C_MALFORMED),
+            count(ct_counter::CT_C_RELATED),
+        );
         let action = h.run(&frame);
-        let ours = Verdict::ours(action, malformed(h.stats()) > before);
+        let ours = Verdict::ours(
+            action,
+            count(ct_counter::CT_C_MALFORMED) > malformed,
+            count(ct_counter::CT_C_RELATED) > related,
+        );
         let ours_table = Snapshot::new(h.conns().iter().map(Entry::from_conn).collect());
         // The later of the two sides' sends, for `within`.
         last_sent = start.map_or(Duration::ZERO, |t0: Instant| t0.elapsed());
@@ -2222,4 +2835,14 @@ fn checksums_match_nf_conntrack() {
 #[test]
 fn udp_streams_match_nf_conntrack_after_two_seconds() {
     check_parity(&udp_slow_sequences());
+}
+
+#[test]
+fn icmp_errors_match_nf_conntrack() {
+    check_parity(&icmp_error_sequences());
+}
+
+#[test]
+fn icmp_types_other_than_echo_and_errors_match_nf_conntrack() {
+    check_parity(&icmp_type_sequences());
 }

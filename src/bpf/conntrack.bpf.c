@@ -4,8 +4,9 @@
  *
  * Every frame that arrives on one of two interfaces leaves through the
  * other (bpf_redirect_map() through a two-slot devmap).  IPv4 TCP, UDP and
- * ICMP echo flows are tracked in one hash map with the semantics of the
- * kernel's nf_conntrack; packets it would call INVALID are dropped.
+ * ICMP query flows are tracked in one hash map with the semantics of the
+ * kernel's nf_conntrack, and ICMP errors about them pass as RELATED;
+ * packets it would call INVALID are dropped.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -118,8 +119,9 @@ static const char ct_state_names[CT_TCP_MAX + 2][12] = {
 };
 #undef CT_TCP_NAME
 
-static const char ct_verdict_names[CT_UNTRACKED + 1][10] = {
-	"forward", "invalid", "full", "strict", "malformed", "untracked",
+static const char ct_verdict_names[CT_RELATED + 1][10] = {
+	"forward",   "invalid",	  "full",    "strict",
+	"malformed", "untracked", "related",
 };
 
 static __always_inline const char *state_name(__u8 s)
@@ -148,6 +150,8 @@ static __always_inline enum ct_counter ct_verdict_counter(enum ct_verdict v)
 		return CT_C_MAX;
 	case CT_UNTRACKED:
 		return CT_C_UNTRACKED;
+	case CT_RELATED:
+		return CT_C_RELATED;
 	case CT_DROP_FULL:
 		return CT_C_TABLE_FULL;
 	case CT_DROP_STRICT:
@@ -358,10 +362,13 @@ ct_create(const struct ct_pkt *p, __u64 now, struct ct_stats *st, bool *created)
 		n->expires = now + ct_timeout_ns(CT_TO_UDP);
 		break;
 	default:
-		/* Only an echo request opens an ICMP "connection". */
-		if (p->icmp_type != ICMP_ECHO)
+		/* Only a request opens an ICMP "connection" (valid_new[] in
+		 * nf_conntrack_icmp_packet()); the key holds the request's
+		 * type, so any other type is an answer.
+		 */
+		if (p->icmp_type != p->key.icmp_type)
 			return CT_DROP_INVALID;
-		n->icmp_type = ICMP_ECHO;
+		n->icmp_type = p->icmp_type;
 		n->expires = now + ct_timeout_ns(CT_TO_ICMP);
 		break;
 	}
@@ -432,6 +439,33 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
 	default:
 		return CT_DROP_INVALID;
 	}
+}
+
+/**
+ * ct_related() - is the connection an ICMP error quotes tracked?
+ * @p: the error, with the quoted packet's tuple and key (parse_icmp_error())
+ *
+ * The kernel marks such an error RELATED and leaves the connection as it
+ * was: nf_conntrack_in() skips the protocol's packet handler, so there is
+ * no refresh, no state change and no SEEN_REPLY.  So this only looks.
+ *
+ * Return: CT_RELATED, or CT_DROP_INVALID when there is no live entry.
+ */
+static __always_inline enum ct_verdict ct_related(const struct ct_pkt *p)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(&ct_table, &p->key);
+
+	/* An expired entry is absent, as ever; the sweep removes it. */
+	if (!e || READ_ONCE(e->expires) <= ct_now()) {
+		ct_log("xct: icmp error type=%u code=%u: no connection",
+		       p->icmp_type, p->icmp_code);
+		return CT_DROP_INVALID;
+	}
+	ct_log("xct: icmp error type=%u code=%u related to proto=%u "
+	       "%pI4:%u -> %pI4:%u",
+	       p->icmp_type, p->icmp_code, p->key.proto, &p->saddr.v4,
+	       bpf_ntohs(p->sport), &p->daddr.v4, bpf_ntohs(p->dport));
+	return CT_RELATED;
 }
 
 /*
@@ -507,11 +541,12 @@ int xdp_conntrack(struct xdp_md *ctx)
 	/* Checksums come after the parser's own checks, as in the kernel's
 	 * *_error(), and before the packet may touch the table.  Whatever
 	 * the parser lets through is checked, tracked or not: the kernel
-	 * checks every ICMP packet, whatever its type.  ct_cfg is read-only,
-	 * so --no-checksum prunes the whole stage.
+	 * checks every ICMP packet, whatever its type, errors included.
+	 * ct_cfg is read-only, so --no-checksum prunes the whole stage.
 	 */
 	if (ct_cfg.checksum &&
-	    (verdict == CT_FORWARD || verdict == CT_UNTRACKED) &&
+	    (verdict == CT_FORWARD || verdict == CT_UNTRACKED ||
+	     verdict == CT_RELATED) &&
 	    ct_csum_l4(ctx, &pkt, &l3) != CT_FORWARD)
 		verdict = CT_DROP_INVALID;
 	if (verdict == CT_FORWARD) {
@@ -519,12 +554,15 @@ int xdp_conntrack(struct xdp_md *ctx)
 		       pkt.key.proto, &pkt.saddr.v4, bpf_ntohs(pkt.sport),
 		       &pkt.daddr.v4, bpf_ntohs(pkt.dport), pkt.flags);
 		verdict = ct_track(&pkt, st);
+	} else if (verdict == CT_RELATED) {
+		verdict = ct_related(&pkt);
 	}
 
 	ct_count(st, ct_verdict_counter(verdict));
-	if (verdict != CT_FORWARD && verdict != CT_UNTRACKED) {
+	if (verdict != CT_FORWARD && verdict != CT_UNTRACKED &&
+	    verdict != CT_RELATED) {
 		ct_log("xct: verdict %s, drop",
-		       ct_verdict_names[verdict <= CT_UNTRACKED ? verdict : 1]);
+		       ct_verdict_names[verdict <= CT_RELATED ? verdict : 1]);
 		return XDP_DROP;
 	}
 	return ct_redirect(ctx, in, len, st);

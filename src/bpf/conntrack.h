@@ -91,15 +91,23 @@ enum ct_dir {
 /*
  * One key per connection, whichever way the packet goes: the endpoint
  * with the lower (address, port) pair always sits in slot 0.  The entry
- * records which slot opened the connection.  ICMP echo puts the echo id
- * in the requester's port slot and 0 in the responder's, so a request and
- * its reply meet on one key while an echo the other way does not.
+ * records which slot opened the connection.
+ *
+ * ICMP queries (echo, timestamp, information, address mask) put the id in
+ * the requester's port slot and 0 in the responder's, so a request and
+ * its reply meet on one key while a query the other way does not.  The
+ * kernel's ICMP tuple also holds the type and the code, so the key does
+ * too: icmp_type is the request's type (8, 13, 15 or 17) whichever way
+ * the packet goes, and icmp_requester the requester's slot, which tells
+ * the two ways apart when the id is 0.  All three are 0 for TCP and UDP.
  */
 struct ct_key {
 	__be32 addr[2];
 	__be16 port[2];
 	__u8 proto;
-	__u8 pad[3];
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 icmp_requester;
 };
 
 /*
@@ -178,6 +186,7 @@ enum ct_counter {
 	CT_C_CLOSED,	   /* entry removed by the state machine */
 	/* lost the race to create an entry: went through the winner's */
 	CT_C_CLASH_RESOLVE,
+	CT_C_RELATED, /* ICMP error about a connection, forwarded */
 	CT_C_MAX,
 };
 
@@ -229,6 +238,7 @@ enum ct_verdict {
 	CT_DROP_STRICT = 3,    /* mid-stream TCP under --strict */
 	CT_DROP_MALFORMED = 4, /* broken L2/L3 header */
 	CT_UNTRACKED = 5,      /* not tracked: forwarded as it is */
+	CT_RELATED = 6,	       /* an ICMP error about a tracked connection */
 };
 
 /* What a packet did to a connection's entry (ct_tcp_packet and friends). */

@@ -22,9 +22,14 @@
  *   - a TCP/UDP/ICMP header that is truncated or inconsistent (TCP data
  *     offset < 5 or past the datagram, UDP length out of range):
  *     CT_DROP_INVALID, as nf_conntrack's tcp_error()/udp_error() do;
+ *   - ICMP that is neither a query (echo, timestamp, information, address
+ *     mask) nor an error, and an ICMP error that cannot be about any
+ *     connection: CT_DROP_INVALID, as icmp_error() decides;
  *   - non-IPv4 ethertypes (ARP, IPv6, ...), IPv4 fragments (no L4
- *     header to key on, and XDP cannot reassemble), ICMP other than echo,
- *     and other IP protocols: CT_UNTRACKED, forwarded as they are.
+ *     header to key on, and XDP cannot reassemble) and other IP
+ *     protocols: CT_UNTRACKED, forwarded as they are.
+ * An ICMP error that may be about a connection returns CT_RELATED with the
+ * key of the packet it quotes; the tracker must then find that connection.
  */
 #ifndef __PARSE_H
 #define __PARSE_H
@@ -81,6 +86,7 @@ struct ct_pkt {
 	__u8 topts;    /* CT_TF_WINDOW_SCALE, CT_TF_SACK_PERM seen in them */
 	__u8 wscale;   /* the window scale option's shift, at most 14 */
 	__u8 has_sack; /* a SACK option was seen */
+	__u8 icmp_code;
 };
 
 /* The network layer of a packet, as the transport parsers need it. */
@@ -433,32 +439,189 @@ static __always_inline int parse_udp(struct ct_pkt *p, const struct ct_l3 *l3,
 	return CT_FORWARD;
 }
 
+/*
+ * The kernel's icmp_is_err(): the ICMP types that quote the packet they
+ * are about, as a bitmap indexed by type.
+ */
+#define ICMP_ERROR_TYPES                                                       \
+	((1U << ICMP_DEST_UNREACH) | (1U << ICMP_SOURCE_QUENCH) |              \
+	 (1U << ICMP_REDIRECT) | (1U << ICMP_TIME_EXCEEDED) |                  \
+	 (1U << ICMP_PARAMETERPROB))
+
+/* @type must be at most NR_ICMP_TYPES, so that the shift is defined. */
+static __always_inline bool icmp_is_error(__u8 type)
+{
+	return (ICMP_ERROR_TYPES >> type) & 1;
+}
+
 /**
- * parse_icmp() - an ICMP echo request or reply
- * @p: gets the type and the key, with the echo id in the requester's slot
+ * ct_icmp_key_set() - the key of an ICMP query and its answer
+ * @p: the packet, with its addresses; gets the key
+ * @type: its ICMP type
+ * @code: its ICMP code
+ * @id: its query id, as on the wire
+ *
+ * The kernel tracks the four queries (echo, timestamp, information,
+ * address mask) as connections whose reply tuple has the answer's type
+ * (invmap[] in nf_conntrack_proto_icmp.c) and the same id and code, so a
+ * request and its answer share this key, and a query the other way does
+ * not.
+ *
+ * Return: false for a type that is no query or answer: the kernel cannot
+ * invert its tuple, so it never belongs to a connection.
+ */
+static __always_inline bool ct_icmp_key_set(struct ct_pkt *p, __u8 type,
+					    __u8 code, __be16 id)
+{
+	bool request = true;
+	__u8 req_type = type;
+
+	switch (type) {
+	case ICMP_ECHO:
+	case ICMP_TIMESTAMP:
+	case ICMP_INFO_REQUEST:
+	case ICMP_ADDRESS:
+		break;
+	case ICMP_ECHOREPLY:
+		request = false;
+		req_type = ICMP_ECHO;
+		break;
+	case ICMP_TIMESTAMPREPLY:
+	case ICMP_INFO_REPLY:
+	case ICMP_ADDRESSREPLY:
+		/* Each answer is its request's type + 1. */
+		request = false;
+		req_type = type - 1;
+		break;
+	default:
+		return false;
+	}
+	if (request)
+		ct_key_set(p, IPPROTO_ICMP, id, 0);
+	else
+		ct_key_set(p, IPPROTO_ICMP, 0, id);
+	p->key.icmp_type = req_type;
+	p->key.icmp_code = code;
+	p->key.icmp_requester = request ? p->src_slot : p->src_slot ^ 1;
+	return true;
+}
+
+/**
+ * parse_icmp_error() - the packet an ICMP error quotes, read as
+ * nf_conntrack_inet_error() reads it
+ * @p: has the error's addresses; gets the quoted packet's tuple and key
+ * @l3: the error's network layer
+ * @ih: the error's ICMP header, known to be whole
+ * @data_end: end of the frame's first buffer
+ *
+ * An error quotes the IP header of the packet it is about and the start
+ * of what followed.  The kernel reads the quote with get_l4proto() and
+ * nf_ct_get_tuple(): a whole fixed IP header, of which it checks neither
+ * the version nor the lengths (a quote is cut short by design), only that
+ * it is no later fragment; then as much of the transport header as a tuple
+ * needs: TCP and UDP ports (4 bytes), the ICMP header (8 bytes).  The quote
+ * ends where the error's datagram does (tot_len), not the frame.  It then
+ * looks up the connection of the quoted tuple inverted, which for this
+ * table is the quoted packet's own key.
+ *
+ * Return: CT_RELATED when @p's key is the quoted packet's connection,
+ * which the tracker must then find; CT_DROP_INVALID when the error can be
+ * about no connection (a quote too short for the tuple, a later fragment,
+ * a protocol or an ICMP type that is never tracked) or is sent towards the
+ * wrong end.
+ */
+static __always_inline int parse_icmp_error(struct ct_pkt *p,
+					    const struct ct_l3 *l3,
+					    const struct icmphdr *ih,
+					    void *data_end)
+{
+	struct iphdr *inner = (void *)(ih + 1);
+	__u32 quoted = l3->l4len - sizeof(*ih); /* the caller checked >= 8 */
+	struct icmphdr *qh;
+	__be16 *ports;
+	__u32 hlen;
+	void *ql4;
+
+	if (inner + 1 > data_end || quoted < sizeof(*inner))
+		return CT_DROP_INVALID;
+	/* Conntrack reassembles what it tracks, but not what an error
+	 * quotes: a later fragment has no transport header to key on.
+	 */
+	if (inner->frag_off & bpf_htons(IP_OFFSET))
+		return CT_DROP_INVALID;
+	/* An error goes back to the quoted packet's source: the kernel
+	 * wants the outer destination to be the found direction's
+	 * destination, which is the quoted source.  It checks after the
+	 * lookup, but either failure is INVALID, so this one goes first and
+	 * saves the lookup.
+	 */
+	if (inner->saddr != p->daddr.v4)
+		return CT_DROP_INVALID;
+
+	p->saddr.v4 = inner->saddr;
+	p->daddr.v4 = inner->daddr;
+	/* The IHL as it is, like the kernel: below 5 the transport header
+	 * "starts" inside the IP header, and the tuple reads what is there.
+	 */
+	hlen = inner->ihl * 4;
+	ql4 = (void *)inner + hlen;
+
+	switch (inner->protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		ports = ql4;
+		if (ports + 2 > data_end || quoted < hlen + 4)
+			return CT_DROP_INVALID;
+		ct_key_set(p, inner->protocol, ports[0], ports[1]);
+		return CT_RELATED;
+	case IPPROTO_ICMP:
+		qh = ql4;
+		if (qh + 1 > data_end || quoted < hlen + sizeof(*qh))
+			return CT_DROP_INVALID;
+		/* An error about an error, or about anything but a query,
+		 * quotes no connection.
+		 */
+		if (!ct_icmp_key_set(p, qh->type, qh->code, qh->un.echo.id))
+			return CT_DROP_INVALID;
+		return CT_RELATED;
+	default:
+		/* The kernel tracks other protocols too; this table holds
+		 * none, so the lookup would fail.
+		 */
+		return CT_DROP_INVALID;
+	}
+}
+
+/**
+ * parse_icmp() - an ICMP header, checked as nf_conntrack_icmpv4_error()
+ * @p: gets the type, the code and the key (a query's, or for an error the
+ *     key of the packet it quotes)
  * @l3: the network layer
  * @data_end: end of the frame's first buffer
  *
- * Return: CT_FORWARD for echo, CT_UNTRACKED for other types, or
- * CT_DROP_INVALID for a truncated header.
+ * Return: CT_FORWARD for a query or its answer, CT_RELATED for an error
+ * that may be about a connection (parse_icmp_error()), or CT_DROP_INVALID
+ * for a truncated header, a type beyond NR_ICMP_TYPES, or a type the
+ * kernel neither tracks nor relates (router advertisement and
+ * solicitation, the unassigned ones).
  */
 static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
 				      void *data_end)
 {
 	struct icmphdr *ih = l3->l4;
-	__be16 id;
 
 	if (ih + 1 > data_end || l3->l4len < sizeof(*ih))
 		return CT_DROP_INVALID;
-	if (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY)
-		return CT_UNTRACKED;
+	/* RFC 1122 3.2.2: unknown types are silently discarded. */
+	if (ih->type > NR_ICMP_TYPES)
+		return CT_DROP_INVALID;
 
 	p->icmp_type = ih->type;
-	id = ih->un.echo.id;
-	if (ih->type == ICMP_ECHO)
-		ct_key_set(p, IPPROTO_ICMP, id, 0);
-	else
-		ct_key_set(p, IPPROTO_ICMP, 0, id);
+	p->icmp_code = ih->code;
+	if (icmp_is_error(ih->type))
+		return parse_icmp_error(p, l3, ih, data_end);
+	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id))
+		return CT_DROP_INVALID;
 	return CT_FORWARD;
 }
 
@@ -472,7 +635,8 @@ static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
  *	it stays so when parsing stops before the transport header (not
  *	IPv4, a fragment)
  *
- * Return: CT_FORWARD when @p is ready to track, else the verdict for a
+ * Return: CT_FORWARD when @p is ready to track, CT_RELATED when @p holds
+ * the key of the connection an ICMP error quotes, else the verdict for a
  * frame that is not tracked (see the top of this file).
  */
 static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,

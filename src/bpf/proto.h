@@ -14,8 +14,21 @@
 #define IP_MF	  0x2000
 #define IP_OFFSET 0x1FFF
 
-#define ICMP_ECHOREPLY 0
-#define ICMP_ECHO      8
+/* ICMP types (RFC 792, RFC 950), named as in the kernel's uapi icmp.h. */
+#define ICMP_ECHOREPLY	    0
+#define ICMP_DEST_UNREACH   3
+#define ICMP_SOURCE_QUENCH  4
+#define ICMP_REDIRECT	    5
+#define ICMP_ECHO	    8
+#define ICMP_TIME_EXCEEDED  11
+#define ICMP_PARAMETERPROB  12
+#define ICMP_TIMESTAMP	    13
+#define ICMP_TIMESTAMPREPLY 14
+#define ICMP_INFO_REQUEST   15
+#define ICMP_INFO_REPLY	    16
+#define ICMP_ADDRESS	    17
+#define ICMP_ADDRESSREPLY   18
+#define NR_ICMP_TYPES	    18 /* the highest type the kernel knows */
 
 /* TCP flag bits, in the byte after the data offset (RFC 9293). */
 #define TH_FIN 0x01

@@ -300,7 +300,11 @@ fn icmp_of_every_type_with_a_wrong_checksum_is_invalid() {
     // at: an error about a tracked flow (RELATED when right), and a
     // timestamp request (tracked like echo when right).
     let udp_flow = udp(&eth, client(), server(), b"x");
-    assert_eq!(h.run(&udp_flow), XDP_REDIRECT, "the flow the error is about");
+    assert_eq!(
+        h.run(&udp_flow),
+        XDP_REDIRECT,
+        "the flow the error is about"
+    );
     let error = unreachable(Ipv4Addr::new(10, 9, 9, 1), 3, &udp_flow);
     let mut stamp = vec![13, 0, 0, 0, 0, 1, 0, 1];
     stamp.extend_from_slice(&[0; 12]);

@@ -390,14 +390,16 @@ impl TrackerBuilder {
     pub fn start(self) -> Tracker {
         let (mut child, (stdout, stderr)) = self.spawn();
         let mut startup = Vec::new();
-        let deadline = Instant::now() + IO_TIMEOUT;
+        let began = Instant::now();
+        let deadline = began + start_timeout();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(l) = stderr.recv_timeout(left) else {
                 let _ = child.kill();
                 panic!(
-                    "xdp-conntrack {:?} did not start: {:?}; stderr: {startup:#?}",
+                    "xdp-conntrack {:?} did not start in {:?}: {:?}; stderr: {startup:#?}",
                     self.args,
+                    began.elapsed(),
                     child.wait()
                 );
             };
@@ -410,6 +412,7 @@ impl TrackerBuilder {
                 break;
             }
         }
+        eprintln!("tracker: started in {:?}", began.elapsed());
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in stderr {});
         Tracker {
@@ -573,6 +576,17 @@ pub const ADDR2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 /// Socket timeouts: long enough for a slow machine, short enough that a
 /// broken forwarder fails the test instead of hanging it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the tracker may take to load and attach: the verifier's walk
+/// of the program.  Under software emulation (`make test-kernels`) it is
+/// many times what it is here, so the guest raises it through
+/// XDP_CONNTRACK_TEST_START_SECS.
+pub fn start_timeout() -> Duration {
+    std::env::var("XDP_CONNTRACK_TEST_START_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(IO_TIMEOUT, Duration::from_secs)
+}
 
 /// Runs `f` on a thread that has entered the named network namespace and
 /// returns its result.  Sockets keep the namespace they were created in, so

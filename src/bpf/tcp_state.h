@@ -69,7 +69,8 @@ static __always_inline bool seq_after(__u32 a, __u32 b)
 	return seq_before(b, a);
 }
 
-static __always_inline __u64 ct_timeout_ns(__u32 slot)
+/* A timeout slot's seconds; the comparisons need no more. */
+static __always_inline __u32 ct_timeout_s(__u32 slot)
 {
 	if (slot >= CT_TO_MAX)
 		slot = CT_TCP_CLOSE;
@@ -77,7 +78,12 @@ static __always_inline __u64 ct_timeout_ns(__u32 slot)
 	 * unclamped one, which the verifier cannot bound.
 	 */
 	barrier_var(slot);
-	return (__u64)ct_cfg.timeout[slot] * 1000000000ULL;
+	return ct_cfg.timeout[slot];
+}
+
+static __always_inline __u64 ct_timeout_ns(__u32 slot)
+{
+	return (__u64)ct_timeout_s(slot) * 1000000000ULL;
 }
 
 /* Results of ct_tcp_in_window(), as the kernel's enum nf_ct_tcp_action. */
@@ -355,18 +361,18 @@ static __always_inline void ct_tcp_handle_invalid(struct ct_entry *e, __u32 dir,
 static __always_inline __u32 ct_tcp_timeout_slot(const struct ct_tcp *t,
 						 __u8 state, __u32 index)
 {
-	__u64 mine = ct_timeout_ns(state);
+	__u32 mine = ct_timeout_s(state);
 
 	if (t->retrans >= CT_TCP_MAX_RETRANS &&
-	    mine > ct_timeout_ns(CT_TO_MAX_RETRANS))
+	    mine > ct_timeout_s(CT_TO_MAX_RETRANS))
 		return CT_TO_MAX_RETRANS;
 	if (index == CT_IDX_RST)
 		return CT_TCP_CLOSE;
 	if (((t->seen[0].flags | t->seen[1].flags) &
 	     CT_TF_DATA_UNACKNOWLEDGED) &&
-	    mine > ct_timeout_ns(CT_TO_UNACKNOWLEDGED))
+	    mine > ct_timeout_s(CT_TO_UNACKNOWLEDGED))
 		return CT_TO_UNACKNOWLEDGED;
-	if (t->last_win == 0 && mine > ct_timeout_ns(CT_TO_MAX_RETRANS))
+	if (t->last_win == 0 && mine > ct_timeout_s(CT_TO_MAX_RETRANS))
 		return CT_TO_MAX_RETRANS;
 	return state;
 }
@@ -698,17 +704,35 @@ static __always_inline bool ct_tcp_fast(const struct ct_entry *e,
 					const struct ct_pkt *p, __u32 dir)
 {
 	const struct ct_tcp *t = &e->tcp;
+	/* last_seq and last_ack, then last_end, last_win, last_index and
+	 * last_dir, each group compared at once: two 8-byte loads and two
+	 * branches instead of six narrow ones (the layout is asserted
+	 * below), which also spares the verifier four branch points.
+	 */
+	__u64 seq_ack = (__u64)p->ack << 32 | p->seq;
+	__u64 end_win = (__u64)dir << 56 | (__u64)CT_IDX_ACK << 48 |
+			(__u64)p->win << 32 | p->end;
 
 	return p->index == CT_IDX_ACK && e->state == CT_TCP_ESTABLISHED &&
 	       (e->status & CT_S_ASSURED) &&
 	       READ_ONCE(t->retrans) >= CT_TCP_MAX_RETRANS &&
-	       READ_ONCE(t->last_index) == CT_IDX_ACK &&
-	       READ_ONCE(t->last_dir) == dir &&
-	       READ_ONCE(t->last_seq) == p->seq &&
-	       READ_ONCE(t->last_ack) == p->ack &&
-	       READ_ONCE(t->last_end) == p->end &&
-	       READ_ONCE(t->last_win) == p->win &&
+	       READ_ONCE(*(const __u64 *)&t->last_seq) == seq_ack &&
+	       READ_ONCE(*(const __u64 *)&t->last_end) == end_win &&
 	       (!p->has_sack || p->sack == p->ack);
 }
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ct_tcp_fast() packs its comparisons for a little-endian target"
+#endif
+_Static_assert(__builtin_offsetof(struct ct_entry, tcp) % 8 == 0,
+	       "struct ct_tcp must start 8-aligned in the entry");
+#define CT_TCP_OFF(f) __builtin_offsetof(struct ct_tcp, f)
+_Static_assert(CT_TCP_OFF(last_ack) == CT_TCP_OFF(last_seq) + 4, "last_ack");
+_Static_assert(CT_TCP_OFF(last_end) == CT_TCP_OFF(last_seq) + 8, "last_end");
+_Static_assert(CT_TCP_OFF(last_win) == CT_TCP_OFF(last_end) + 4, "last_win");
+_Static_assert(CT_TCP_OFF(last_index) == CT_TCP_OFF(last_end) + 6,
+	       "last_index");
+_Static_assert(CT_TCP_OFF(last_dir) == CT_TCP_OFF(last_end) + 7, "last_dir");
+#undef CT_TCP_OFF
 
 #endif /* __TCP_STATE_H */

@@ -1,19 +1,53 @@
 //! Output formats: `conntrack -L` lines and the live counter line.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 
 use crate::counters::Totals;
 use crate::proto::{icmp_reply_type, proto_name, tcp_state_name, IPPROTO_TCP, IPPROTO_UDP};
 use crate::table::Conn;
 
+/// An address as glibc's `inet_ntop()` writes it, which is what
+/// conntrack-tools prints: RFC 5952 for IPv6 (the longest run of two or
+/// more zero groups as `::`, the first of equal runs), with the last 32
+/// bits dotted for IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible
+/// (`::a.b.c.d`) addresses.  Rust's own formatting differs only in the
+/// last: it writes `::102:304` where glibc writes `::1.2.3.4`.
+pub fn ip(a: &IpAddr) -> String {
+    match a {
+        IpAddr::V6(v6) => {
+            let g = v6.segments();
+            // glibc: the zero run starts at 0 and is exactly six groups.
+            if g[..6].iter().all(|&w| w == 0) && g[6] != 0 {
+                let [.., a, b, c, d] = v6.octets();
+                format!("::{a}.{b}.{c}.{d}")
+            } else {
+                v6.to_string()
+            }
+        }
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The layer-3 prefix of conntrack's `-o extended` lines: the family's
+/// name and number, `ipv4     2 ` or `ipv6     10 `.
+pub fn l3_prefix(a: &IpAddr) -> String {
+    let (name, num) = match a {
+        IpAddr::V4(_) => ("ipv4", nix::libc::AF_INET),
+        IpAddr::V6(_) => ("ipv6", nix::libc::AF_INET6),
+    };
+    format!("{name:<8} {num} ")
+}
+
 /// One connection in the format of conntrack-tools' `conntrack -L`.
 pub fn conntrack_line(c: &Conn) -> String {
     let l4 = matches!(c.proto, IPPROTO_TCP | IPPROTO_UDP);
+    let (src, dst) = (ip(&c.src), ip(&c.dst));
     let mut s = format!("{:<8} {} {} ", proto_name(c.proto), c.proto, c.timeout);
     if c.proto == IPPROTO_TCP {
         let _ = write!(s, "{} ", tcp_state_name(c.state));
     }
-    let _ = write!(s, "src={} dst={} ", c.src, c.dst);
+    let _ = write!(s, "src={src} dst={dst} ");
     if l4 {
         let _ = write!(s, "sport={} dport={} ", c.sport, c.dport);
     } else {
@@ -26,7 +60,7 @@ pub fn conntrack_line(c: &Conn) -> String {
     if !c.seen_reply {
         s.push_str("[UNREPLIED] ");
     }
-    let _ = write!(s, "src={} dst={} ", c.dst, c.src);
+    let _ = write!(s, "src={dst} dst={src} ");
     if l4 {
         let _ = write!(s, "sport={} dport={} ", c.dport, c.sport);
     } else {
@@ -158,6 +192,38 @@ mod tests {
             icmp,
             "icmp     1 431997 src=10.1.1.100 dst=10.2.2.100 type=8 code=0 id=7 \
              src=10.2.2.100 dst=10.1.1.100 type=0 code=0 id=7 mark=0 use=1"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_are_written_as_inet_ntop_writes_them() {
+        for (addr, want) in [
+            ("fd00::1", "fd00::1"),
+            ("::", "::"),
+            ("::1", "::1"),
+            ("fd00:0:0:1::", "fd00:0:0:1::"),
+            // One zero group is not compressed; of two equal runs, the first.
+            ("fd00:0:1:2:3:4:5:6", "fd00:0:1:2:3:4:5:6"),
+            ("fd00:0:0:1:0:0:2:3", "fd00::1:0:0:2:3"),
+            ("fd00:1:0:0:0:2:0:0", "fd00:1::2:0:0"),
+            ("2001:db8::a:b:c:d", "2001:db8::a:b:c:d"),
+            ("::ffff:10.1.2.3", "::ffff:10.1.2.3"),
+            ("::1.2.3.4", "::1.2.3.4"),
+            ("::0.0.0.1", "::1"),
+            ("::ffff:0:1.2.3.4", "::ffff:0:102:304"),
+        ] {
+            let a: IpAddr = addr.parse().unwrap();
+            assert_eq!(ip(&a), want, "{addr}");
+        }
+        assert_eq!(ip(&Ipv4Addr::new(10, 0, 0, 1).into()), "10.0.0.1");
+    }
+
+    #[test]
+    fn the_extended_prefix_names_the_family() {
+        assert_eq!(l3_prefix(&Ipv4Addr::LOCALHOST.into()), "ipv4     2 ");
+        assert_eq!(
+            l3_prefix(&"fd00::1".parse::<IpAddr>().unwrap()),
+            "ipv6     10 "
         );
     }
 

@@ -214,6 +214,18 @@ fn not_root() {
 }
 
 #[test]
+fn dump_refuses_an_unknown_family_or_output() {
+    for (args, word) in [
+        (&["dump", "-f", "ipv5"][..], "ipv5"),
+        (&["dump", "-o", "extended,yaml"][..], "yaml"),
+    ] {
+        let out = xdp_conntrack(args);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_one_line_error(&out, &[word]);
+    }
+}
+
+#[test]
 fn dump_without_a_tracker() {
     common::require_root();
     let pins = fresh_pin_path();

@@ -144,6 +144,35 @@ fn ping_passes_and_is_tracked() {
 }
 
 #[test]
+fn dump_selects_a_family_and_prints_conntracks_extended_lines() {
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo).start();
+    assert!(ping_all_answered(&topo, 1), "ping through the tracker");
+    let (all, footer) = dump_with(&tracker.pin_path, &[]);
+    assert!(!all.is_empty(), "the echo's entry: {footer}");
+    // Every entry here is IPv4: -f ipv4 shows them all, -f ipv6 none, and
+    // the footer counts what was shown.
+    let (v4, footer4) = dump_with(&tracker.pin_path, &["-f", "ipv4"]);
+    assert_eq!(v4, all);
+    assert!(
+        footer4.contains(&format!("{} flow entries", all.len())),
+        "{footer4}"
+    );
+    let (v6, footer6) = dump_with(&tracker.pin_path, &["--family", "ipv6"]);
+    assert!(v6.is_empty(), "{v6:#?}");
+    assert!(
+        footer6.contains("0 flow entries have been shown"),
+        "{footer6}"
+    );
+    // conntrack -o extended: the family's name and number, then the line.
+    let (ext, _) = dump_with(&tracker.pin_path, &["-o", "extended"]);
+    assert_eq!(ext.len(), all.len());
+    for (e, l) in ext.iter().zip(&all) {
+        assert_eq!(e, &format!("ipv4     2 {l}"));
+    }
+}
+
+#[test]
 fn tcp_transfer_arrives_intact_and_is_tracked() {
     const LEN: usize = 16 << 20;
     let pattern = |i: usize| (i % 251) as u8;

@@ -534,9 +534,16 @@ impl Drop for Tracker {
 
 /// Runs `xdp-conntrack dump --pin-path DIR`.
 pub fn dump(pin_path: &Path) -> (Vec<String>, String) {
+    dump_with(pin_path, &[])
+}
+
+/// Runs `xdp-conntrack dump --pin-path DIR ARGS...`: its lines, and its
+/// stderr (the footer).
+pub fn dump_with(pin_path: &Path, args: &[&str]) -> (Vec<String>, String) {
     let out = Command::new(binary())
         .args(["dump", "--pin-path"])
         .arg(pin_path)
+        .args(args)
         .output()
         .expect("running xdp-conntrack dump");
     assert!(

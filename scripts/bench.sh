@@ -52,28 +52,6 @@ bridge_down() {
 	ip netns exec "$FW" nft flush ruleset
 	ip netns exec "$FW" sysctl -qw net.bridge.bridge-nf-call-iptables=0
 }
-# One iperf3 run; appends "path<TAB>test<TAB>value<TAB>extra" to RES.
-iperf() { # path test args...
-	local path=$1 test=$2
-	shift 2
-	local json=$OUT/iperf.json
-	ip netns exec "${P}ns1" iperf3 -c 10.0.0.2 -t "$SECS" -J "$@" >"$json" || true
-	/usr/bin/python3 - "$json" "$path" "$test" >>"$RES" <<'EOF'
-import json, sys
-path, test = sys.argv[2], sys.argv[3]
-try:
-    end = json.load(open(sys.argv[1]))["end"]
-except Exception:
-    print(f"{path}\t{test}\t0\tfailed"); sys.exit()
-if "sum_received" in end:  # TCP
-    print(f"{path}\t{test}\t{end['sum_received']['bits_per_second'] / 1e9:.3f}\t"
-          f"{end['sum_sent'].get('retransmits', 0)}")
-else:  # UDP: the receiver's rate and loss
-    s = end["sum"]
-    print(f"{path}\t{test}\t{s['bits_per_second'] / 1e9:.3f}\t{s['lost_percent']:.2f}")
-EOF
-}
-
 run_path() { # label
 	local label=$1 r
 	for ((r = 0; r < REPS; r++)); do
@@ -85,33 +63,20 @@ run_path() { # label
 	echo "   $label done" >&2
 }
 
-mtu() { # all four veth ends
-	local i
-	for i in 1 2; do
-		ip -n "${P}ns$i" link set eth0 mtu "$1"
-		ip -n "$FW" link set "${P}veth$i" mtu "$1"
-	done
-}
 jumbo() { # label: TCP, one stream, at MTU 9000
 	local r
-	mtu 9000
+	set_mtu 9000
 	for ((r = 0; r < REPS; r++)); do
 		iperf "$1" "TCP MTU 9000"
 	done
-	mtu 1500
+	set_mtu 1500
 }
 
 small() { # label [threads]: 64-byte frames, generator -> path -> sink
 	local r threads=${2:-1} test="64-byte frames"
 	[ "$threads" -gt 1 ] && test="64-byte frames, $threads queues"
 	for ((r = 0; r < REPS; r++)); do
-		"$BIN" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" -q \
-			--client 10.0.0.1 --server 10.0.0.2 --sport $((20000 + 1000 * r)) \
-			--count 1000 --flood $((3000 * threads)) --rate max \
-			--threads "$threads" >"$OUT/small.txt"
-		awk -v path="$1" -v test="$test" '$2 == "DATA" {
-			printf "%s\t%s\t%.3f\t%.2f\n", path, test, $6 / $8 / 1e6, ($4 - $6) * 100 / $4
-		}' "$OUT/small.txt" >>"$RES"
+		small_run "$BIN" "$1" "$test" "$threads" $((20000 + 1000 * r))
 	done
 }
 # Rx/tx queues on all four veth ends.  Only while no XDP program is

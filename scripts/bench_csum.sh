@@ -34,45 +34,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mtu() { # all four veth ends
-	local i
-	for i in 1 2; do
-		ip -n "${P}ns$i" link set eth0 mtu "$1"
-		ip -n "${P}fw" link set "${P}veth$i" mtu "$1"
-	done
-}
-
-# One iperf3 run: "label<TAB>test<TAB>Gbit/s<TAB>retransmits".
-tcp() { # label test
-	ip netns exec "${P}ns1" iperf3 -c 10.0.0.2 -t "$SECS" -J >"$OUT/iperf.json" || true
-	/usr/bin/python3 - "$OUT/iperf.json" "$1" "$2" >>"$RES" <<'EOF'
-import json, sys
-try:
-    end = json.load(open(sys.argv[1]))["end"]
-    print(f"{sys.argv[2]}\t{sys.argv[3]}\t{end['sum_received']['bits_per_second'] / 1e9:.3f}\t"
-          f"{end['sum_sent'].get('retransmits', 0)}")
-except Exception:
-    print(f"{sys.argv[2]}\t{sys.argv[3]}\t0\tfailed")
-EOF
-}
-
-# 64-byte frames through the tracker: "label<TAB>64-byte Mpps<TAB>Mpps<TAB>loss %".
-small() { # label round
-	"$BIN" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" -q \
-		--client 10.0.0.1 --server 10.0.0.2 --sport $((20000 + 1000 * $2)) \
-		--count 1000 --flood 3000 --rate max >"$OUT/small.txt"
-	awk -v label="$1" '$2 == "DATA" {
-		printf "%s\t64-byte Mpps\t%.3f\t%.2f\n", label, $6 / $8 / 1e6, ($4 - $6) * 100 / $4
-	}' "$OUT/small.txt" >>"$RES"
-}
-
 # One turn of one configuration: label, binary, tracker arguments.
 turn() { # label bin round args...
 	local label=$1 bin=$2 round=$3
 	shift 3
 	start_tracker "$bin" "$P" "$OUT/tracker.log" "$@"
-	tcp "$label" "TCP MTU $CUR_MTU"
-	[ "$CUR_MTU" = 1500 ] && small "$label" "$round"
+	iperf "$label" "TCP MTU $CUR_MTU"
+	[ "$CUR_MTU" = 1500 ] && small_run "$BIN" "$label" "64-byte Mpps" 1 $((20000 + 1000 * round))
 	stop_tracker
 }
 
@@ -86,7 +54,7 @@ done
 : >"$RES"
 
 for CUR_MTU in 1500 9000; do
-	mtu "$CUR_MTU"
+	set_mtu "$CUR_MTU"
 	for ((r = 0; r < REPS; r++)); do
 		echo "== MTU $CUR_MTU, round $((r + 1)) of $REPS" >&2
 		turn "checksums checked" "$BIN" "$r"

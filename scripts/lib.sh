@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
-# Shared by scale.sh, churn.sh and bench.sh: the tracker in a topology's
+# Shared by scale.sh, churn.sh, bench.sh and bench_csum.sh: the tracker in a topology's
 # middle namespace, and the kernel's own conntrack on a bridge there.
 # Source it; it sets and uses $tracker.
 
@@ -59,4 +59,53 @@ table ip xdpct {
 	}
 }
 NFT
+}
+
+# The benchmarks' rows (bench.sh, bench_csum.sh): each appends
+# "label<TAB>test<TAB>value<TAB>extra" to $RES, on topology $P, with
+# scratch files in $OUT and runs of $SECS seconds.
+
+# set_mtu MTU: all four veth ends of topology $P.
+set_mtu() {
+	local i
+	for i in 1 2; do
+		ip -n "${P}ns$i" link set eth0 mtu "$1"
+		ip -n "${P}fw" link set "${P}veth$i" mtu "$1"
+	done
+}
+
+# One iperf3 run; appends "path<TAB>test<TAB>value<TAB>extra" to RES.
+iperf() { # path test args...
+	local path=$1 test=$2
+	shift 2
+	local json=$OUT/iperf.json
+	ip netns exec "${P}ns1" iperf3 -c 10.0.0.2 -t "$SECS" -J "$@" >"$json" || true
+	/usr/bin/python3 - "$json" "$path" "$test" >>"$RES" <<'EOF'
+import json, sys
+path, test = sys.argv[2], sys.argv[3]
+try:
+    end = json.load(open(sys.argv[1]))["end"]
+except Exception:
+    print(f"{path}\t{test}\t0\tfailed"); sys.exit()
+if "sum_received" in end:  # TCP
+    print(f"{path}\t{test}\t{end['sum_received']['bits_per_second'] / 1e9:.3f}\t"
+          f"{end['sum_sent'].get('retransmits', 0)}")
+else:  # UDP: the receiver's rate and loss
+    s = end["sum"]
+    print(f"{path}\t{test}\t{s['bits_per_second'] / 1e9:.3f}\t{s['lost_percent']:.2f}")
+EOF
+}
+
+# small_run BIN LABEL TEST THREADS SPORT: one flood of 64-byte frames (plain
+# ACKs of 1000 established connections) from the generator in ${P}ns1 to
+# the sinks in ${P}ns2; the row's value is Mpps delivered, extra the loss %.
+small_run() {
+	local bin=$1 label=$2 test=$3 threads=$4 sport=$5
+	"$bin" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" -q \
+		--client 10.0.0.1 --server 10.0.0.2 --sport "$sport" \
+		--count 1000 --flood $((3000 * threads)) --rate max \
+		--threads "$threads" >"$OUT/small.txt"
+	awk -v path="$label" -v test="$test" '$2 == "DATA" {
+		printf "%s\t%s\t%.3f\t%.2f\n", path, test, $6 / $8 / 1e6, ($4 - $6) * 100 / $4
+	}' "$OUT/small.txt" >>"$RES"
 }

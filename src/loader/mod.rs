@@ -96,9 +96,6 @@ pub fn load<'obj>(
             .xdp_conntrack
             .set_flags(flags & !libbpf_sys::BPF_F_XDP_HAS_FRAGS);
     }
-    if std::env::var_os("XCT_VSTATS").is_some() {
-        open.progs.xdp_conntrack.set_log_level(4);
-    }
     // Only one of the two sweeps is loaded: the other would not verify on
     // the kernels that need it.
     open.progs.ct_sweep.set_autoload(cfg.features.for_each);

@@ -2023,6 +2023,51 @@ fn fragments_are_forwarded_and_counted_untracked() {
 }
 
 #[test]
+fn the_first_fragment_of_a_udp_or_icmp_datagram_is_tracked_by_its_header() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    // A datagram of 1480 + 8 bytes of UDP: the first fragment carries the
+    // header with the whole length, and its checksum covers what is not
+    // here, so neither can be judged.
+    let first = edit_ip(f.c_udp(&[7; 64]), |ip| {
+        ip[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+        ip[20 + 4..20 + 6].copy_from_slice(&(8u16 + 1480).to_be_bytes());
+        ip[20 + 6..20 + 8].copy_from_slice(&0x1234u16.to_be_bytes());
+    });
+    let t = Track::new(&h, f.udp_key());
+    let unreplied = v(NO_STATE, UNREPLIED, NOT_ASSURED, f.c);
+    t.fwd(&first, &["new", "fragments"], unreplied);
+    let rest = edit_ip(f.c_udp(b"tail"), |ip| {
+        ip[6..8].copy_from_slice(&185u16.to_be_bytes());
+    });
+    t.fwd(&rest, &["fragments"], unreplied);
+    t.fwd(
+        &f.s_udp(b"answer"),
+        &[],
+        v(NO_STATE, REPLIED, NOT_ASSURED, f.c),
+    );
+    // A first fragment that is INVALID is dropped: the rest of its datagram
+    // is then nothing to reassemble.
+    let g = Flow::new(1);
+    let bad = edit_ip(g.c_udp(&[7; 64]), |ip| {
+        ip[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+        ip[20 + 4..20 + 6].copy_from_slice(&4u16.to_be_bytes());
+    });
+    Track::new(&h, g.udp_key()).dropped(&bad, &["invalid", "fragments"], None);
+    // An echo request in fragments opens its entry with the first.
+    let (c, s) = (f.c.addr, f.s.addr);
+    let echo = edit_ip(icmp_echo(&Ether::default(), c, s, 8, 0x77, 1), |ip| {
+        ip[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+    });
+    let e = Track::new(&h, table::icmp_key(c, s, 0x77).unwrap());
+    e.fwd(
+        &echo,
+        &["new", "fragments"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, Endpoint::new(c, 0x77)),
+    );
+}
+
+#[test]
 fn up_to_two_vlan_tags_are_skipped() {
     let h = Harness::default_config();
     let f = Flow::new(0);

@@ -748,20 +748,37 @@ fn no_next_header_is_invalid_and_a_header_past_the_datagram_malformed() {
 // Fragments
 
 #[test]
-fn ipv6_fragments_are_forwarded_and_counted_untracked() {
+fn ipv6_fragments_track_a_udp_datagram_by_its_first_and_count_the_rest() {
     let h = Harness::default_config();
     let f = Flow::new(0);
-    let udp = f.c_udp(&[7; 64]);
+    let k = f.key(IPPROTO_UDP);
+    // The first fragment carries the UDP header of a longer datagram, and
+    // a checksum over all of it: tracked, neither judged.
+    let mut udp = f.c_udp(&[7; 64]);
+    udp[PAYLOAD + 4..PAYLOAD + 6].copy_from_slice(&(8u16 + 1448).to_be_bytes());
+    udp[PAYLOAD + 6..PAYLOAD + 8].copy_from_slice(&0x1234u16.to_be_bytes());
+    let first = with_exts(&udp, &[(FRAGMENT, frag_hdr(0, true, 9))]);
+    let unreplied = v(NO_STATE, false, false, f.c.addr);
+    step(
+        &h,
+        &first,
+        XDP_REDIRECT,
+        &["new", "new_ipv6", "fragments"],
+        &k,
+        unreplied,
+    );
     for (what, hdr) in [
-        ("first fragment", frag_hdr(0, true, 9)),
-        ("middle fragment", frag_hdr(185, true, 9)),
-        ("last fragment", frag_hdr(370, false, 9)),
+        ("middle fragment", frag_hdr(181, true, 9)),
+        ("last fragment", frag_hdr(362, false, 9)),
     ] {
-        let frame = with_exts(&udp, &[(FRAGMENT, hdr)]);
+        let frame = with_exts(&f.c_udp(b"rest"), &[(FRAGMENT, hdr)]);
         run(&h, &frame, XDP_REDIRECT, &["fragments"], what);
     }
     // Behind other headers too.
-    let frame = with_exts(&udp, &[ext(HOP), (FRAGMENT, frag_hdr(185, false, 9))]);
+    let frame = with_exts(
+        &f.c_udp(b"rest"),
+        &[ext(HOP), (FRAGMENT, frag_hdr(185, false, 9))],
+    );
     run(
         &h,
         &frame,
@@ -769,7 +786,36 @@ fn ipv6_fragments_are_forwarded_and_counted_untracked() {
         &["fragments"],
         "behind hop-by-hop",
     );
-    assert_eq!(h.raw_len(), 0);
+    step(
+        &h,
+        &f.s_udp(b"answer"),
+        XDP_REDIRECT,
+        &[],
+        &k,
+        v(NO_STATE, true, false, f.c.addr),
+    );
+    // A TCP segment's fragments all pass untracked: its window checks
+    // need the segment's whole length.
+    let syn = with_exts(&f.c(SYN, 100, 0), &[(FRAGMENT, frag_hdr(0, true, 10))]);
+    run(
+        &h,
+        &syn,
+        XDP_REDIRECT,
+        &["fragments"],
+        "first fragment of a TCP SYN",
+    );
+    assert_eq!(view(&h, &f.key(IPPROTO_TCP)), None);
+    // An atomic fragment is no fragment: tracked and checked as a packet.
+    let mut atomic = with_exts(&f.c(SYN, 100, 0), &[ext(FRAGMENT)]);
+    let l4 = atomic.len() - 20;
+    atomic[l4 + 16] ^= 0x55;
+    run(
+        &h,
+        &atomic,
+        XDP_DROP,
+        &["invalid"],
+        "atomic fragment, bad checksum",
+    );
 }
 
 // ---------------------------------------------------------------------------

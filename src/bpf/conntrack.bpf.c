@@ -343,6 +343,7 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
  * @now: the program's clock
  * @st: this CPU's counters
  * @created: set when the packet's own entry went in, already advanced by it
+ * @family: AF_INET or AF_INET6, a constant
  *
  * Shapes the entry in this CPU's scratch slot, as the kernel's *_new()
  * handlers and the packet itself leave it, then inserts it.  A CPU that
@@ -354,7 +355,7 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 static __always_inline enum ct_verdict ct_create(void *table, const void *key,
 						 const struct ct_pkt *p,
 						 __u64 now, struct ct_stats *st,
-						 bool *created)
+						 bool *created, int family)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct ct_entry *n;
@@ -413,7 +414,7 @@ static __always_inline enum ct_verdict ct_create(void *table, const void *key,
 	err = bpf_map_update_elem(table, key, n, BPF_NOEXIST);
 	if (likely(!err)) {
 		ct_count(st, CT_C_NEW);
-		if (p->family == AF_INET6)
+		if (family == AF_INET6)
 			ct_count(st, CT_C_NEW_IPV6);
 		*created = true;
 		return CT_FORWARD;
@@ -436,12 +437,13 @@ static __always_inline enum ct_verdict ct_create(void *table, const void *key,
  * @key: the packet's key in it
  * @p: the packet
  * @st: this CPU's counters
+ * @family: AF_INET or AF_INET6, a constant
  *
  * Return: the packet's verdict.
  */
 static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 						const struct ct_pkt *p,
-						struct ct_stats *st)
+						struct ct_stats *st, int family)
 {
 	__u64 now = ct_now();
 	enum ct_verdict verdict;
@@ -457,7 +459,7 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 		e = NULL;
 	}
 	if (!e) {
-		verdict = ct_create(table, key, p, now, st, &created);
+		verdict = ct_create(table, key, p, now, st, &created, family);
 		if (verdict != CT_FORWARD || created)
 			return verdict;
 		e = bpf_map_lookup_elem(table, key);
@@ -488,6 +490,7 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
  * @table: the error's family's table, named at the call site
  * @key: the quoted packet's key in it
  * @p: the error, with the quoted packet's tuple (parse_icmp_error())
+ * @family: AF_INET or AF_INET6, a constant
  *
  * The kernel marks such an error RELATED and leaves the connection as it
  * was: nf_conntrack_in() skips the protocol's packet handler, so there is
@@ -495,8 +498,8 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
  *
  * Return: CT_RELATED, or CT_DROP_INVALID when there is no live entry.
  */
-static __always_inline enum ct_verdict ct_related(void *table, const void *key,
-						  const struct ct_pkt *p)
+static __always_inline enum ct_verdict
+ct_related(void *table, const void *key, const struct ct_pkt *p, int family)
 {
 	struct ct_entry *e = bpf_map_lookup_elem(table, key);
 
@@ -506,7 +509,7 @@ static __always_inline enum ct_verdict ct_related(void *table, const void *key,
 		       p->icmp_type, p->icmp_code);
 		return CT_DROP_INVALID;
 	}
-	if (p->family == AF_INET6)
+	if (family == AF_INET6)
 		ct_log("xct: icmp error type=%u code=%u related to proto=%u "
 		       "[%pI6]:%u -> [%pI6]:%u",
 		       p->icmp_type, p->icmp_code, p->key.proto, &p->saddr.v6,
@@ -569,18 +572,81 @@ static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in, __u32 len,
 	return act;
 }
 
+/**
+ * ct_packet() - parse, check and track one IP packet of one family
+ * @ctx: the frame
+ * @nh: the cursor, on the network header
+ * @len: the frame's whole length
+ * @pkt: this CPU's packet slot, cleared
+ * @st: this CPU's counters
+ * @family: AF_INET or AF_INET6, a constant: the entry calls this once per
+ *	family, so each family's path is code of its own, with no test of
+ *	the family along it and each table named at its own call sites
+ *
+ * Return: the packet's verdict.
+ */
+static __always_inline enum ct_verdict
+ct_packet(struct xdp_md *ctx, struct hdr_cursor *nh, __u32 len,
+	  struct ct_pkt *pkt, struct ct_stats *st, int family)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ct_l3 l3 = {};
+	enum ct_verdict verdict;
+
+	verdict = ct_parse(ctx, nh, data, data_end, len, pkt, &l3, family);
+	/* Checksums come after the parser's own checks, as in the kernel's
+	 * *_error(), and before the packet may touch the table.  Whatever
+	 * the parser lets through is checked, tracked or not: the kernel
+	 * checks every ICMP packet, whatever its type, errors included.  A
+	 * first fragment holds part of what its checksum covers: not judged.
+	 * ct_cfg is read-only, so --no-checksum prunes the whole stage.
+	 */
+	if (ct_cfg.checksum &&
+	    (verdict == CT_FORWARD || verdict == CT_UNTRACKED ||
+	     verdict == CT_RELATED) &&
+	    !pkt->first_frag && ct_csum_l4(ctx, pkt, &l3, family) != CT_FORWARD)
+		verdict = CT_DROP_INVALID;
+	/* A tracked first fragment is a fragment too. */
+	if (unlikely(pkt->first_frag) && verdict != CT_FRAGMENT)
+		ct_count(st, CT_C_FRAGMENTS);
+
+	if (verdict == CT_FORWARD) {
+		if (family == AF_INET6) {
+			ct_log("xct: pkt proto=%u [%pI6]:%u -> [%pI6]:%u "
+			       "flags=0x%x",
+			       pkt->key.proto, &pkt->saddr.v6,
+			       bpf_ntohs(pkt->sport), &pkt->daddr.v6,
+			       bpf_ntohs(pkt->dport), pkt->flags);
+			return ct_track(&ct_table6, &pkt->key6, pkt, st,
+					family);
+		}
+		ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u flags=0x%x",
+		       pkt->key.proto, &pkt->saddr.v4, bpf_ntohs(pkt->sport),
+		       &pkt->daddr.v4, bpf_ntohs(pkt->dport), pkt->flags);
+		return ct_track(&ct_table, &pkt->key, pkt, st, family);
+	}
+	if (verdict == CT_RELATED) {
+		if (family == AF_INET6)
+			return ct_related(&ct_table6, &pkt->key6, pkt, family);
+		return ct_related(&ct_table, &pkt->key, pkt, family);
+	}
+	return verdict;
+}
+
 SEC("xdp.frags")
 int xdp_conntrack(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct hdr_cursor nh = {.pos = data};
 	__u32 len = ct_frame_len(ctx);
 	__u32 in = ctx->ingress_ifindex == ct_cfg.ifindex[1];
 	enum ct_verdict verdict;
 	struct ct_pkt *pkt;
-	struct ct_l3 l3 = {};
 	struct ct_stats *st;
 	__u32 zero = 0;
+	int proto;
 
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (unlikely(!st))
@@ -592,42 +658,15 @@ int xdp_conntrack(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	__builtin_memset(pkt, 0, CT_PKT_CLEAR);
 
-	verdict = ct_parse(ctx, data, data_end, len, pkt, &l3);
-	if (pkt->family == AF_INET6)
+	/* The family is decided once, here, by the ethertype. */
+	proto = parse_ethhdr(&nh, data_end);
+	if (likely(proto == bpf_htons(ETH_P_IP))) {
+		verdict = ct_packet(ctx, &nh, len, pkt, st, AF_INET);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		ct_count(st, CT_C_IPV6);
-	/* Checksums come after the parser's own checks, as in the kernel's
-	 * *_error(), and before the packet may touch the table.  Whatever
-	 * the parser lets through is checked, tracked or not: the kernel
-	 * checks every ICMP packet, whatever its type, errors included.
-	 * ct_cfg is read-only, so --no-checksum prunes the whole stage.
-	 */
-	if (ct_cfg.checksum &&
-	    (verdict == CT_FORWARD || verdict == CT_UNTRACKED ||
-	     verdict == CT_RELATED) &&
-	    ct_csum_l4(ctx, pkt, &l3) != CT_FORWARD)
-		verdict = CT_DROP_INVALID;
-	/* Each table at a call site of its own (see ct_table6). */
-	if (verdict == CT_FORWARD) {
-		if (pkt->family == AF_INET6) {
-			ct_log("xct: pkt proto=%u [%pI6]:%u -> [%pI6]:%u "
-			       "flags=0x%x",
-			       pkt->key.proto, &pkt->saddr.v6,
-			       bpf_ntohs(pkt->sport), &pkt->daddr.v6,
-			       bpf_ntohs(pkt->dport), pkt->flags);
-			verdict = ct_track(&ct_table6, &pkt->key6, pkt, st);
-		} else {
-			ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u "
-			       "flags=0x%x",
-			       pkt->key.proto, &pkt->saddr.v4,
-			       bpf_ntohs(pkt->sport), &pkt->daddr.v4,
-			       bpf_ntohs(pkt->dport), pkt->flags);
-			verdict = ct_track(&ct_table, &pkt->key, pkt, st);
-		}
-	} else if (verdict == CT_RELATED) {
-		if (pkt->family == AF_INET6)
-			verdict = ct_related(&ct_table6, &pkt->key6, pkt);
-		else
-			verdict = ct_related(&ct_table, &pkt->key, pkt);
+		verdict = ct_packet(ctx, &nh, len, pkt, st, AF_INET6);
+	} else {
+		verdict = proto < 0 ? CT_DROP_MALFORMED : CT_UNTRACKED;
 	}
 
 	ct_count(st, ct_verdict_counter(verdict));

@@ -205,7 +205,8 @@ enum ct_counter {
 	/* lost the race to create an entry: went through the winner's */
 	CT_C_CLASH_RESOLVE,
 	CT_C_RELATED,	/* ICMP error about a connection, forwarded */
-	CT_C_FRAGMENTS, /* IP fragment: see ct_fragment() for what happens */
+	CT_C_FRAGMENTS, /* IP fragments: a UDP/ICMP datagram's first tracked,
+			 * the rest forwarded untracked (parse.h) */
 	CT_C_IPV6,	/* IPv6 frames seen (tracked or not), any verdict */
 	CT_C_NEW_IPV6,	/* of CT_C_NEW, IPv6 connections */
 	CT_C_MAX,
@@ -260,7 +261,8 @@ enum ct_verdict {
 	CT_DROP_MALFORMED = 4, /* broken L2/L3 header */
 	CT_UNTRACKED = 5,      /* not tracked: forwarded as it is */
 	CT_RELATED = 6,	       /* an ICMP error about a tracked connection */
-	CT_FRAGMENT = 7,       /* an IP fragment: forwarded, not tracked */
+	CT_FRAGMENT = 7,       /* an IP fragment past the first (or of TCP):
+				* forwarded, not tracked */
 };
 
 /* What a packet did to a connection's entry (ct_tcp_packet and friends). */

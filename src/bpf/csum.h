@@ -171,17 +171,18 @@ static __always_inline bool ct_csum_ipv4_hdr_ok(const struct iphdr *iph,
  * @p: the packet: its family and addresses
  * @proto: the transport protocol
  * @len: the segment's length, header included
+ * @family: AF_INET or AF_INET6, a constant
  *
  * The length and the protocol go in as 32-bit words, as IPv6 lays them
  * out; for IPv4's 16-bit fields that adds the same modulo 0xffff.
  */
 static __always_inline __u64 ct_csum_pseudo(const struct ct_pkt *p, __u8 proto,
-					    __u32 len)
+					    __u32 len, int family)
 {
 	__u64 s = (__u64)bpf_htonl(len) + bpf_htonl(proto);
 	int i;
 
-	if (p->family == AF_INET)
+	if (family == AF_INET)
 		return s + p->saddr.v4 + p->daddr.v4;
 #pragma unroll
 	for (i = 0; i < 4; i++)
@@ -455,6 +456,7 @@ copy_all:
  * @p: the packet, as the parser left it: family and addresses
  * @l3: where the segment starts, its length (from the IP header) and its
  *	protocol
+ * @family: AF_INET or AF_INET6, a constant
  *
  * The sum covers the whole IP payload, as nf_checksum() covers skb->len
  * less the transport offset once ip_rcv() has trimmed the frame to
@@ -464,8 +466,10 @@ copy_all:
  * Return: CT_DROP_INVALID for a TCP, UDP or ICMP segment whose checksum
  * is wrong, else CT_FORWARD (the verdict stays the parser's).
  */
-static __always_inline enum ct_verdict
-ct_csum_l4(struct xdp_md *ctx, const struct ct_pkt *p, const struct ct_l3 *l3)
+static __always_inline enum ct_verdict ct_csum_l4(struct xdp_md *ctx,
+						  const struct ct_pkt *p,
+						  const struct ct_l3 *l3,
+						  int family)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -488,7 +492,7 @@ ct_csum_l4(struct xdp_md *ctx, const struct ct_pkt *p, const struct ct_l3 *l3)
 	case IPPROTO_TCP:
 		if (l4 + sizeof(struct tcphdr) > data_end)
 			return CT_FORWARD;
-		sum = ct_csum_pseudo(p, IPPROTO_TCP, len);
+		sum = ct_csum_pseudo(p, IPPROTO_TCP, len, family);
 		x = ((const __u64 *)l4)[0];
 		CT_CSUM_ADD64(hsum, x);
 		x = ((const __u64 *)l4)[1];
@@ -501,7 +505,7 @@ ct_csum_l4(struct xdp_md *ctx, const struct ct_pkt *p, const struct ct_l3 *l3)
 		/* No checksum: udp_error() takes it as it is. */
 		if (!uh->check)
 			return CT_FORWARD;
-		sum = ct_csum_pseudo(p, IPPROTO_UDP, len);
+		sum = ct_csum_pseudo(p, IPPROTO_UDP, len, family);
 		x = *(const __u64 *)l4;
 		CT_CSUM_ADD64(hsum, x);
 		head = sizeof(struct udphdr);

@@ -34,9 +34,14 @@
  *     connection: CT_DROP_INVALID, as icmp_error() decides;
  *   - ICMPv6 neighbour discovery, router and MLD messages: CT_UNTRACKED,
  *     as nf_conntrack_icmpv6_error() leaves them (noct_valid_new[]);
- *   - IPv4 and IPv6 fragments, first or later: CT_FRAGMENT (see
- *     ct_fragment() in conntrack.bpf.c: XDP sees one fragment at a time,
- *     where the kernel tracks the reassembled datagram);
+ *   - fragments (IPv4 and IPv6): XDP sees one at a time, where the kernel
+ *     tracks the reassembled datagram.  The first fragment of a UDP or
+ *     ICMP datagram holds its transport header and is tracked by it
+ *     (first_frag set: lengths and checksums that cover the whole
+ *     datagram cannot be checked); later fragments, and every fragment of
+ *     a TCP segment (whose window checks need the segment's length), are
+ *     CT_FRAGMENT: forwarded as they are, and counted.  A first fragment
+ *     dropped as INVALID leaves the rest nothing to be reassembled with;
  *   - other ethertypes (ARP, ...) and other IP protocols: CT_UNTRACKED,
  *     forwarded as they are.
  * An ICMP error that may be about a connection returns CT_RELATED with the
@@ -105,6 +110,7 @@ struct ct_pkt {
 	__u8 wscale;   /* the window scale option's shift, at most 14 */
 	__u8 has_sack; /* a SACK option was seen */
 	__u8 icmp_code;
+	__u8 first_frag; /* the first fragment of a datagram (see ct_parse()) */
 	struct ct_key6 key6; /* IPv6 only; see above */
 };
 
@@ -230,8 +236,11 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data,
 	 */
 	if (tot < hlen || (__u32)((void *)iph - data) + tot > frame_len)
 		return CT_DROP_MALFORMED;
-	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return CT_FRAGMENT;
+	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+		if (iph->frag_off & bpf_htons(IP_OFFSET))
+			return CT_FRAGMENT;
+		p->first_frag = 1;
+	}
 
 	p->family = AF_INET;
 	p->saddr.v4 = iph->saddr;
@@ -391,8 +400,12 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, struct hdr_cursor *nh,
 			return CT_DROP_INVALID;
 		if (r < 0)
 			return CT_DROP_MALFORMED;
-		if (r & CT_X6_FRAG)
-			return CT_FRAGMENT;
+		if (r & CT_X6_FRAG) {
+			/* The walk stops at a later fragment's header. */
+			if (CT_X6_PROTO(r) == NEXTHDR_FRAGMENT)
+				return CT_FRAGMENT;
+			p->first_frag = 1;
+		}
 		off = r & CT_X6_OFF;
 		nexthdr = CT_X6_PROTO(r);
 		l3->l4 = data + off;
@@ -421,10 +434,12 @@ static __always_inline int ct_addr6_cmp(const __be32 *a, const __be32 *b)
  * Store the tuple so that both directions produce the same key: the
  * (address, port) pair that compares lower in host order takes slot 0.
  * IPv4 fills key, IPv6 key6 (but for the family-free fields, which stay
- * in key until ct_parse() copies them).
+ * in key until ct_parse() copies them).  @family is a constant at every
+ * call site: each family's parser is its own code, with no test of the
+ * family on the way.
  */
 static __always_inline void ct_key_set(struct ct_pkt *p, __u8 proto,
-				       __be16 sport, __be16 dport)
+				       __be16 sport, __be16 dport, int family)
 {
 	bool swap;
 	int c;
@@ -432,7 +447,7 @@ static __always_inline void ct_key_set(struct ct_pkt *p, __u8 proto,
 	p->key.proto = proto;
 	p->sport = sport;
 	p->dport = dport;
-	if (p->family == AF_INET6) {
+	if (family == AF_INET6) {
 		c = ct_addr6_cmp(p->saddr.v6, p->daddr.v6);
 		swap = c > 0 || (c == 0 && bpf_ntohs(sport) > bpf_ntohs(dport));
 		p->src_slot = swap;
@@ -605,12 +620,13 @@ static __always_inline void parse_tcp_options(struct ct_pkt *p,
  *     segment's end and the key
  * @l3: the network layer
  * @data_end: end of the frame's first buffer
+ * @family: AF_INET or AF_INET6, a constant
  *
  * Return: CT_FORWARD, or CT_DROP_INVALID for a truncated header, a bad
  * data offset or a flag combination the kernel refuses.
  */
 static __always_inline int parse_tcp(struct ct_pkt *p, const struct ct_l3 *l3,
-				     void *data_end)
+				     void *data_end, int family)
 {
 	struct tcphdr *th = l3->l4;
 	__u32 doff;
@@ -636,7 +652,7 @@ static __always_inline int parse_tcp(struct ct_pkt *p, const struct ct_l3 *l3,
 		 !!(flags & TH_FIN);
 	if (doff > sizeof(*th))
 		parse_tcp_options(p, th, doff - sizeof(*th), data_end);
-	ct_key_set(p, IPPROTO_TCP, th->source, th->dest);
+	ct_key_set(p, IPPROTO_TCP, th->source, th->dest, family);
 	return CT_FORWARD;
 }
 
@@ -645,12 +661,13 @@ static __always_inline int parse_tcp(struct ct_pkt *p, const struct ct_l3 *l3,
  * @p: gets the key
  * @l3: the network layer
  * @data_end: end of the frame's first buffer
+ * @family: AF_INET or AF_INET6, a constant
  *
  * Return: CT_FORWARD, or CT_DROP_INVALID for a truncated header or a
  * length field out of range.
  */
 static __always_inline int parse_udp(struct ct_pkt *p, const struct ct_l3 *l3,
-				     void *data_end)
+				     void *data_end, int family)
 {
 	struct udphdr *uh = l3->l4;
 	__u32 ulen;
@@ -658,9 +675,10 @@ static __always_inline int parse_udp(struct ct_pkt *p, const struct ct_l3 *l3,
 	if (uh + 1 > data_end || l3->l4len < sizeof(*uh))
 		return CT_DROP_INVALID;
 	ulen = bpf_ntohs(uh->len);
-	if (ulen > l3->l4len || ulen < sizeof(*uh))
+	/* A first fragment holds part of the datagram the length covers. */
+	if ((ulen > l3->l4len && !p->first_frag) || ulen < sizeof(*uh))
 		return CT_DROP_INVALID;
-	ct_key_set(p, IPPROTO_UDP, uh->source, uh->dest);
+	ct_key_set(p, IPPROTO_UDP, uh->source, uh->dest, family);
 	return CT_FORWARD;
 }
 
@@ -685,6 +703,7 @@ static __always_inline bool icmp_is_error(__u8 type)
  * @type: its ICMP type
  * @code: its ICMP code
  * @id: its query id, as on the wire
+ * @family: AF_INET or AF_INET6, a constant
  *
  * The kernel tracks the four queries (echo, timestamp, information,
  * address mask) as connections whose reply tuple has the answer's type
@@ -696,12 +715,12 @@ static __always_inline bool icmp_is_error(__u8 type)
  * invert its tuple, so it never belongs to a connection.
  */
 static __always_inline bool ct_icmp_key_set(struct ct_pkt *p, __u8 type,
-					    __u8 code, __be16 id)
+					    __u8 code, __be16 id, int family)
 {
 	__u8 proto = IPPROTO_ICMP, req_type = type;
 	bool request = true;
 
-	if (p->family == AF_INET6) {
+	if (family == AF_INET6) {
 		/* invmap[] of nf_conntrack_proto_icmpv6.c: echo and node
 		 * information, each answer its request's type + 1.
 		 */
@@ -741,9 +760,9 @@ static __always_inline bool ct_icmp_key_set(struct ct_pkt *p, __u8 type,
 		}
 	}
 	if (request)
-		ct_key_set(p, proto, id, 0);
+		ct_key_set(p, proto, id, 0, family);
 	else
-		ct_key_set(p, proto, 0, id);
+		ct_key_set(p, proto, 0, id, family);
 	p->key.icmp_type = req_type;
 	p->key.icmp_code = code;
 	p->key.icmp_requester = request ? p->src_slot : p->src_slot ^ 1;
@@ -816,7 +835,7 @@ static __always_inline int parse_icmp_error(struct ct_pkt *p,
 		ports = ql4;
 		if (ports + 2 > data_end || quoted < hlen + 4)
 			return CT_DROP_INVALID;
-		ct_key_set(p, inner->protocol, ports[0], ports[1]);
+		ct_key_set(p, inner->protocol, ports[0], ports[1], AF_INET);
 		return CT_RELATED;
 	case IPPROTO_ICMP:
 		qh = ql4;
@@ -825,7 +844,8 @@ static __always_inline int parse_icmp_error(struct ct_pkt *p,
 		/* An error about an error, or about anything but a query,
 		 * quotes no connection.
 		 */
-		if (!ct_icmp_key_set(p, qh->type, qh->code, qh->un.echo.id))
+		if (!ct_icmp_key_set(p, qh->type, qh->code, qh->un.echo.id,
+				     AF_INET))
 			return CT_DROP_INVALID;
 		return CT_RELATED;
 	default:
@@ -864,7 +884,7 @@ static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
 	p->icmp_code = ih->code;
 	if (icmp_is_error(ih->type))
 		return parse_icmp_error(p, l3, ih, data_end);
-	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id))
+	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id, AF_INET))
 		return CT_DROP_INVALID;
 	return CT_FORWARD;
 }
@@ -929,13 +949,14 @@ parse_icmp6_error(struct xdp_md *ctx, struct ct_pkt *p, const struct ct_l3 *l3,
 		ports = ql4;
 		if (ports + 2 > data_end || qoff + 4 > end)
 			return CT_DROP_INVALID;
-		ct_key_set(p, nexthdr, ports[0], ports[1]);
+		ct_key_set(p, nexthdr, ports[0], ports[1], AF_INET6);
 		return CT_RELATED;
 	case IPPROTO_ICMPV6:
 		qh = ql4;
 		if (qh + 1 > data_end || qoff + sizeof(*qh) > end)
 			return CT_DROP_INVALID;
-		if (!ct_icmp_key_set(p, qh->type, qh->code, qh->un.echo.id))
+		if (!ct_icmp_key_set(p, qh->type, qh->code, qh->un.echo.id,
+				     AF_INET6))
 			return CT_DROP_INVALID;
 		return CT_RELATED;
 	default:
@@ -992,63 +1013,65 @@ static __always_inline int parse_icmp6(struct xdp_md *ctx, struct ct_pkt *p,
 		return CT_UNTRACKED;
 	if (ih->type < ICMPV6_ECHO_REQUEST)
 		return parse_icmp6_error(ctx, p, l3, ih, data, data_end);
-	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id))
+	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id, AF_INET6))
 		return CT_DROP_INVALID;
 	return CT_FORWARD;
 }
 
 /**
- * ct_parse() - everything the tracker needs from one frame
+ * ct_parse() - everything the tracker needs from one IP packet
  * @ctx: the frame
+ * @nh: the cursor, on the network header (parse_ethhdr() put it there)
  * @data: start of the frame
  * @data_end: end of its first buffer
  * @frame_len: the whole frame's length
  * @p: the parsed packet
  * @l3: its network layer, for the checksum stage; zeroed by the caller,
- *	it stays so when parsing stops before the transport header (not
- *	IP, a fragment)
+ *	it stays so when parsing stops before the transport header (a
+ *	later fragment, say)
+ * @family: AF_INET or AF_INET6, a constant: the caller picks by ethertype,
+ *	and each family gets a parser of its own
  *
  * Return: CT_FORWARD when @p is ready to track, CT_RELATED when @p holds
  * the key of the connection an ICMP error quotes, else the verdict for a
  * frame that is not tracked (see the top of this file).
  */
-static __always_inline int ct_parse(struct xdp_md *ctx, void *data,
-				    void *data_end, __u32 frame_len,
-				    struct ct_pkt *p, struct ct_l3 *l3)
+static __always_inline int ct_parse(struct xdp_md *ctx, struct hdr_cursor *nh,
+				    void *data, void *data_end, __u32 frame_len,
+				    struct ct_pkt *p, struct ct_l3 *l3,
+				    int family)
 {
-	struct hdr_cursor nh = {.pos = data};
-	int proto, ret;
+	int ret;
 
-	proto = parse_ethhdr(&nh, data_end);
-	if (proto < 0)
-		return CT_DROP_MALFORMED;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		ret = parse_ipv4(&nh, data, data_end, frame_len, p, l3);
+	if (family == AF_INET) {
+		ret = parse_ipv4(nh, data, data_end, frame_len, p, l3);
 		if (ret != CT_FORWARD)
 			return ret;
 		switch (l3->proto) {
 		case IPPROTO_TCP:
-			return parse_tcp(p, l3, data_end);
+			if (p->first_frag)
+				return CT_FRAGMENT;
+			return parse_tcp(p, l3, data_end, AF_INET);
 		case IPPROTO_UDP:
-			return parse_udp(p, l3, data_end);
+			return parse_udp(p, l3, data_end, AF_INET);
 		case IPPROTO_ICMP:
 			return parse_icmp(p, l3, data_end);
 		default:
 			return CT_UNTRACKED;
 		}
 	}
-	if (proto != bpf_htons(ETH_P_IPV6))
-		return CT_UNTRACKED;
 
-	ret = parse_ipv6(ctx, &nh, data, data_end, frame_len, p, l3);
+	ret = parse_ipv6(ctx, nh, data, data_end, frame_len, p, l3);
 	if (ret != CT_FORWARD)
 		return ret;
 	switch (l3->proto) {
 	case IPPROTO_TCP:
-		ret = parse_tcp(p, l3, data_end);
+		if (p->first_frag)
+			return CT_FRAGMENT;
+		ret = parse_tcp(p, l3, data_end, AF_INET6);
 		break;
 	case IPPROTO_UDP:
-		ret = parse_udp(p, l3, data_end);
+		ret = parse_udp(p, l3, data_end, AF_INET6);
 		break;
 	case IPPROTO_ICMPV6:
 		ret = parse_icmp6(ctx, p, l3, data, data_end);

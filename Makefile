@@ -34,7 +34,7 @@ lint: deps ## cargo fmt, clippy -D warnings and clang-format (kernel style)
 	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
 	clang-format --dry-run --Werror src/bpf/*.c src/bpf/*.h
 
-demo: build ## ns1/ns2 topology, iperf3 TCP and UDP through the tracker, dump
+demo: build ## ns1/ns2 topology, iperf3 TCP and UDP (IPv4), ping -6 and iperf3 -6 TCP through the tracker, dump
 	scripts/demo.sh $(BIN)
 
 SECS ?= 5

@@ -45,8 +45,9 @@ bench: build ## bridge, bridge+nf_conntrack, --no-track, tracking: iperf3 + per-
 
 N ?= 1000
 RATE ?= max
-scale: build ## N handshakes (N=1000) through xdp-conntrack and nf_conntrack, side by side
-	scripts/scale.sh $(BIN) $(N) $(RATE)
+FAMILY ?= 4
+scale: build ## N handshakes (N=1000, FAMILY=4 or 6) through xdp-conntrack and nf_conntrack, side by side
+	scripts/scale.sh $(BIN) $(N) $(RATE) $(FAMILY)
 
 TOTAL ?= 10000000
 churn: build ## TOTAL connections (10M) with the full lifecycle through a 65,536-entry table

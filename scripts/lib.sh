@@ -44,14 +44,17 @@ bridge_up() {
 	ip -n "${p}fw" link set br0 up
 }
 
-# conntrack_on PREFIX: br_netfilter hands bridged IPv4 to the ip hooks, and
-# an nftables ct state rule makes nf_conntrack track every flow.  The
-# chain's counter of INVALID packets: `nft list chain ip xdpct xfwd`.
+# conntrack_on PREFIX: br_netfilter hands bridged IPv4 and IPv6 to the ip
+# and ip6 hooks, and an nftables ct state rule (inet: both families) makes
+# nf_conntrack track every flow.  The chain's counter of INVALID packets:
+# `nft list chain inet xdpct xfwd`.  Neighbour discovery and MLD pass as
+# untracked, as the kernel leaves them.
 conntrack_on() {
 	local p=$1
 	ip netns exec "${p}fw" sysctl -qw net.bridge.bridge-nf-call-iptables=1
+	ip netns exec "${p}fw" sysctl -qw net.bridge.bridge-nf-call-ip6tables=1
 	ip netns exec "${p}fw" nft -f - <<NFT
-table ip xdpct {
+table inet xdpct {
 	chain xfwd {
 		type filter hook forward priority 0; policy accept;
 		ct state invalid counter drop

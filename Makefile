@@ -39,7 +39,7 @@ demo: build ## ns1/ns2 topology, iperf3 TCP and UDP (IPv4), ping -6 and iperf3 -
 
 SECS ?= 5
 REPS ?= 3
-bench: build ## bridge, bridge+nf_conntrack, --no-track, tracking: iperf3 + per-packet cost -> docs/BENCHMARKS.md, docs/bench.png
+bench: build ## bridge, bridge+nf_conntrack, --no-track, tracking: iperf3 (and -6) + 64/74-byte Mpps + per-packet cost -> docs/BENCHMARKS.md, docs/bench.png
 	scripts/deps.sh bench
 	scripts/bench.sh $(BIN) $(SECS) $(REPS)
 

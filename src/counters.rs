@@ -55,6 +55,9 @@ pub const COUNTERS: [Counter; N] = [
     c(ct_counter::CT_C_CLOSED, Kind::Event),
     c(ct_counter::CT_C_CLASH_RESOLVE, Kind::Event),
     c(ct_counter::CT_C_RELATED, Kind::Event),
+    c(ct_counter::CT_C_FRAGMENTS, Kind::Event),
+    c(ct_counter::CT_C_IPV6, Kind::Event),
+    c(ct_counter::CT_C_NEW_IPV6, Kind::Event),
 ];
 
 impl Counter {

@@ -10,6 +10,8 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 /// UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// ICMP echo request.
 pub const ICMP_ECHO: u8 = 8;
@@ -22,9 +24,15 @@ pub const ICMP_INFO_REQUEST: u8 = 15;
 /// ICMP address mask request (its reply is 18).
 pub const ICMP_ADDRESS: u8 = 17;
 
+/// ICMPv6 echo request (its reply is 129).
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+/// ICMPv6 echo reply.
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+
 /// The type of the answer to an ICMP query of type `request`, as the
 /// reply tuple of `conntrack -L` shows it (the kernel's `invmap[]`): echo
-/// (8) is answered by 0, the other queries by their type + 1.
+/// (8) is answered by 0, the other queries by their type + 1, ICMPv6's
+/// (echo 128, node information 139) too.
 pub fn icmp_reply_type(request: u8) -> u8 {
     match request {
         ICMP_ECHO => ICMP_ECHOREPLY,
@@ -67,6 +75,7 @@ pub fn proto_name(proto: u8) -> &'static str {
         IPPROTO_TCP => "tcp",
         IPPROTO_UDP => "udp",
         IPPROTO_ICMP => "icmp",
+        IPPROTO_ICMPV6 => "icmpv6",
         _ => "unknown",
     }
 }

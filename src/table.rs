@@ -1,7 +1,7 @@
 //! Reading the connection table into a Rust view: tuples in the original
 //! direction, state, flags and the time left.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Context, Result};
@@ -9,8 +9,56 @@ use libbpf_rs::{libbpf_sys, MapCore, MapFlags};
 use nix::errno::Errno;
 use nix::time::{clock_gettime, ClockId};
 
-use crate::bpf::types::{ct_entry, ct_key, ct_status};
-use crate::proto::{ICMP_ECHO, IPPROTO_ICMP};
+use crate::bpf::types::{ct_entry, ct_key, ct_key6, ct_status};
+use crate::proto::{ICMPV6_ECHO_REQUEST, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_ICMPV6};
+
+/// A key of either family's table (`struct ct_key`, `struct ct_key6`):
+/// what [`Conn::decode`] reads from it.
+pub trait TableKey: Default + Clone + plain::Plain {
+    /// The address in key slot 0 or 1.
+    fn addr(&self, slot: usize) -> IpAddr;
+    /// The port (or ICMP id) in key slot 0 or 1, in host order.
+    fn port(&self, slot: usize) -> u16;
+    /// IP protocol number.
+    fn proto(&self) -> u8;
+    /// ICMP: the request's type and code; 0 for TCP and UDP.
+    fn icmp(&self) -> (u8, u8);
+}
+
+impl TableKey for ct_key {
+    fn addr(&self, slot: usize) -> IpAddr {
+        Ipv4Addr::from(u32::from_be(self.addr[slot])).into()
+    }
+    fn port(&self, slot: usize) -> u16 {
+        u16::from_be(self.port[slot])
+    }
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    fn icmp(&self) -> (u8, u8) {
+        (self.icmp_type, self.icmp_code)
+    }
+}
+
+impl TableKey for ct_key6 {
+    fn addr(&self, slot: usize) -> IpAddr {
+        // Each word holds four address bytes in network order.
+        let mut b = [0u8; 16];
+        for (i, w) in self.addr[slot].iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        Ipv6Addr::from(b).into()
+    }
+    fn port(&self, slot: usize) -> u16 {
+        u16::from_be(self.port[slot])
+    }
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    fn icmp(&self) -> (u8, u8) {
+        (self.icmp_type, self.icmp_code)
+    }
+}
 
 /// One connection, as `conntrack -L` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,27 +103,28 @@ pub fn monotonic_ns() -> u64 {
 impl Conn {
     /// Decodes one map entry; `None` once it has expired (the datapath
     /// treats such an entry as absent, and the sweep will remove it).
-    pub fn decode(key: &ct_key, e: &ct_entry, now_ns: u64) -> Option<Self> {
+    pub fn decode(key: &impl TableKey, e: &ct_entry, now_ns: u64) -> Option<Self> {
         if e.expires <= now_ns {
             return None;
         }
         let o = usize::from(e.orig & 1);
         let r = o ^ 1;
-        let port = |slot: usize| u16::from_be(key.port[slot]);
-        let (sport, dport) = if key.proto == IPPROTO_ICMP {
-            // The echo id sits in the requester's (original) slot.
-            (port(o), port(o))
+        let proto = key.proto();
+        let (sport, dport) = if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 {
+            // The query id sits in the requester's (original) slot.
+            (key.port(o), key.port(o))
         } else {
-            (port(o), port(r))
+            (key.port(o), key.port(r))
         };
+        let (icmp_type, icmp_code) = key.icmp();
         Some(Self {
-            proto: key.proto,
-            src: Ipv4Addr::from(u32::from_be(key.addr[o])).into(),
-            dst: Ipv4Addr::from(u32::from_be(key.addr[r])).into(),
+            proto,
+            src: key.addr(o),
+            dst: key.addr(r),
             sport,
             dport,
-            icmp_type: key.icmp_type,
-            icmp_code: key.icmp_code,
+            icmp_type,
+            icmp_code,
             state: e.state,
             seen_reply: e.status & ct_status::CT_S_SEEN_REPLY.0 as u8 != 0,
             assured: e.status & ct_status::CT_S_ASSURED.0 as u8 != 0,
@@ -84,17 +133,18 @@ impl Conn {
     }
 }
 
-/// Calls `f` with every (key, entry) of a connection table map, a few
-/// thousand per syscall.  (libbpf-rs' batch iterator stops at the first
-/// short batch, which hash maps return whenever a bucket does not fit.)
-pub fn for_each(map: &impl MapCore, mut f: impl FnMut(&ct_key, &ct_entry)) -> Result<()> {
+/// Calls `f` with every (key, entry) of a connection table map of key type
+/// `K`, a few thousand per syscall.  (libbpf-rs' batch iterator stops at
+/// the first short batch, which hash maps return whenever a bucket does
+/// not fit.)
+pub fn for_each<K: TableKey>(map: &impl MapCore, mut f: impl FnMut(&K, &ct_entry)) -> Result<()> {
     let ksz = map.key_size() as usize;
     let vsz = map.value_size() as usize;
-    if ksz != std::mem::size_of::<ct_key>() || vsz != std::mem::size_of::<ct_entry>() {
+    if ksz != std::mem::size_of::<K>() || vsz != std::mem::size_of::<ct_entry>() {
         anyhow::bail!("this map is not a connection table ({ksz}-byte keys, {vsz}-byte values)");
     }
     let mut batch: u32 = 4096;
-    let mut keys = vec![ct_key::default(); batch as usize];
+    let mut keys = vec![K::default(); batch as usize];
     let mut vals = vec![ct_entry::default(); batch as usize];
     let mut token = [0u8; 16]; // opaque position; large enough for a hash map's
     let mut first = true;
@@ -129,7 +179,7 @@ pub fn for_each(map: &impl MapCore, mut f: impl FnMut(&ct_key, &ct_entry)) -> Re
             if ret == -(Errno::ENOSPC as i32) && batch < 1 << 20 {
                 // One bucket holds more entries than the batch: grow it.
                 batch *= 2;
-                keys.resize(batch as usize, ct_key::default());
+                keys.resize(batch as usize, K::default());
                 vals.resize(batch as usize, ct_entry::default());
                 continue;
             }
@@ -149,7 +199,7 @@ pub fn for_each(map: &impl MapCore, mut f: impl FnMut(&ct_key, &ct_entry)) -> Re
 
 /// Writes entries into a connection table map, 64k per syscall: for
 /// benchmarks and tools that need a table of a given size.
-pub fn insert(map: &impl MapCore, keys: &[ct_key], entries: &[ct_entry]) -> Result<()> {
+pub fn insert<K: TableKey>(map: &impl MapCore, keys: &[K], entries: &[ct_entry]) -> Result<()> {
     for (k, v) in keys.chunks(65536).zip(entries.chunks(65536)) {
         map.update_batch(
             crate::bpf::slice_bytes(k),
@@ -163,37 +213,46 @@ pub fn insert(map: &impl MapCore, keys: &[ct_key], entries: &[ct_entry]) -> Resu
     Ok(())
 }
 
-/// Reads every live entry of a connection table map.
+/// Reads every live entry of a connection table map, of either family.
 pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
     read_at(map, monotonic_ns())
 }
 
-/// Reads every entry of a connection table map that is live at `now`.
+/// Reads every entry of a connection table map that is live at `now`; the
+/// key's size tells the family.
 pub fn read_at(map: &impl MapCore, now: u64) -> Result<Vec<Conn>> {
-    let mut out = Vec::new();
-    for_each(map, |k, e| {
-        if let Some(c) = Conn::decode(k, e, now) {
-            out.push(c);
-        }
-    })?;
-    Ok(out)
+    fn read_keyed<K: TableKey>(map: &impl MapCore, now: u64) -> Result<Vec<Conn>> {
+        let mut out = Vec::new();
+        for_each::<K>(map, |k, e| {
+            if let Some(c) = Conn::decode(k, e, now) {
+                out.push(c);
+            }
+        })?;
+        Ok(out)
+    }
+    if map.key_size() as usize == std::mem::size_of::<ct_key6>() {
+        read_keyed::<ct_key6>(map, now)
+    } else {
+        read_keyed::<ct_key>(map, now)
+    }
 }
 
-/// The table key of a TCP or UDP flow, whichever way `src` -> `dst` goes:
-/// the lower (address, port) pair takes slot 0, as in the program
-/// (`ct_key_set()` in parse.h).  The table holds IPv4 flows only.
+/// The IPv4 table key of a TCP or UDP flow, whichever way `src` -> `dst`
+/// goes: the lower (address, port) pair takes slot 0, as in the program
+/// (`ct_key_set()` in parse.h).
 pub fn key_for(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<ct_key> {
     ordered(proto, src, dst).map(|(key, _)| key)
+}
+
+/// The IPv6 table key of a TCP or UDP flow, laid out as [`key_for`].
+pub fn key6_for(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<ct_key6> {
+    ordered6(proto, src, dst).map(|(key, _)| key)
 }
 
 /// [`key_for`], and whether `src` went into slot 1.
 fn ordered(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<(ct_key, bool)> {
     let (IpAddr::V4(sa), IpAddr::V4(da)) = (src.0, dst.0) else {
-        bail!(
-            "the table has no key for IPv6 flows ({} -> {})",
-            src.0,
-            dst.0
-        );
+        bail!("not an IPv4 flow: {} -> {}", src.0, dst.0);
     };
     let (s, d) = (u32::from(sa), u32::from(da));
     let swap = s > d || (s == d && src.1 > dst.1);
@@ -211,16 +270,41 @@ fn ordered(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<(ct_key,
     Ok((key, swap))
 }
 
-/// The table key of an ICMP echo exchange (code 0): the id sits in the
-/// requester's port slot.
+/// [`key6_for`], and whether `src` went into slot 1.  Addresses compare
+/// as their bytes do, as in `ct_addr6_cmp()`.
+fn ordered6(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Result<(ct_key6, bool)> {
+    let (IpAddr::V6(sa), IpAddr::V6(da)) = (src.0, dst.0) else {
+        bail!("not an IPv6 flow: {} -> {}", src.0, dst.0);
+    };
+    let swap = (sa.octets(), src.1) > (da.octets(), dst.1);
+    let ((lo, lo_port), (hi, hi_port)) = if swap {
+        ((da, dst.1), (sa, src.1))
+    } else {
+        ((sa, src.1), (da, dst.1))
+    };
+    let words = |a: Ipv6Addr| {
+        let o = a.octets();
+        std::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
+    };
+    let key = ct_key6 {
+        addr: [words(lo), words(hi)],
+        port: [lo_port.to_be(), hi_port.to_be()],
+        proto,
+        ..Default::default()
+    };
+    Ok((key, swap))
+}
+
+/// The IPv4 table key of an ICMP echo exchange (code 0): the id sits in
+/// the requester's port slot.
 pub fn icmp_key(requester: IpAddr, responder: IpAddr, id: u16) -> Result<ct_key> {
     icmp_query_key(requester, responder, ICMP_ECHO, 0, id)
 }
 
-/// The table key of an ICMP query exchange whose request has `icmp_type`
-/// (8, 13, 15, 17) and `code`, as `ct_icmp_key_set()` in parse.h lays it
-/// out: the id in the requester's port slot, the request's type and code,
-/// and which slot the requester holds.
+/// The IPv4 table key of an ICMP query exchange whose request has
+/// `icmp_type` (8, 13, 15, 17) and `code`, as `ct_icmp_key_set()` in
+/// parse.h lays it out: the id in the requester's port slot, the
+/// request's type and code, and which slot the requester holds.
 pub fn icmp_query_key(
     requester: IpAddr,
     responder: IpAddr,
@@ -235,14 +319,40 @@ pub fn icmp_query_key(
     Ok(key)
 }
 
+/// The IPv6 table key of an ICMPv6 query exchange whose request has
+/// `icmp_type` (128 echo, 139 node information) and `code`, laid out as
+/// [`icmp_query_key`].
+pub fn icmp6_query_key(
+    requester: IpAddr,
+    responder: IpAddr,
+    icmp_type: u8,
+    code: u8,
+    id: u16,
+) -> Result<ct_key6> {
+    let (mut key, swapped) = ordered6(IPPROTO_ICMPV6, (requester, id), (responder, 0))?;
+    key.icmp_type = icmp_type;
+    key.icmp_code = code;
+    key.icmp_requester = u8::from(swapped);
+    Ok(key)
+}
+
+/// The IPv6 table key of an ICMPv6 echo exchange (code 0).
+pub fn icmp6_key(requester: IpAddr, responder: IpAddr, id: u16) -> Result<ct_key6> {
+    icmp6_query_key(requester, responder, ICMPV6_ECHO_REQUEST, 0, id)
+}
+
 /// Looks one connection up by key; `None` if absent or expired.
-pub fn lookup(map: &impl MapCore, key: &ct_key) -> Result<Option<(Conn, ct_entry)>> {
+pub fn lookup(map: &impl MapCore, key: &impl TableKey) -> Result<Option<(Conn, ct_entry)>> {
     lookup_at(map, key, monotonic_ns())
 }
 
 /// Looks one connection up by key; `None` if absent or expired at `now`.
-pub fn lookup_at(map: &impl MapCore, key: &ct_key, now: u64) -> Result<Option<(Conn, ct_entry)>> {
-    // SAFETY: ct_key is a plain C struct; viewing it as bytes is sound.
+pub fn lookup_at(
+    map: &impl MapCore,
+    key: &impl TableKey,
+    now: u64,
+) -> Result<Option<(Conn, ct_entry)>> {
+    // SAFETY: table keys are plain C structs; viewing one as bytes is sound.
     let kb = unsafe { plain::as_bytes(key) };
     let Some(v) = map
         .lookup(kb, MapFlags::ANY)

@@ -1199,3 +1199,152 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
         "the netlink attachments must be gone"
     );
 }
+
+/// IPv6 addresses of the two namespaces, beside their IPv4 ones.
+const ADDR6_1: &str = "fd00::1";
+const ADDR6_2: &str = "fd00::2";
+
+/// Gives each namespace its IPv6 address (no duplicate address detection,
+/// so it is usable at once); neighbours are left to neighbour discovery.
+fn add_ipv6(topo: &Topology) {
+    for (ns, a) in [(topo.ns1(), ADDR6_1), (topo.ns2(), ADDR6_2)] {
+        let out = topo.exec(
+            &ns,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "replace",
+                &format!("{a}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        assert!(out.status.success(), "adding {a}: {out:?}");
+    }
+}
+
+/// Runs one iperf3 client from ns1 against a one-shot server in ns2, over
+/// IPv6, and returns the client's JSON.
+fn iperf3_6(topo: &Topology, args: &[&str]) -> String {
+    let server = Command::new("ip")
+        .args(["netns", "exec", &topo.ns2()])
+        .args(["iperf3", "-s", "-1", "-B", ADDR6_2, "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting iperf3 -s");
+    let _server = Reaped(server);
+    let listening = wait_for(IO_TIMEOUT, || {
+        let out = topo.exec(&topo.ns2(), &["ss", "-Hltn", "sport", "=", ":5201"]);
+        !out.stdout.is_empty()
+    });
+    assert!(listening, "iperf3 -s is not listening");
+    let mut cmd = vec![
+        "timeout",
+        "60",
+        "iperf3",
+        "-6",
+        "-c",
+        ADDR6_2,
+        "-B",
+        ADDR6_1,
+        "-p",
+        "5201",
+        "--connect-timeout",
+        "10000",
+        "--json",
+    ];
+    cmd.extend_from_slice(args);
+    let out = topo.exec(&topo.ns1(), &cmd);
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "iperf3 {args:?} failed: {json}");
+    json
+}
+
+#[test]
+fn dual_stack_ping6_and_iperf3_over_ipv6_are_tracked_beside_ipv4() {
+    const BYTES: u64 = 4 << 20;
+    let topo = Topology::up();
+    add_ipv6(&topo);
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let (a1, a2): (IpAddr, IpAddr) = (ADDR6_1.parse().unwrap(), ADDR6_2.parse().unwrap());
+
+    // ping -6 finds its neighbour through the tracker (neighbour
+    // solicitation and advertisement cross untracked), and IPv4 beside it.
+    let out = topo.exec(
+        &topo.ns1(),
+        &[
+            "ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", ADDR6_2,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("3 packets transmitted, 3 received"),
+        "ping -6 through the tracker: {text}"
+    );
+    assert!(ping_all_answered(&topo, 3), "ping (IPv4) beside IPv6");
+
+    let tcp = iperf3_6(&topo, &["-n", &BYTES.to_string()]);
+    assert!(json_number(&tcp, "sum_sent", "bytes") >= BYTES, "{tcp}");
+    assert!(json_number(&tcp, "sum_received", "bytes") > 0, "{tcp}");
+    let tcp_port = json_number(&tcp, "connected", "local_port") as u16;
+    let udp = iperf3_6(&topo, &["-u", "-b", "20M", "-t", "1"]);
+    assert!(json_number(&udp, "sum", "packets") > 0, "{udp}");
+    let udp_port = json_number(&udp, "connected", "local_port") as u16;
+    assert_nothing_invalid(&tracker);
+
+    // The dump, field by field, for both families.
+    let to = SocketAddr::new(a2, 5201);
+    let table = tracker.table();
+    let find = |proto: &str, from: SocketAddr| {
+        table
+            .iter()
+            .find(|e| e.proto == proto && e.orig == Tuple::ports(from, to))
+            .unwrap_or_else(|| panic!("no {proto} entry from {from}: {table:#?}"))
+    };
+    let data = find("tcp", SocketAddr::new(a1, tcp_port));
+    assert_eq!(data.l4proto, 6);
+    assert_eq!(data.reply, Tuple::ports(to, SocketAddr::new(a1, tcp_port)));
+    assert!(data.assured && !data.unreplied, "{data:?}");
+    assert!(
+        data.in_state("TIME_WAIT") || data.in_state("CLOSE") || data.in_state("ESTABLISHED"),
+        "{data:?}"
+    );
+    let u = find("udp", SocketAddr::new(a1, udp_port));
+    // iperf3's server answers the client's first datagram.
+    assert_eq!((u.l4proto, u.unreplied), (17, false), "{u:?}");
+    assert_eq!(u.reply, Tuple::ports(to, SocketAddr::new(a1, udp_port)));
+    let echo6: Vec<_> = table
+        .iter()
+        .filter(|e| {
+            let L4::Icmp { id, .. } = e.orig.l4 else {
+                return false;
+            };
+            e.proto == "icmpv6"
+                && e.l4proto == 58
+                && e.orig == Tuple::icmp(a1, a2, 128, 0, id)
+                && e.reply == Tuple::icmp(a2, a1, 129, 0, id)
+                && !e.unreplied
+                && !e.assured
+        })
+        .collect();
+    assert_eq!(echo6.len(), 1, "one answered icmpv6 echo: {table:#?}");
+    let echo4 = table.iter().filter(|e| e.proto == "icmp").count();
+    assert_eq!(echo4, 1, "the IPv4 echo beside it: {table:#?}");
+
+    // -f ipv6 lists exactly the IPv6 entries, -o extended says so.
+    let (v6, _) = dump_with(&tracker.pin_path, &["-f", "ipv6", "-o", "extended"]);
+    let n6 = table.iter().filter(|e| e.orig.src.is_ipv6()).count();
+    assert_eq!(v6.len(), n6, "{v6:#?}");
+    assert!(v6.iter().all(|l| l.starts_with("ipv6     10 ")), "{v6:#?}");
+    let (v4, _) = dump_with(&tracker.pin_path, &["-f", "ipv4"]);
+    assert_eq!(v4.len(), table.len() - n6, "{v4:#?}");
+
+    // Counters: IPv6 frames and connections are counted as such, and the
+    // neighbour discovery that made it work passed untracked.
+    let s = tracker.stats();
+    assert!(s["new_ipv6"] >= 4 && s["new_ipv6"] < s["new"], "{s:?}");
+    assert!(s["ipv6"] > 0 && s["untracked"] > 0, "{s:?}");
+}

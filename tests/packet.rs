@@ -214,15 +214,15 @@ fn arp_request(from: IpAddr, to: IpAddr) -> Vec<u8> {
     ether_frame(0x0806, &a)
 }
 
-/// An IPv6 frame carrying the TCP header of `tcp_frame`.
-fn ipv6_tcp(tcp_frame: &[u8]) -> Vec<u8> {
-    let seg = &tcp_frame[L4..L4 + 20];
+/// An IPv6 frame carrying 4 bytes of GRE.
+fn ipv6_gre() -> Vec<u8> {
+    let seg = [0u8; 4];
     let mut ip6 = vec![0x60, 0, 0, 0];
     ip6.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    ip6.extend_from_slice(&[6, 64]);
+    ip6.extend_from_slice(&[47, 64]);
     ip6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
     ip6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    ip6.extend_from_slice(seg);
+    ip6.extend_from_slice(&seg);
     ether_frame(0x86dd, &ip6)
 }
 
@@ -2004,7 +2004,7 @@ fn ip_options_are_skipped_and_the_flow_tracked() {
 }
 
 #[test]
-fn fragments_are_forwarded_untracked() {
+fn fragments_are_forwarded_and_counted_untracked() {
     let h = Harness::default_config();
     let f = Flow::new(0);
     let frag = |frame: Vec<u8>, frag_off: u16| {
@@ -2017,7 +2017,7 @@ fn fragments_are_forwarded_untracked() {
         ("last fragment (offset 1480)", frag(f.c_udp(b"tail"), 185)),
         ("middle fragment", frag(f.c_udp(b"middle"), 0x2000 | 185)),
     ] {
-        run_counted(&h, &frame, XDP_REDIRECT, &["untracked"], what);
+        run_counted(&h, &frame, XDP_REDIRECT, &["fragments"], what);
     }
     assert_eq!(h.raw_len(), 0);
 }
@@ -2084,17 +2084,22 @@ fn broken_l4_headers_are_dropped_as_invalid() {
 }
 
 #[test]
-fn non_ipv4_frames_and_other_protocols_are_forwarded_untracked() {
+fn non_ip_frames_and_other_protocols_are_forwarded_untracked() {
     let h = Harness::default_config();
     let f = Flow::new(0);
     let gre = ip_frame(&Ether::default(), f.c.addr, f.s.addr, 47, vec![0; 4]);
-    for (what, frame) in [
-        ("ARP", arp_request(f.c.addr, f.s.addr)),
-        ("IPv6", ipv6_tcp(&f.c(SYN, 100, 0))),
-        ("GRE", gre),
-    ] {
+    for (what, frame) in [("ARP", arp_request(f.c.addr, f.s.addr)), ("GRE", gre)] {
         run_counted(&h, &frame, XDP_REDIRECT, &["untracked"], what);
     }
+    // IPv6 is counted as IPv6 besides (tests/packet6.rs has the rest).
+    let gre6 = ipv6_gre();
+    run_counted(
+        &h,
+        &gre6,
+        XDP_REDIRECT,
+        &["untracked", "ipv6"],
+        "GRE over IPv6",
+    );
     assert_eq!(h.raw_len(), 0);
 }
 

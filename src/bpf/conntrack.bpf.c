@@ -3,10 +3,10 @@
  * xdp-conntrack: a stateful bump in the wire.
  *
  * Every frame that arrives on one of two interfaces leaves through the
- * other (bpf_redirect_map() through a two-slot devmap).  IPv4 TCP, UDP and
- * ICMP query flows are tracked in one hash map with the semantics of the
- * kernel's nf_conntrack, and ICMP errors about them pass as RELATED;
- * packets it would call INVALID are dropped.
+ * other (bpf_redirect_map() through a two-slot devmap).  TCP, UDP and ICMP
+ * query flows of both IP families are tracked in a hash map per family
+ * with the semantics of the kernel's nf_conntrack, and ICMP errors about
+ * them pass as RELATED; packets it would call INVALID are dropped.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -67,6 +67,20 @@ struct {
 	__type(key, struct ct_key);
 	__type(value, struct ct_entry);
 } ct_table SEC(".maps");
+
+/*
+ * IPv6 connections: the same entries under the wider key (struct ct_key6
+ * says why it is a table of its own).  The loader sizes it like ct_table.
+ * Every lookup names its table at its own call site: the verifier then
+ * knows the map at each one and inlines the hash lookup, which it cannot
+ * do for a map pointer that differs by path.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key6);
+	__type(value, struct ct_entry);
+} ct_table6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
@@ -136,9 +150,9 @@ static const char ct_state_names[CT_TCP_MAX + 2][12] = {
 };
 #undef CT_TCP_NAME
 
-static const char ct_verdict_names[CT_RELATED + 1][10] = {
+static const char ct_verdict_names[CT_FRAGMENT + 1][10] = {
 	"forward",   "invalid",	  "full",    "strict",
-	"malformed", "untracked", "related",
+	"malformed", "untracked", "related", "fragment",
 };
 
 static __always_inline const char *state_name(__u8 s)
@@ -169,6 +183,8 @@ static __always_inline enum ct_counter ct_verdict_counter(enum ct_verdict v)
 		return CT_C_UNTRACKED;
 	case CT_RELATED:
 		return CT_C_RELATED;
+	case CT_FRAGMENT:
+		return CT_C_FRAGMENTS;
 	case CT_DROP_FULL:
 		return CT_C_TABLE_FULL;
 	case CT_DROP_STRICT:
@@ -321,6 +337,8 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 
 /**
  * ct_create() - a packet with no live entry: may it open a connection?
+ * @table: the packet's family's table
+ * @key: the packet's key in it
  * @p: the packet
  * @now: the program's clock
  * @st: this CPU's counters
@@ -333,8 +351,10 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
  *
  * Return: CT_FORWARD to go on, or why the packet cannot open a connection.
  */
-static __always_inline enum ct_verdict
-ct_create(const struct ct_pkt *p, __u64 now, struct ct_stats *st, bool *created)
+static __always_inline enum ct_verdict ct_create(void *table, const void *key,
+						 const struct ct_pkt *p,
+						 __u64 now, struct ct_stats *st,
+						 bool *created)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct ct_entry *n;
@@ -390,9 +410,11 @@ ct_create(const struct ct_pkt *p, __u64 now, struct ct_stats *st, bool *created)
 		break;
 	}
 
-	err = bpf_map_update_elem(&ct_table, &p->key, n, BPF_NOEXIST);
+	err = bpf_map_update_elem(table, key, n, BPF_NOEXIST);
 	if (likely(!err)) {
 		ct_count(st, CT_C_NEW);
+		if (p->family == AF_INET6)
+			ct_count(st, CT_C_NEW_IPV6);
 		*created = true;
 		return CT_FORWARD;
 	}
@@ -410,12 +432,15 @@ ct_create(const struct ct_pkt *p, __u64 now, struct ct_stats *st, bool *created)
 /**
  * ct_track() - look a parsed packet up, and create, advance or remove its
  * connection
+ * @table: the packet's family's table, named at the call site
+ * @key: the packet's key in it
  * @p: the packet
  * @st: this CPU's counters
  *
  * Return: the packet's verdict.
  */
-static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
+static __always_inline enum ct_verdict ct_track(void *table, const void *key,
+						const struct ct_pkt *p,
 						struct ct_stats *st)
 {
 	__u64 now = ct_now();
@@ -424,18 +449,18 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
 	enum ct_update upd;
 	struct ct_entry *e;
 
-	e = bpf_map_lookup_elem(&ct_table, &p->key);
+	e = bpf_map_lookup_elem(table, key);
 	if (e && unlikely(READ_ONCE(e->expires) <= now)) {
 		/* An expired entry is as good as absent. */
-		if (!bpf_map_delete_elem(&ct_table, &p->key))
+		if (!bpf_map_delete_elem(table, key))
 			ct_count(st, CT_C_EXPIRED);
 		e = NULL;
 	}
 	if (!e) {
-		verdict = ct_create(p, now, st, &created);
+		verdict = ct_create(table, key, p, now, st, &created);
 		if (verdict != CT_FORWARD || created)
 			return verdict;
-		e = bpf_map_lookup_elem(&ct_table, &p->key);
+		e = bpf_map_lookup_elem(table, key);
 		/* Gone already: another CPU's packet closed it. */
 		if (!e)
 			return CT_FORWARD;
@@ -450,7 +475,7 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
 		return CT_FORWARD;
 	case CT_UPD_KILL:
 		/* Only the CPU whose delete succeeds counts it. */
-		if (!bpf_map_delete_elem(&ct_table, &p->key))
+		if (!bpf_map_delete_elem(table, key))
 			ct_count(st, CT_C_CLOSED);
 		return CT_FORWARD;
 	default:
@@ -460,7 +485,9 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
 
 /**
  * ct_related() - is the connection an ICMP error quotes tracked?
- * @p: the error, with the quoted packet's tuple and key (parse_icmp_error())
+ * @table: the error's family's table, named at the call site
+ * @key: the quoted packet's key in it
+ * @p: the error, with the quoted packet's tuple (parse_icmp_error())
  *
  * The kernel marks such an error RELATED and leaves the connection as it
  * was: nf_conntrack_in() skips the protocol's packet handler, so there is
@@ -468,9 +495,10 @@ static __always_inline enum ct_verdict ct_track(const struct ct_pkt *p,
  *
  * Return: CT_RELATED, or CT_DROP_INVALID when there is no live entry.
  */
-static __always_inline enum ct_verdict ct_related(const struct ct_pkt *p)
+static __always_inline enum ct_verdict ct_related(void *table, const void *key,
+						  const struct ct_pkt *p)
 {
-	struct ct_entry *e = bpf_map_lookup_elem(&ct_table, &p->key);
+	struct ct_entry *e = bpf_map_lookup_elem(table, key);
 
 	/* An expired entry is absent, as ever; the sweep removes it. */
 	if (!e || READ_ONCE(e->expires) <= ct_now()) {
@@ -478,10 +506,16 @@ static __always_inline enum ct_verdict ct_related(const struct ct_pkt *p)
 		       p->icmp_type, p->icmp_code);
 		return CT_DROP_INVALID;
 	}
-	ct_log("xct: icmp error type=%u code=%u related to proto=%u "
-	       "%pI4:%u -> %pI4:%u",
-	       p->icmp_type, p->icmp_code, p->key.proto, &p->saddr.v4,
-	       bpf_ntohs(p->sport), &p->daddr.v4, bpf_ntohs(p->dport));
+	if (p->family == AF_INET6)
+		ct_log("xct: icmp error type=%u code=%u related to proto=%u "
+		       "[%pI6]:%u -> [%pI6]:%u",
+		       p->icmp_type, p->icmp_code, p->key.proto, &p->saddr.v6,
+		       bpf_ntohs(p->sport), &p->daddr.v6, bpf_ntohs(p->dport));
+	else
+		ct_log("xct: icmp error type=%u code=%u related to proto=%u "
+		       "%pI4:%u -> %pI4:%u",
+		       p->icmp_type, p->icmp_code, p->key.proto, &p->saddr.v4,
+		       bpf_ntohs(p->sport), &p->daddr.v4, bpf_ntohs(p->dport));
 	return CT_RELATED;
 }
 
@@ -556,9 +590,11 @@ int xdp_conntrack(struct xdp_md *ctx)
 	pkt = bpf_map_lookup_elem(&ct_pkt_slot, &zero);
 	if (unlikely(!pkt))
 		return XDP_ABORTED;
-	__builtin_memset(pkt, 0, sizeof(*pkt));
+	__builtin_memset(pkt, 0, CT_PKT_CLEAR);
 
-	verdict = ct_parse(data, data_end, len, pkt, &l3);
+	verdict = ct_parse(ctx, data, data_end, len, pkt, &l3);
+	if (pkt->family == AF_INET6)
+		ct_count(st, CT_C_IPV6);
 	/* Checksums come after the parser's own checks, as in the kernel's
 	 * *_error(), and before the packet may touch the table.  Whatever
 	 * the parser lets through is checked, tracked or not: the kernel
@@ -570,20 +606,35 @@ int xdp_conntrack(struct xdp_md *ctx)
 	     verdict == CT_RELATED) &&
 	    ct_csum_l4(ctx, pkt, &l3) != CT_FORWARD)
 		verdict = CT_DROP_INVALID;
+	/* Each table at a call site of its own (see ct_table6). */
 	if (verdict == CT_FORWARD) {
-		ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u flags=0x%x",
-		       pkt->key.proto, &pkt->saddr.v4, bpf_ntohs(pkt->sport),
-		       &pkt->daddr.v4, bpf_ntohs(pkt->dport), pkt->flags);
-		verdict = ct_track(pkt, st);
+		if (pkt->family == AF_INET6) {
+			ct_log("xct: pkt proto=%u [%pI6]:%u -> [%pI6]:%u "
+			       "flags=0x%x",
+			       pkt->key.proto, &pkt->saddr.v6,
+			       bpf_ntohs(pkt->sport), &pkt->daddr.v6,
+			       bpf_ntohs(pkt->dport), pkt->flags);
+			verdict = ct_track(&ct_table6, &pkt->key6, pkt, st);
+		} else {
+			ct_log("xct: pkt proto=%u %pI4:%u -> %pI4:%u "
+			       "flags=0x%x",
+			       pkt->key.proto, &pkt->saddr.v4,
+			       bpf_ntohs(pkt->sport), &pkt->daddr.v4,
+			       bpf_ntohs(pkt->dport), pkt->flags);
+			verdict = ct_track(&ct_table, &pkt->key, pkt, st);
+		}
 	} else if (verdict == CT_RELATED) {
-		verdict = ct_related(pkt);
+		if (pkt->family == AF_INET6)
+			verdict = ct_related(&ct_table6, &pkt->key6, pkt);
+		else
+			verdict = ct_related(&ct_table, &pkt->key, pkt);
 	}
 
 	ct_count(st, ct_verdict_counter(verdict));
 	if (verdict != CT_FORWARD && verdict != CT_UNTRACKED &&
-	    verdict != CT_RELATED) {
+	    verdict != CT_RELATED && verdict != CT_FRAGMENT) {
 		ct_log("xct: verdict %s, drop",
-		       ct_verdict_names[verdict <= CT_RELATED ? verdict : 1]);
+		       ct_verdict_names[verdict <= CT_FRAGMENT ? verdict : 1]);
 		return XDP_DROP;
 	}
 	return ct_redirect(ctx, in, len, st);
@@ -600,8 +651,8 @@ struct sweep_ctx {
 	__u64 removed;
 };
 
-static long sweep_cb(struct bpf_map *map, struct ct_key *key,
-		     struct ct_entry *e, struct sweep_ctx *c)
+static long sweep_cb(struct bpf_map *map, void *key, struct ct_entry *e,
+		     struct sweep_ctx *c)
 {
 	if (READ_ONCE(e->expires) <= c->now && !bpf_map_delete_elem(map, key))
 		c->removed++;
@@ -616,6 +667,7 @@ int ct_sweep(struct xdp_md *ctx)
 	__u32 zero = 0;
 
 	bpf_for_each_map_elem(&ct_table, sweep_cb, &c, 0);
+	bpf_for_each_map_elem(&ct_table6, sweep_cb, &c, 0);
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (st)
 		st->n[CT_C_SWEPT] += c.removed;
@@ -625,7 +677,8 @@ int ct_sweep(struct xdp_md *ctx)
 /*
  * The sweep for kernels without bpf_for_each_map_elem() (before 5.13):
  * userspace lists candidates with a batch lookup and hands each key to this
- * program as its packet data.  It checks the deadline again, under the
+ * program as its packet data, whose length tells the table (a struct
+ * ct_key or a struct ct_key6).  It checks the deadline again, under the
  * program's own clock, so an entry refreshed in between survives, and it
  * counts on the per-CPU counters, which userspace cannot update safely.
  */
@@ -634,18 +687,34 @@ int ct_reap(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct ct_key6 *key6 = data;
 	struct ct_key *key = data;
 	struct ct_stats *st;
 	struct ct_entry *e;
+	__u64 now = ct_now();
 	__u32 zero = 0;
 
-	if (key + 1 > data_end)
+	/* The verifier follows a packet pointer compared with data_end by
+	 * order only, so the length picks the table and a bounds check each
+	 * way makes the key readable.
+	 */
+	if (data_end - data == sizeof(*key6)) {
+		if ((void *)(key6 + 1) > data_end)
+			return XDP_ABORTED;
+		e = bpf_map_lookup_elem(&ct_table6, key6);
+		if (!e || READ_ONCE(e->expires) > now ||
+		    bpf_map_delete_elem(&ct_table6, key6))
+			return XDP_PASS;
+	} else if (data_end - data == sizeof(*key)) {
+		if ((void *)(key + 1) > data_end)
+			return XDP_ABORTED;
+		e = bpf_map_lookup_elem(&ct_table, key);
+		if (!e || READ_ONCE(e->expires) > now ||
+		    bpf_map_delete_elem(&ct_table, key))
+			return XDP_PASS;
+	} else {
 		return XDP_ABORTED;
-	e = bpf_map_lookup_elem(&ct_table, key);
-	if (!e || READ_ONCE(e->expires) > ct_now())
-		return XDP_PASS;
-	if (bpf_map_delete_elem(&ct_table, key))
-		return XDP_PASS;
+	}
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (st)
 		ct_count(st, CT_C_SWEPT);

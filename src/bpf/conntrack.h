@@ -111,6 +111,24 @@ struct ct_key {
 };
 
 /*
+ * The key of an IPv6 connection, in the table of its own (ct_table6): the
+ * same layout with 16-byte addresses, ordered the same way (an address
+ * compares as its bytes do, big-endian).  IPv4 keeps its 16-byte key: the
+ * table's hash runs over the whole key on every lookup, and a 40-byte key
+ * for both families would make every IPv4 packet pay for IPv6's width
+ * (docs/BENCHMARKS.md).  ICMPv6 queries (echo 128, node information 139)
+ * fill the ICMP fields as ICMP queries do.
+ */
+struct ct_key6 {
+	__be32 addr[2][4];
+	__be16 port[2];
+	__u8 proto;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 icmp_requester;
+};
+
+/*
  * What one direction of a TCP connection has shown, for window tracking
  * (the kernel's struct ip_ct_tcp_state).  Sequence numbers in host order.
  */
@@ -186,7 +204,10 @@ enum ct_counter {
 	CT_C_CLOSED,	   /* entry removed by the state machine */
 	/* lost the race to create an entry: went through the winner's */
 	CT_C_CLASH_RESOLVE,
-	CT_C_RELATED, /* ICMP error about a connection, forwarded */
+	CT_C_RELATED,	/* ICMP error about a connection, forwarded */
+	CT_C_FRAGMENTS, /* IP fragment: see ct_fragment() for what happens */
+	CT_C_IPV6,	/* IPv6 frames seen (tracked or not), any verdict */
+	CT_C_NEW_IPV6,	/* of CT_C_NEW, IPv6 connections */
 	CT_C_MAX,
 };
 
@@ -239,6 +260,7 @@ enum ct_verdict {
 	CT_DROP_MALFORMED = 4, /* broken L2/L3 header */
 	CT_UNTRACKED = 5,      /* not tracked: forwarded as it is */
 	CT_RELATED = 6,	       /* an ICMP error about a tracked connection */
+	CT_FRAGMENT = 7,       /* an IP fragment: forwarded, not tracked */
 };
 
 /* What a packet did to a connection's entry (ct_tcp_packet and friends). */

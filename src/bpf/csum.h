@@ -9,7 +9,10 @@
  *     PRE_ROUTING while nf_conntrack_checksum=1, the default: a packet
  *     that fails it is INVALID and leaves the table as it was.  ICMP is
  *     checked before its type is looked at, so every ICMP packet is, and
- *     its sum has no pseudo-header.  A UDP checksum of 0 means "none".
+ *     its sum has no pseudo-header; ICMPv6 likewise
+ *     (nf_conntrack_icmpv6_error()), neighbour discovery included, with
+ *     IPv6's pseudo-header.  A UDP checksum of 0 means "none", in both
+ *     families, as udp_error() takes it.
  *     --no-checksum (ct_cfg.checksum = 0) is nf_conntrack_checksum=0: it
  *     turns these off, and only these; the IP layer's check stays.
  *
@@ -17,8 +20,8 @@
  * reads only what the parser left in struct ct_pkt and struct ct_l3 (the
  * family and addresses for the pseudo-header, where the segment starts
  * and how long it is), so a new family needs only a pseudo-header case.
- * IPv4 fragments are not checked: no fragment holds the whole datagram,
- * and the parser forwards them untracked before this stage.
+ * Fragments are not checked: no fragment holds the whole datagram, and
+ * the parser hands them on before this stage.
  *
  * The sums are one's complement sums (RFC 1071) of words loaded in host
  * order, never byte-swapped: the sum of byte-swapped 16-bit words is the
@@ -183,6 +186,29 @@ static __always_inline __u64 ct_csum_pseudo(const struct ct_pkt *p, __u8 proto,
 #pragma unroll
 	for (i = 0; i < 4; i++)
 		s += (__u64)p->saddr.v6[i] + p->daddr.v6[i];
+	return s;
+}
+
+/**
+ * ct_csum_pseudo6() - an IPv6 pseudo-header's share, from the header
+ * @ip6: the IPv6 header, known to be whole
+ * @proto: the transport protocol
+ * @len: the upper-layer length
+ *
+ * For ICMPv6, whose error parser has replaced the packet's addresses in
+ * struct ct_pkt with those of the packet it quotes.
+ */
+static __always_inline __u64 ct_csum_pseudo6(const struct ipv6hdr *ip6,
+					     __u8 proto, __u32 len)
+{
+	const __u32 *w = (const __u32 *)&ip6->saddr;
+	__u64 s = (__u64)bpf_htonl(len) + bpf_htonl(proto);
+	int i;
+
+	/* saddr and daddr: eight words in a row. */
+#pragma unroll
+	for (i = 0; i < 8; i++)
+		s += w[i];
 	return s;
 }
 
@@ -482,6 +508,15 @@ ct_csum_l4(struct xdp_md *ctx, const struct ct_pkt *p, const struct ct_l3 *l3)
 		break;
 	case IPPROTO_ICMP:
 		sum = 0;
+		x = *(const __u64 *)l4;
+		CT_CSUM_ADD64(hsum, x);
+		head = sizeof(struct icmphdr);
+		break;
+	case IPPROTO_ICMPV6:
+		/* Unlike ICMP's, ICMPv6's sum has a pseudo-header. */
+		if (!l3->ip6 || (void *)(l3->ip6 + 1) > data_end)
+			return CT_FORWARD;
+		sum = ct_csum_pseudo6(l3->ip6, IPPROTO_ICMPV6, len);
 		x = *(const __u64 *)l4;
 		CT_CSUM_ADD64(hsum, x);
 		head = sizeof(struct icmphdr);

@@ -33,6 +33,8 @@ use plain::Plain;
 // them) generated from the program's BTF; every bit pattern is a valid
 // value, so they may be read from raw map bytes.
 unsafe impl Plain for types::ct_key {}
+// SAFETY: as above.
+unsafe impl Plain for types::ct_key6 {}
 // SAFETY: as above; `bpf_spin_lock` is a `u32` wrapper.
 unsafe impl Plain for types::ct_entry {}
 // SAFETY: as above.

@@ -7,27 +7,38 @@
  * (hdr + 1 > data_end).  Parsing runs in three stages, and only the middle
  * one knows the address family:
  *   1. parse_ethhdr(): Ethernet and up to two VLAN tags (802.1Q / 802.1ad);
- *   2. parse_ipv4(): the network header, into the family-free struct
- *      ct_l3 (where the transport header is, how long it is, which
- *      protocol) and the packet's addresses in struct ct_pkt;
- *   3. parse_l4(): TCP, UDP and ICMP on top of struct ct_l3, ending in
- *      ct_key_set(), the one place that lays out the table's key.
- * A new family is a new stage 2 and a case in ct_key_set().
+ *   2. parse_ipv4() or parse_ipv6(): the network header, into the
+ *      family-free struct ct_l3 (where the transport header is, how long
+ *      it is, which protocol) and the packet's addresses in struct ct_pkt;
+ *      IPv6's extension headers are walked by ct_ipv6_skip_exthdr();
+ *   3. parse_tcp(), parse_udp(), parse_icmp(): the transport header on top
+ *      of struct ct_l3, ending in ct_key_set(), the one place that lays
+ *      out the tables' keys (IPv4's struct ct_key, IPv6's struct ct_key6).
  *
  * The parser decides what happens to frames it cannot track:
  *   - shorter than an Ethernet header, a truncated VLAN tag or IPv4
  *     header, IHL < 5, version != 4, a wrong header checksum, or tot_len
  *     beyond the frame or below the header: CT_DROP_MALFORMED (the
  *     kernel's ip_rcv() drops these before conntrack sees them);
+ *   - a truncated IPv6 header, version != 6, a payload length beyond the
+ *     frame (ipv6_rcv() drops these), and an extension header chain that
+ *     runs past the datagram or the first buffer, or is longer than
+ *     CT_IPV6_EXTHDR_MAX headers: CT_DROP_MALFORMED;
+ *   - IPv6 with no next header (59) where the transport header should
+ *     be: CT_DROP_INVALID, as nf_conntrack_in() finds no protocol;
  *   - a TCP/UDP/ICMP header that is truncated or inconsistent (TCP data
  *     offset < 5 or past the datagram, UDP length out of range):
  *     CT_DROP_INVALID, as nf_conntrack's tcp_error()/udp_error() do;
  *   - ICMP that is neither a query (echo, timestamp, information, address
  *     mask) nor an error, and an ICMP error that cannot be about any
  *     connection: CT_DROP_INVALID, as icmp_error() decides;
- *   - non-IPv4 ethertypes (ARP, IPv6, ...), IPv4 fragments (no L4
- *     header to key on, and XDP cannot reassemble) and other IP
- *     protocols: CT_UNTRACKED, forwarded as they are.
+ *   - ICMPv6 neighbour discovery, router and MLD messages: CT_UNTRACKED,
+ *     as nf_conntrack_icmpv6_error() leaves them (noct_valid_new[]);
+ *   - IPv4 and IPv6 fragments, first or later: CT_FRAGMENT (see
+ *     ct_fragment() in conntrack.bpf.c: XDP sees one fragment at a time,
+ *     where the kernel tracks the reassembled datagram);
+ *   - other ethertypes (ARP, ...) and other IP protocols: CT_UNTRACKED,
+ *     forwarded as they are.
  * An ICMP error that may be about a connection returns CT_RELATED with the
  * key of the packet it quotes; the tracker must then find that connection.
  */
@@ -38,6 +49,7 @@
 
 #define VLAN_MAX_DEPTH 2
 #define AF_INET	       2
+#define AF_INET6       10
 
 #define TCPOPT_EOL	     0
 #define TCPOPT_NOP	     1
@@ -65,7 +77,13 @@ union ct_addr {
 	__be32 v6[4];
 };
 
-/* What the tracker needs from one packet; numbers in host byte order. */
+/*
+ * What the tracker needs from one packet; numbers in host byte order.
+ * key's proto and ICMP fields are the family-free part of the key and are
+ * set for both families (the tracker reads them there); key6 is the IPv6
+ * table's whole key, and it comes last so that IPv4 packets need not
+ * clear it: parse_ipv6() writes it whole.
+ */
 struct ct_pkt {
 	struct ct_key key;
 	union ct_addr saddr; /* the packet's own tuple, as it travels */
@@ -87,11 +105,19 @@ struct ct_pkt {
 	__u8 wscale;   /* the window scale option's shift, at most 14 */
 	__u8 has_sack; /* a SACK option was seen */
 	__u8 icmp_code;
+	struct ct_key6 key6; /* IPv6 only; see above */
 };
+
+/* The part of struct ct_pkt that every packet clears: all but key6. */
+#define CT_PKT_CLEAR __builtin_offsetof(struct ct_pkt, key6)
 
 /* The network layer of a packet, as the transport parsers need it. */
 struct ct_l3 {
-	void *l4;    /* the transport header */
+	void *l4; /* the transport header */
+	/* IPv6: the header, whose addresses ICMPv6's checksum covers (an
+	 * error's parser replaces the packet's with the quoted ones)
+	 */
+	const struct ipv6hdr *ip6;
 	__u32 l4len; /* transport header and payload, from the IP header */
 	__u8 proto;  /* IPPROTO_* */
 };
@@ -205,7 +231,7 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data,
 	if (tot < hlen || (__u32)((void *)iph - data) + tot > frame_len)
 		return CT_DROP_MALFORMED;
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return CT_UNTRACKED;
+		return CT_FRAGMENT;
 
 	p->family = AF_INET;
 	p->saddr.v4 = iph->saddr;
@@ -216,33 +242,232 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data,
 	return CT_FORWARD;
 }
 
+/* How many extension headers ct_ipv6_skip_exthdr() walks at most. */
+#define CT_IPV6_EXTHDR_MAX 8
+
+/*
+ * What ct_ipv6_skip_exthdr() returns: the transport header's offset from
+ * the frame's start in the low 14 bits, its protocol from bit 16, and
+ * whether a fragment header was passed; or a negative error.  The offset
+ * stays below 16k, inside any first buffer: the verifier grants a packet
+ * pointer no range once its variable offset plus the access may pass 64k.
+ */
+#define CT_X6_OFF	0x3fff
+#define CT_X6_PROTO(r)	(((r) >> 16) & 0xff)
+#define CT_X6_FRAG	(1 << 24) /* a fragment header, not an atomic one */
+#define CT_X6_MALFORMED (-1)	  /* past the datagram, or too long a chain */
+#define CT_X6_NONE	(-2)	  /* no next header (59) */
+
+/* The kernel's ipv6_ext_hdr(): the headers ipv6_skip_exthdr() steps over. */
+static __always_inline bool ipv6_ext_hdr(__u8 nexthdr)
+{
+	return nexthdr == NEXTHDR_HOP || nexthdr == NEXTHDR_ROUTING ||
+	       nexthdr == NEXTHDR_FRAGMENT || nexthdr == NEXTHDR_AUTH ||
+	       nexthdr == NEXTHDR_NONE || nexthdr == NEXTHDR_DEST;
+}
+
+/**
+ * ct_ipv6_skip_exthdr() - step over IPv6 extension headers, as the
+ * kernel's ipv6_skip_exthdr() does
+ * @ctx: the frame
+ * @off: offset of the first extension header from the frame's start
+ * @end: offset of the datagram's end (or of the quote's, in an error)
+ * @nexthdr: the first extension header's type
+ *
+ * Hop-by-hop, routing and destination options are (len + 1) * 8 bytes,
+ * authentication (len + 2) * 4, a fragment header 8.  The walk stops at
+ * the first header that is none of these, or at a fragment header whose
+ * offset is not 0: a later fragment carries no transport header.  An
+ * atomic fragment (offset 0, no more fragments, RFC 6946) is stepped
+ * over like any header, as the kernel does once its defragmenter has
+ * passed it.
+ *
+ * A global function, so the verifier checks it once, not once for each
+ * caller (the packet's own chain and the chain an ICMPv6 error quotes).
+ * The chain must lie in the frame's first buffer; real chains are a few
+ * dozen bytes.  The kernel walks any number of headers; this stops at
+ * CT_IPV6_EXTHDR_MAX, more than any real stack sends (RFC 8200 4.1 allows
+ * each but the destination options once).
+ *
+ * Return: the transport header's offset, protocol and CT_X6_FRAG packed
+ * (see above), CT_X6_NONE for no next header, or CT_X6_MALFORMED.
+ */
+__noinline int ct_ipv6_skip_exthdr(struct xdp_md *ctx, __u32 off, __u32 end,
+				   __u32 nexthdr)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	int frag = 0;
+	__u8 *h;
+	__u32 len;
+	int i;
+
+	for (i = 0; i < CT_IPV6_EXTHDR_MAX; i++) {
+		nexthdr &= 0xff;
+		if (!ipv6_ext_hdr(nexthdr))
+			return off | nexthdr << 16 | frag;
+		if (nexthdr == NEXTHDR_NONE)
+			return CT_X6_NONE;
+		/* Every extension header is at least 8 bytes long. */
+		if (off > CT_X6_OFF - 8 || off + 8 > end)
+			return CT_X6_MALFORMED;
+		h = data + off;
+		if ((void *)(h + 8) > data_end)
+			return CT_X6_MALFORMED;
+		if (nexthdr == NEXTHDR_FRAGMENT) {
+			/* frag_off: offset in 8-byte units, then M. */
+			__u16 fo = (__u16)h[2] << 8 | h[3];
+
+			if (fo & (IP6_OFFSET | IP6_MF))
+				frag = CT_X6_FRAG;
+			if (fo & IP6_OFFSET)
+				return off | NEXTHDR_FRAGMENT << 16 | frag;
+			len = 8;
+		} else if (nexthdr == NEXTHDR_AUTH) {
+			len = ((__u32)h[1] + 2) << 2;
+		} else {
+			len = ((__u32)h[1] + 1) << 3;
+		}
+		nexthdr = h[0];
+		off += len;
+		if (off > end || off > CT_X6_OFF)
+			return CT_X6_MALFORMED;
+	}
+	/* The last header may end the chain. */
+	if (ipv6_ext_hdr(nexthdr & 0xff))
+		return CT_X6_MALFORMED;
+	return off | (nexthdr & 0xff) << 16 | frag;
+}
+
+/**
+ * parse_ipv6() - the IPv6 header and its extension headers, checked as
+ * ipv6_rcv() and nf_conntrack_in() check them
+ * @ctx: the frame
+ * @nh: the cursor, on the IPv6 header
+ * @data: start of the frame
+ * @data_end: end of the frame's first buffer
+ * @frame_len: the whole frame's length, fragments included
+ * @p: gets the family and the addresses
+ * @l3: gets where the transport header is, its length and protocol
+ *
+ * Return: CT_FORWARD to go on, CT_DROP_MALFORMED, CT_DROP_INVALID (no next
+ * header) or CT_FRAGMENT.
+ */
+static __always_inline int parse_ipv6(struct xdp_md *ctx, struct hdr_cursor *nh,
+				      void *data, void *data_end,
+				      __u32 frame_len, struct ct_pkt *p,
+				      struct ct_l3 *l3)
+{
+	struct ipv6hdr *ip6 = nh->pos;
+	__u32 off, end;
+	__u8 nexthdr;
+	int r;
+
+	/* Every frame of the IPv6 ethertype counts as IPv6, sound or not. */
+	p->family = AF_INET6;
+	if (ip6 + 1 > data_end)
+		return CT_DROP_MALFORMED;
+	if (ip6->version != 6)
+		return CT_DROP_MALFORMED;
+	/* As for IPv4, padding may follow the datagram: the frame bounds the
+	 * payload length from above only.
+	 */
+	off = (void *)(ip6 + 1) - data;
+	end = off + bpf_ntohs(ip6->payload_len);
+	if (end > frame_len)
+		return CT_DROP_MALFORMED;
+
+	__builtin_memcpy(p->saddr.v6, &ip6->saddr, 16);
+	__builtin_memcpy(p->daddr.v6, &ip6->daddr, 16);
+	nexthdr = ip6->nexthdr;
+	l3->ip6 = ip6;
+	l3->l4 = ip6 + 1;
+	/* The common case, a transport header right after the fixed one,
+	 * costs no call.
+	 */
+	if (ipv6_ext_hdr(nexthdr)) {
+		r = ct_ipv6_skip_exthdr(ctx, off, end, nexthdr);
+		if (r == CT_X6_NONE)
+			return CT_DROP_INVALID;
+		if (r < 0)
+			return CT_DROP_MALFORMED;
+		if (r & CT_X6_FRAG)
+			return CT_FRAGMENT;
+		off = r & CT_X6_OFF;
+		nexthdr = CT_X6_PROTO(r);
+		l3->l4 = data + off;
+	}
+	l3->l4len = end - off;
+	l3->proto = nexthdr;
+	return CT_FORWARD;
+}
+
+/*
+ * An IPv6 address compared as the number its bytes spell, big-endian:
+ * below, equal or above.
+ */
+static __always_inline int ct_addr6_cmp(const __be32 *a, const __be32 *b)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 4; i++)
+		if (a[i] != b[i])
+			return bpf_ntohl(a[i]) < bpf_ntohl(b[i]) ? -1 : 1;
+	return 0;
+}
+
 /*
  * Store the tuple so that both directions produce the same key: the
  * (address, port) pair that compares lower in host order takes slot 0.
+ * IPv4 fills key, IPv6 key6 (but for the family-free fields, which stay
+ * in key until ct_parse() copies them).
  */
 static __always_inline void ct_key_set(struct ct_pkt *p, __u8 proto,
 				       __be16 sport, __be16 dport)
 {
-	__u32 s = bpf_ntohl(p->saddr.v4), d = bpf_ntohl(p->daddr.v4);
+	bool swap;
+	int c;
 
 	p->key.proto = proto;
 	p->sport = sport;
 	p->dport = dport;
-	/* Constant indices only: clang turns a variable index into a stack
-	 * array into pointer arithmetic the verifier refuses.
-	 */
-	if (s > d || (s == d && bpf_ntohs(sport) > bpf_ntohs(dport))) {
-		p->src_slot = 1;
-		p->key.addr[0] = p->daddr.v4;
-		p->key.addr[1] = p->saddr.v4;
-		p->key.port[0] = dport;
-		p->key.port[1] = sport;
-	} else {
-		p->src_slot = 0;
-		p->key.addr[0] = p->saddr.v4;
-		p->key.addr[1] = p->daddr.v4;
-		p->key.port[0] = sport;
-		p->key.port[1] = dport;
+	if (p->family == AF_INET6) {
+		c = ct_addr6_cmp(p->saddr.v6, p->daddr.v6);
+		swap = c > 0 || (c == 0 && bpf_ntohs(sport) > bpf_ntohs(dport));
+		p->src_slot = swap;
+		if (swap) {
+			__builtin_memcpy(p->key6.addr[0], p->daddr.v6, 16);
+			__builtin_memcpy(p->key6.addr[1], p->saddr.v6, 16);
+			p->key6.port[0] = dport;
+			p->key6.port[1] = sport;
+		} else {
+			__builtin_memcpy(p->key6.addr[0], p->saddr.v6, 16);
+			__builtin_memcpy(p->key6.addr[1], p->daddr.v6, 16);
+			p->key6.port[0] = sport;
+			p->key6.port[1] = dport;
+		}
+		return;
+	}
+	{
+		__u32 s = bpf_ntohl(p->saddr.v4), d = bpf_ntohl(p->daddr.v4);
+
+		/* Constant indices only: clang turns a variable index into a
+		 * stack array into pointer arithmetic the verifier refuses.
+		 */
+		if (s > d || (s == d && bpf_ntohs(sport) > bpf_ntohs(dport))) {
+			p->src_slot = 1;
+			p->key.addr[0] = p->daddr.v4;
+			p->key.addr[1] = p->saddr.v4;
+			p->key.port[0] = dport;
+			p->key.port[1] = sport;
+		} else {
+			p->src_slot = 0;
+			p->key.addr[0] = p->saddr.v4;
+			p->key.addr[1] = p->daddr.v4;
+			p->key.port[0] = sport;
+			p->key.port[1] = dport;
+		}
 	}
 }
 
@@ -455,7 +680,7 @@ static __always_inline bool icmp_is_error(__u8 type)
 }
 
 /**
- * ct_icmp_key_set() - the key of an ICMP query and its answer
+ * ct_icmp_key_set() - the key of an ICMP or ICMPv6 query and its answer
  * @p: the packet, with its addresses; gets the key
  * @type: its ICMP type
  * @code: its ICMP code
@@ -473,33 +698,52 @@ static __always_inline bool icmp_is_error(__u8 type)
 static __always_inline bool ct_icmp_key_set(struct ct_pkt *p, __u8 type,
 					    __u8 code, __be16 id)
 {
+	__u8 proto = IPPROTO_ICMP, req_type = type;
 	bool request = true;
-	__u8 req_type = type;
 
-	switch (type) {
-	case ICMP_ECHO:
-	case ICMP_TIMESTAMP:
-	case ICMP_INFO_REQUEST:
-	case ICMP_ADDRESS:
-		break;
-	case ICMP_ECHOREPLY:
-		request = false;
-		req_type = ICMP_ECHO;
-		break;
-	case ICMP_TIMESTAMPREPLY:
-	case ICMP_INFO_REPLY:
-	case ICMP_ADDRESSREPLY:
-		/* Each answer is its request's type + 1. */
-		request = false;
-		req_type = type - 1;
-		break;
-	default:
-		return false;
+	if (p->family == AF_INET6) {
+		/* invmap[] of nf_conntrack_proto_icmpv6.c: echo and node
+		 * information, each answer its request's type + 1.
+		 */
+		proto = IPPROTO_ICMPV6;
+		switch (type) {
+		case ICMPV6_ECHO_REQUEST:
+		case ICMPV6_NI_QUERY:
+			break;
+		case ICMPV6_ECHO_REPLY:
+		case ICMPV6_NI_REPLY:
+			request = false;
+			req_type = type - 1;
+			break;
+		default:
+			return false;
+		}
+	} else {
+		switch (type) {
+		case ICMP_ECHO:
+		case ICMP_TIMESTAMP:
+		case ICMP_INFO_REQUEST:
+		case ICMP_ADDRESS:
+			break;
+		case ICMP_ECHOREPLY:
+			request = false;
+			req_type = ICMP_ECHO;
+			break;
+		case ICMP_TIMESTAMPREPLY:
+		case ICMP_INFO_REPLY:
+		case ICMP_ADDRESSREPLY:
+			/* Each answer is its request's type + 1. */
+			request = false;
+			req_type = type - 1;
+			break;
+		default:
+			return false;
+		}
 	}
 	if (request)
-		ct_key_set(p, IPPROTO_ICMP, id, 0);
+		ct_key_set(p, proto, id, 0);
 	else
-		ct_key_set(p, IPPROTO_ICMP, 0, id);
+		ct_key_set(p, proto, 0, id);
 	p->key.icmp_type = req_type;
 	p->key.icmp_code = code;
 	p->key.icmp_requester = request ? p->src_slot : p->src_slot ^ 1;
@@ -626,20 +870,150 @@ static __always_inline int parse_icmp(struct ct_pkt *p, const struct ct_l3 *l3,
 }
 
 /**
+ * parse_icmp6_error() - the packet an ICMPv6 error quotes, read as
+ * nf_conntrack_inet_error() reads it
+ * @ctx: the frame
+ * @p: has the error's addresses; gets the quoted packet's tuple and key
+ * @l3: the error's network layer
+ * @ih: the error's ICMPv6 header, known to be whole
+ * @data: start of the frame
+ * @data_end: end of the frame's first buffer
+ *
+ * As parse_icmp_error() for IPv4, with the quoted packet's extension
+ * headers walked as get_l4proto() walks them (ipv6_skip_exthdr(), within
+ * the error's datagram): a chain it cannot walk, or a later fragment,
+ * quotes no connection.
+ *
+ * Return: CT_RELATED or CT_DROP_INVALID, as parse_icmp_error().
+ */
+static __always_inline int
+parse_icmp6_error(struct xdp_md *ctx, struct ct_pkt *p, const struct ct_l3 *l3,
+		  const struct icmphdr *ih, void *data, void *data_end)
+{
+	struct ipv6hdr *inner = (void *)(ih + 1);
+	__u32 off, end, qoff;
+	struct icmphdr *qh;
+	__be16 *ports;
+	__u8 nexthdr;
+	void *ql4;
+	int r;
+
+	off = (void *)inner - data;
+	end = off + l3->l4len - sizeof(*ih); /* the caller checked >= 8 */
+	if (inner + 1 > data_end || off + sizeof(*inner) > end)
+		return CT_DROP_INVALID;
+	/* Back to the quoted packet's source, as for IPv4. */
+	if (ct_addr6_cmp(inner->saddr.in6_u.u6_addr32, p->daddr.v6))
+		return CT_DROP_INVALID;
+
+	__builtin_memcpy(p->saddr.v6, &inner->saddr, 16);
+	__builtin_memcpy(p->daddr.v6, &inner->daddr, 16);
+	nexthdr = inner->nexthdr;
+	qoff = off + sizeof(*inner);
+	ql4 = inner + 1;
+	if (ipv6_ext_hdr(nexthdr)) {
+		r = ct_ipv6_skip_exthdr(ctx, qoff, end, nexthdr);
+		if (r < 0)
+			return CT_DROP_INVALID;
+		/* A fragment header with an offset: no transport header. */
+		if (CT_X6_PROTO(r) == NEXTHDR_FRAGMENT)
+			return CT_DROP_INVALID;
+		qoff = r & CT_X6_OFF;
+		nexthdr = CT_X6_PROTO(r);
+		ql4 = data + qoff;
+	}
+
+	switch (nexthdr) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		ports = ql4;
+		if (ports + 2 > data_end || qoff + 4 > end)
+			return CT_DROP_INVALID;
+		ct_key_set(p, nexthdr, ports[0], ports[1]);
+		return CT_RELATED;
+	case IPPROTO_ICMPV6:
+		qh = ql4;
+		if (qh + 1 > data_end || qoff + sizeof(*qh) > end)
+			return CT_DROP_INVALID;
+		if (!ct_icmp_key_set(p, qh->type, qh->code, qh->un.echo.id))
+			return CT_DROP_INVALID;
+		return CT_RELATED;
+	default:
+		return CT_DROP_INVALID;
+	}
+}
+
+/*
+ * noct_valid_new[] of nf_conntrack_proto_icmpv6.c: MLD (130-132, 143),
+ * router solicitation and advertisement (133, 134), neighbour
+ * solicitation and advertisement (135, 136), as a bitmap from type 130.
+ * The kernel leaves these untracked, so that IPv6 works through it.
+ */
+#define ICMPV6_NOCT_TYPES                                                      \
+	((1U << 0) | (1U << 1) | (1U << 2) | (1U << 3) | (1U << 4) |           \
+	 (1U << 5) | (1U << 6) |                                               \
+	 (1U << (ICMPV6_MLD2_REPORT - ICMPV6_MGM_QUERY)))
+
+static __always_inline bool icmp6_untracked(__u8 type)
+{
+	__u32 t = (__u32)type - ICMPV6_MGM_QUERY;
+
+	return t < 32 && ((ICMPV6_NOCT_TYPES >> t) & 1);
+}
+
+/**
+ * parse_icmp6() - an ICMPv6 header, checked as nf_conntrack_icmpv6_error()
+ * @ctx: the frame
+ * @p: gets the type, the code and the key (a query's, or for an error the
+ *     key of the packet it quotes)
+ * @l3: the network layer
+ * @data: start of the frame
+ * @data_end: end of the frame's first buffer
+ *
+ * Types below 128 are errors, whatever their number: the kernel hands
+ * each to nf_conntrack_inet_error().  Of the others, neighbour discovery,
+ * router and MLD messages pass untracked, echo and node information
+ * queries are tracked, and the rest (a redirect, say) are INVALID: the
+ * kernel cannot invert their tuple.
+ *
+ * Return: CT_FORWARD, CT_RELATED, CT_UNTRACKED or CT_DROP_INVALID.
+ */
+static __always_inline int parse_icmp6(struct xdp_md *ctx, struct ct_pkt *p,
+				       const struct ct_l3 *l3, void *data,
+				       void *data_end)
+{
+	struct icmphdr *ih = l3->l4;
+
+	if (ih + 1 > data_end || l3->l4len < sizeof(*ih))
+		return CT_DROP_INVALID;
+	p->icmp_type = ih->type;
+	p->icmp_code = ih->code;
+	if (icmp6_untracked(ih->type))
+		return CT_UNTRACKED;
+	if (ih->type < ICMPV6_ECHO_REQUEST)
+		return parse_icmp6_error(ctx, p, l3, ih, data, data_end);
+	if (!ct_icmp_key_set(p, ih->type, ih->code, ih->un.echo.id))
+		return CT_DROP_INVALID;
+	return CT_FORWARD;
+}
+
+/**
  * ct_parse() - everything the tracker needs from one frame
+ * @ctx: the frame
  * @data: start of the frame
  * @data_end: end of its first buffer
  * @frame_len: the whole frame's length
  * @p: the parsed packet
  * @l3: its network layer, for the checksum stage; zeroed by the caller,
  *	it stays so when parsing stops before the transport header (not
- *	IPv4, a fragment)
+ *	IP, a fragment)
  *
  * Return: CT_FORWARD when @p is ready to track, CT_RELATED when @p holds
  * the key of the connection an ICMP error quotes, else the verdict for a
  * frame that is not tracked (see the top of this file).
  */
-static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
+static __always_inline int ct_parse(struct xdp_md *ctx, void *data,
+				    void *data_end, __u32 frame_len,
 				    struct ct_pkt *p, struct ct_l3 *l3)
 {
 	struct hdr_cursor nh = {.pos = data};
@@ -648,22 +1022,46 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 frame_len,
 	proto = parse_ethhdr(&nh, data_end);
 	if (proto < 0)
 		return CT_DROP_MALFORMED;
-	if (proto != bpf_htons(ETH_P_IP))
+	if (proto == bpf_htons(ETH_P_IP)) {
+		ret = parse_ipv4(&nh, data, data_end, frame_len, p, l3);
+		if (ret != CT_FORWARD)
+			return ret;
+		switch (l3->proto) {
+		case IPPROTO_TCP:
+			return parse_tcp(p, l3, data_end);
+		case IPPROTO_UDP:
+			return parse_udp(p, l3, data_end);
+		case IPPROTO_ICMP:
+			return parse_icmp(p, l3, data_end);
+		default:
+			return CT_UNTRACKED;
+		}
+	}
+	if (proto != bpf_htons(ETH_P_IPV6))
 		return CT_UNTRACKED;
-	ret = parse_ipv4(&nh, data, data_end, frame_len, p, l3);
+
+	ret = parse_ipv6(ctx, &nh, data, data_end, frame_len, p, l3);
 	if (ret != CT_FORWARD)
 		return ret;
-
 	switch (l3->proto) {
 	case IPPROTO_TCP:
-		return parse_tcp(p, l3, data_end);
+		ret = parse_tcp(p, l3, data_end);
+		break;
 	case IPPROTO_UDP:
-		return parse_udp(p, l3, data_end);
-	case IPPROTO_ICMP:
-		return parse_icmp(p, l3, data_end);
+		ret = parse_udp(p, l3, data_end);
+		break;
+	case IPPROTO_ICMPV6:
+		ret = parse_icmp6(ctx, p, l3, data, data_end);
+		break;
 	default:
 		return CT_UNTRACKED;
 	}
+	/* The family-free part of the key joins IPv6's. */
+	p->key6.proto = p->key.proto;
+	p->key6.icmp_type = p->key.icmp_type;
+	p->key6.icmp_code = p->key.icmp_code;
+	p->key6.icmp_requester = p->key.icmp_requester;
+	return ret;
 }
 
 #endif /* __PARSE_H */

@@ -31,6 +31,34 @@
 #define ICMP_ADDRESSREPLY   18
 #define NR_ICMP_TYPES	    18 /* the highest type the kernel knows */
 
+#define IPPROTO_ICMPV6 58
+
+/*
+ * IPv6 extension headers that ipv6_skip_exthdr() walks (the kernel's
+ * ipv6_ext_hdr()), and no next header at all.
+ */
+#define NEXTHDR_HOP	 0
+#define NEXTHDR_ROUTING	 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH	 51
+#define NEXTHDR_NONE	 59
+#define NEXTHDR_DEST	 60
+#define IP6_MF		 0x0001
+#define IP6_OFFSET	 0xFFF8
+
+/* ICMPv6 types (RFC 4443, 4861, 4620), named as in the kernel's icmpv6.h. */
+#define ICMPV6_DEST_UNREACH	     1
+#define ICMPV6_PKT_TOOBIG	     2
+#define ICMPV6_TIME_EXCEED	     3
+#define ICMPV6_PARAMPROB	     4
+#define ICMPV6_ECHO_REQUEST	     128
+#define ICMPV6_ECHO_REPLY	     129
+#define ICMPV6_MGM_QUERY	     130 /* MLD; the first type conntrack skips */
+#define NDISC_NEIGHBOUR_SOLICITATION 135
+#define ICMPV6_NI_QUERY		     139
+#define ICMPV6_NI_REPLY		     140
+#define ICMPV6_MLD2_REPORT	     143
+
 /* TCP flag bits, in the byte after the data offset (RFC 9293). */
 #define TH_FIN 0x01
 #define TH_SYN 0x02

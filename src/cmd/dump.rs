@@ -51,8 +51,13 @@ pub struct Args {
 /// Prints one line per live connection, then conntrack's footer (the
 /// number shown) on stderr.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let map = a.pinned.open(pins::TABLE)?;
-    let conns = table::read(&map)?;
+    // Both families' tables, IPv4 first, as conntrack lists them.
+    let mut conns = Vec::new();
+    for (name, family) in [(pins::TABLE, Family::Ipv4), (pins::TABLE6, Family::Ipv6)] {
+        if a.family.is_none_or(|f| f == family) {
+            conns.extend(table::read(&a.pinned.open(name)?)?);
+        }
+    }
     let extended = a.output.contains(&Output::Extended);
     let mut shown = 0;
     for c in conns

@@ -19,6 +19,7 @@ pub use clock::{program_now, recalibrate as recalibrate_clock};
 pub use features::Features;
 pub use pins::{open_pinned, Pins};
 
+use crate::bpf::types::{ct_key, ct_key6};
 use crate::bpf::{ConntrackSkel, ConntrackSkelBuilder};
 use crate::settings::{default_timeouts, TIMEOUT_SLOTS};
 
@@ -78,10 +79,15 @@ pub fn load<'obj>(
     if cfg.max_entries == 0 {
         bail!("--max-entries must be at least 1");
     }
+    // Each family's table holds up to --max-entries connections.
     open.maps
         .ct_table
         .set_max_entries(cfg.max_entries)
         .context("sizing the connection table")?;
+    open.maps
+        .ct_table6
+        .set_max_entries(cfg.max_entries)
+        .context("sizing the IPv6 connection table")?;
     let cpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
     open.maps
         .ct_scratch
@@ -95,9 +101,6 @@ pub fn load<'obj>(
         open.progs
             .xdp_conntrack
             .set_flags(flags & !libbpf_sys::BPF_F_XDP_HAS_FRAGS);
-    }
-    if std::env::var_os("XCT_VSTATS").is_some() {
-        open.progs.xdp_conntrack.set_log_level(4);
     }
     // Only one of the two sweeps is loaded: the other would not verify on
     // the kernels that need it.
@@ -171,15 +174,21 @@ pub fn sweep(skel: &ConntrackSkel<'_>) -> Result<()> {
         return test_run_once(&skel.progs.ct_sweep, "the table sweep");
     }
     let now = program_now(skel)?;
-    let mut expired = Vec::new();
-    crate::table::for_each(&skel.maps.ct_table, |k, e| {
+    // The reaper tells the table by the key's size.
+    let mut expired: Vec<Vec<u8>> = Vec::new();
+    crate::table::for_each::<ct_key>(&skel.maps.ct_table, |k, e| {
         if e.expires <= now {
-            expired.push(*k);
+            // SAFETY: table keys are plain C structs with explicit padding.
+            expired.push(unsafe { plain::as_bytes(k) }.to_vec());
         }
     })?;
-    for key in &expired {
-        // SAFETY: ct_key is a plain C struct with explicit padding.
-        let data = unsafe { plain::as_bytes(key) };
+    crate::table::for_each::<ct_key6>(&skel.maps.ct_table6, |k, e| {
+        if e.expires <= now {
+            // SAFETY: as above.
+            expired.push(unsafe { plain::as_bytes(k) }.to_vec());
+        }
+    })?;
+    for data in &expired {
         let input = ProgramInput {
             data_in: Some(data),
             ..Default::default()

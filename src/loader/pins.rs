@@ -13,8 +13,10 @@ use crate::sys;
 /// Where the tracker pins its maps unless told otherwise.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-conntrack";
 
-/// The connection table's pin name.
+/// The IPv4 connection table's pin name.
 pub const TABLE: &str = "ct_table";
+/// The IPv6 connection table's pin name.
+pub const TABLE6: &str = "ct_table6";
 /// The per-CPU counters' pin name.
 pub const COUNTERS: &str = "stats";
 
@@ -22,9 +24,13 @@ pub const COUNTERS: &str = "stats";
 /// pinned, found and removed with the others.
 fn pinned_maps<'a, 'obj>(
     skel: &'a mut ConntrackSkel<'obj>,
-) -> [(&'static str, &'a mut MapMut<'obj>); 2] {
+) -> [(&'static str, &'a mut MapMut<'obj>); 3] {
     let maps = &mut skel.maps;
-    [(TABLE, &mut maps.ct_table), (COUNTERS, &mut maps.stats)]
+    [
+        (TABLE, &mut maps.ct_table),
+        (TABLE6, &mut maps.ct_table6),
+        (COUNTERS, &mut maps.stats),
+    ]
 }
 
 /// Pinned maps under a directory; dropping the value removes them.

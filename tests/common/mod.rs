@@ -104,9 +104,17 @@ impl Harness {
         table::lookup_at(&self.skel.maps.ct_table, key, self.now()).expect("lookup")
     }
 
-    /// Every live connection.
+    /// The live entry under an IPv6 `key`, if any.
+    pub fn entry6(&self, key: &xdp_conntrack::bpf::types::ct_key6) -> Option<(Conn, ct_entry)> {
+        table::lookup_at(&self.skel.maps.ct_table6, key, self.now()).expect("lookup")
+    }
+
+    /// Every live connection, IPv4's then IPv6's.
     pub fn conns(&self) -> Vec<Conn> {
-        table::read_at(&self.skel.maps.ct_table, self.now()).expect("reading the table")
+        let now = self.now();
+        let mut all = table::read_at(&self.skel.maps.ct_table, now).expect("reading the table");
+        all.extend(table::read_at(&self.skel.maps.ct_table6, now).expect("reading the table"));
+        all
     }
 
     /// Now on the program's clock: entries are live or expired by it.
@@ -152,9 +160,9 @@ impl Harness {
         }
     }
 
-    /// Number of keys in the map, live or expired.
+    /// Number of keys in both tables, live or expired.
     pub fn raw_len(&self) -> usize {
-        self.skel.maps.ct_table.keys().count()
+        self.skel.maps.ct_table.keys().count() + self.skel.maps.ct_table6.keys().count()
     }
 
     /// Counters summed over CPUs.

@@ -34,19 +34,20 @@ lint: deps ## cargo fmt, clippy -D warnings and clang-format (kernel style)
 	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
 	clang-format --dry-run --Werror src/bpf/*.c src/bpf/*.h
 
-demo: build ## ns1/ns2 topology, iperf3 TCP and UDP through the tracker, dump
+demo: build ## ns1/ns2 topology, iperf3 TCP and UDP (IPv4), ping -6 and iperf3 -6 TCP through the tracker, dump
 	scripts/demo.sh $(BIN)
 
 SECS ?= 5
 REPS ?= 3
-bench: build ## bridge, bridge+nf_conntrack, --no-track, tracking: iperf3 + per-packet cost -> docs/BENCHMARKS.md, docs/bench.png
+bench: build ## bridge, bridge+nf_conntrack, --no-track, tracking: iperf3 (and -6) + 64/74-byte Mpps + per-packet cost -> docs/BENCHMARKS.md, docs/bench.png
 	scripts/deps.sh bench
 	scripts/bench.sh $(BIN) $(SECS) $(REPS)
 
 N ?= 1000
 RATE ?= max
-scale: build ## N handshakes (N=1000) through xdp-conntrack and nf_conntrack, side by side
-	scripts/scale.sh $(BIN) $(N) $(RATE)
+FAMILY ?= 4
+scale: build ## N handshakes (N=1000, FAMILY=4 or 6) through xdp-conntrack and nf_conntrack, side by side
+	scripts/scale.sh $(BIN) $(N) $(RATE) $(FAMILY)
 
 TOTAL ?= 10000000
 churn: build ## TOTAL connections (10M) with the full lifecycle through a 65,536-entry table

@@ -5,7 +5,8 @@
 # topology (ns1 -- middle namespace -- ns2):
 #   (a) a Linux bridge joining the two middle-namespace veths, no XDP;
 #   (b) the same bridge with nf_conntrack tracking every flow
-#       (br_netfilter, bridge-nf-call-iptables=1, nftables ct state rule);
+#       (br_netfilter, bridge-nf-call-iptables=1 and -ip6tables=1, nftables
+#       inet ct state rule);
 #   (c) xdp-conntrack --no-track (a pure devmap redirect: the baseline);
 #   (d) xdp-conntrack as users run it.
 # iperf3 TCP (1 and 4 streams) and UDP (-b 1G, 10G), REPS times each, median
@@ -15,7 +16,10 @@
 # live-frames generator into XDP_DROP sinks, in Mpps with loss, on one
 # queue and then on two (`ethtool -L rx 2 tx 2` on every veth end, two
 # generator threads on the two CPUs), beside the scaling of two plain
-# CPU-bound loops on the same CPUs for reference.  Then the program's own
+# CPU-bound loops on the same CPUs for reference.  Beside those IPv4 rows,
+# IPv6 ones through the same paths (the bridge's with tx off): iperf3 -6 TCP,
+# one stream, and the smallest IPv6 TCP frames (14 + 40 + 20 = 74 bytes) on
+# one queue.  Then the program's own
 # cost per packet (benches/cost.rs).  Writes
 # docs/BENCHMARKS.md's bench section and docs/bench.png.
 #
@@ -51,6 +55,7 @@ bridge_down() {
 	ip -n "$FW" link del br0 2>/dev/null || true
 	ip netns exec "$FW" nft flush ruleset
 	ip netns exec "$FW" sysctl -qw net.bridge.bridge-nf-call-iptables=0
+	ip netns exec "$FW" sysctl -qw net.bridge.bridge-nf-call-ip6tables=0
 }
 run_path() { # label
 	local label=$1 r
@@ -70,6 +75,14 @@ jumbo() { # label: TCP, one stream, at MTU 9000
 		iperf "$1" "TCP MTU 9000"
 	done
 	set_mtu 1500
+}
+
+ipv6() { # label: IPv6 TCP, one stream, and 74-byte frames on one queue
+	local r
+	for ((r = 0; r < REPS; r++)); do
+		iperf6 "$1" "IPv6 TCP 1 stream"
+		small_run "$BIN" "$1" "IPv6 74-byte frames" 1 $((30000 + 1000 * r)) 6
+	done
 }
 
 small() { # label [threads]: 64-byte frames, generator -> path -> sink
@@ -142,6 +155,7 @@ run_path "(a) bridge, tx off"
 jumbo "(a) bridge, tx off"
 small "(a) bridge, tx off"
 small2 "(a) bridge, tx off"
+ipv6 "(a) bridge, tx off"
 echo "== (b) bridge + nf_conntrack" >&2
 conntrack_on "$P"
 offloads on
@@ -151,6 +165,7 @@ run_path "(b) bridge + nf_conntrack, tx off"
 jumbo "(b) bridge + nf_conntrack, tx off"
 small "(b) bridge + nf_conntrack, tx off"
 small2 "(b) bridge + nf_conntrack, tx off"
+ipv6 "(b) bridge + nf_conntrack, tx off"
 bridge_down
 echo "== (c) xdp-conntrack --no-track" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log" --no-track
@@ -158,12 +173,18 @@ run_path "(c) xdp-conntrack --no-track"
 jumbo "(c) xdp-conntrack --no-track"
 small "(c) xdp-conntrack --no-track"
 small2 "(c) xdp-conntrack --no-track" --no-track
+start_tracker "$BIN" "$P" "$OUT/tracker.log" --no-track
+ipv6 "(c) xdp-conntrack --no-track"
+stop_tracker
 echo "== (d) xdp-conntrack" >&2
 start_tracker "$BIN" "$P" "$OUT/tracker.log"
 run_path "(d) xdp-conntrack"
 jumbo "(d) xdp-conntrack"
 small "(d) xdp-conntrack"
 small2 "(d) xdp-conntrack"
+start_tracker "$BIN" "$P" "$OUT/tracker.log"
+ipv6 "(d) xdp-conntrack"
+stop_tracker
 cpu_scaling
 
 echo "== per-packet cost (BPF_PROG_TEST_RUN)" >&2

@@ -13,7 +13,11 @@ from collections import OrderedDict
 res_path, cost_path, profile_path, secs, reps, md_path, png_path = sys.argv[1:8]
 SMALL = ["64-byte frames", "64-byte frames, 2 queues"]
 TESTS = ["TCP 1 stream", "TCP 4 streams", "UDP -b 1G", "UDP -b 10G", "TCP MTU 9000"] + SMALL
+# The IPv6 rows, each beside its IPv4 counterpart of the same run.
+SIX = [("TCP 1 stream", "IPv6 TCP 1 stream"), ("64-byte frames", "IPv6 74-byte frames")]
 UNIT = {t: "Mpps" if t in SMALL else "Gbit/s" for t in TESTS}
+UNIT["IPv6 TCP 1 stream"] = "Gbit/s"
+UNIT["IPv6 74-byte frames"] = "Mpps"
 REF = "(reference) two CPU-bound loops"
 
 runs = OrderedDict()  # path -> test -> [(value, extra)]
@@ -51,6 +55,24 @@ for path in runs:
         row += [text, extra]
     lines.append("| " + " | ".join(row) + " |")
 
+six = []
+six.append(
+    "| path | "
+    + " | ".join(f"{t} {UNIT[t]} | {'retr' if 'TCP' in t else 'loss %'}" for pair in SIX for t in pair)
+    + " |"
+)
+six.append("|---|" + "---:|---:|" * (2 * len(SIX)))
+for path in runs:
+    if not any(runs[path].get(t6) for _, t6 in SIX):
+        continue
+    row = [path]
+    for pair in SIX:
+        for t in pair:
+            text, extra, med = cell(path, t)
+            medians[(path, t)] = med
+            row += [text, extra]
+    six.append("| " + " | ".join(row) + " |")
+
 
 def ratio(a, b, t):
     x, y = medians.get((a, t)), medians.get((b, t))
@@ -72,6 +94,9 @@ ratios = [
     f"TCP 4 streams {ratio(D, B, 'TCP 4 streams')}, TCP MTU 9000 {ratio(D, B, 'TCP MTU 9000')}, "
     f"64-byte Mpps {ratio(D, B, '64-byte frames')}",
     f"- (d) / (c) in 64-byte Mpps: {ratio(D, C, '64-byte frames')}",
+    f"- IPv6: (d) / (c) TCP 1 stream {ratio(D, C, 'IPv6 TCP 1 stream')}, "
+    f"74-byte Mpps {ratio(D, C, 'IPv6 74-byte frames')}; (d) / (b) TCP 1 stream "
+    f"{ratio(D, B, 'IPv6 TCP 1 stream')}, 74-byte Mpps {ratio(D, B, 'IPv6 74-byte frames')}",
     "- two queues on two CPUs / one queue, 64-byte Mpps: "
     + ", ".join(
         f"{p.split(' ')[0]} {scale(p)}" for p in runs if medians.get((p, SMALL[1]))
@@ -100,6 +125,13 @@ which the XDP paths need for TCP. Traffic flows ns1 -> ns2; UDP figures are
 what the receiver got.
 
 {chr(10).join(lines)}
+
+IPv6 through the same paths in the same run (ns1 fd00::1, ns2 fd00::2;
+the bridge's rows with tx off), each beside its IPv4 counterpart: iperf3
+-6 TCP, one stream, and the smallest IPv6 TCP frames (plain ACKs, 14 + 40
++ 20 = 74 bytes) from the generator on one queue:
+
+{chr(10).join(six)}
 
 Ratios in this run:
 {chr(10).join(ratios)}

@@ -44,14 +44,17 @@ bridge_up() {
 	ip -n "${p}fw" link set br0 up
 }
 
-# conntrack_on PREFIX: br_netfilter hands bridged IPv4 to the ip hooks, and
-# an nftables ct state rule makes nf_conntrack track every flow.  The
-# chain's counter of INVALID packets: `nft list chain ip xdpct xfwd`.
+# conntrack_on PREFIX: br_netfilter hands bridged IPv4 and IPv6 to the ip
+# and ip6 hooks, and an nftables ct state rule (inet: both families) makes
+# nf_conntrack track every flow.  The chain's counter of INVALID packets:
+# `nft list chain inet xdpct xfwd`.  Neighbour discovery and MLD pass as
+# untracked, as the kernel leaves them.
 conntrack_on() {
 	local p=$1
 	ip netns exec "${p}fw" sysctl -qw net.bridge.bridge-nf-call-iptables=1
+	ip netns exec "${p}fw" sysctl -qw net.bridge.bridge-nf-call-ip6tables=1
 	ip netns exec "${p}fw" nft -f - <<NFT
-table ip xdpct {
+table inet xdpct {
 	chain xfwd {
 		type filter hook forward priority 0; policy accept;
 		ct state invalid counter drop
@@ -74,12 +77,22 @@ set_mtu() {
 	done
 }
 
-# One iperf3 run; appends "path<TAB>test<TAB>value<TAB>extra" to RES.
+# One iperf3 run to ns2's IPv4 address; appends
+# "path<TAB>test<TAB>value<TAB>extra" to RES.
 iperf() { # path test args...
-	local path=$1 test=$2
-	shift 2
+	iperf_to 10.0.0.2 "$@"
+}
+
+# The same to ns2's IPv6 address.
+iperf6() { # path test args...
+	iperf_to fd00::2 "$@"
+}
+
+iperf_to() { # address path test args...
+	local dst=$1 path=$2 test=$3
+	shift 3
 	local json=$OUT/iperf.json
-	ip netns exec "${P}ns1" iperf3 -c 10.0.0.2 -t "$SECS" -J "$@" >"$json" || true
+	ip netns exec "${P}ns1" iperf3 -c "$dst" -t "$SECS" -J "$@" >"$json" || true
 	/usr/bin/python3 - "$json" "$path" "$test" >>"$RES" <<'EOF'
 import json, sys
 path, test = sys.argv[2], sys.argv[3]
@@ -96,13 +109,16 @@ else:  # UDP: the receiver's rate and loss
 EOF
 }
 
-# small_run BIN LABEL TEST THREADS SPORT: one flood of 64-byte frames (plain
-# ACKs of 1000 established connections) from the generator in ${P}ns1 to
-# the sinks in ${P}ns2; the row's value is Mpps delivered, extra the loss %.
+# small_run BIN LABEL TEST THREADS SPORT [FAMILY]: one flood of the
+# smallest TCP frames (plain ACKs of 1000 established connections: 64 bytes
+# with IPv4, 74 with IPv6, FAMILY 6) from the generator in ${P}ns1 to the
+# sinks in ${P}ns2; the row's value is Mpps delivered, extra the loss %.
 small_run() {
-	local bin=$1 label=$2 test=$3 threads=$4 sport=$5
+	local bin=$1 label=$2 test=$3 threads=$4 sport=$5 family=${6:-4}
+	local addrs=(--client 10.0.0.1 --server 10.0.0.2)
+	[ "$family" = 6 ] && addrs=(--client fd00::1 --server fd00::2)
 	"$bin" handshake --client-ns "${P}ns1" --server-ns "${P}ns2" -q \
-		--client 10.0.0.1 --server 10.0.0.2 --sport "$sport" \
+		"${addrs[@]}" --sport "$sport" \
 		--count 1000 --flood $((3000 * threads)) --rate max \
 		--threads "$threads" >"$OUT/small.txt"
 	awk -v path="$label" -v test="$test" '$2 == "DATA" {

@@ -12,10 +12,23 @@ use common::*;
 /// The Ostinato article's addresses, on ns1's and ns2's eth0.
 const CLIENT: &str = "10.1.1.100";
 const SERVER: &str = "10.2.2.100";
+/// The generator's IPv6 defaults.
+const CLIENT6: &str = "fd01::100";
+const SERVER6: &str = "fd02::100";
 const N: usize = 3000;
 
 fn ostinato_topology() -> Topology {
     Topology::up_with(&format!("{CLIENT}/24"), &format!("{SERVER}/24"))
+}
+
+/// The same with the IPv6 addresses beside the IPv4 ones.
+fn ostinato_topology6() -> Topology {
+    Topology::up_env(&[
+        ("ADDR1", &format!("{CLIENT}/24")),
+        ("ADDR2", &format!("{SERVER}/24")),
+        ("ADDR6_1", &format!("{CLIENT6}/64")),
+        ("ADDR6_2", &format!("{SERVER6}/64")),
+    ])
 }
 
 fn handshake(topo: &Topology, extra: &[&str]) -> Output {
@@ -27,8 +40,13 @@ type ByState = BTreeMap<(String, bool, bool), usize>;
 /// (client address, client port) of every connection.
 type Clients = BTreeSet<(String, u16)>;
 
-/// The tracker's table, summed up.
+/// The tracker's table, summed up: every connection to SERVER:8080.
 fn table(tracker: &Tracker) -> (ByState, Clients) {
+    table_to(tracker, SERVER)
+}
+
+/// The tracker's table, summed up: every connection to `server`:8080.
+fn table_to(tracker: &Tracker, server: &str) -> (ByState, Clients) {
     let mut by_state = BTreeMap::new();
     let mut clients = BTreeSet::new();
     for e in tracker.table() {
@@ -38,7 +56,7 @@ fn table(tracker: &Tracker) -> (ByState, Clients) {
         assert_eq!(e.proto, "tcp", "unexpected entry: {e:?}");
         let key = (state.clone(), e.assured, e.unreplied);
         *by_state.entry(key).or_insert(0) += 1;
-        assert_eq!(e.orig.dst.to_string(), SERVER, "{e:?}");
+        assert_eq!(e.orig.dst.to_string(), server, "{e:?}");
         assert_eq!(dport, 8080, "{e:?}");
         clients.insert((e.orig.src.to_string(), sport));
     }
@@ -48,12 +66,17 @@ fn table(tracker: &Tracker) -> (ByState, Clients) {
 /// The generator succeeded, and the tracker holds exactly `n` connections,
 /// every one ESTABLISHED [ASSURED] and replied; returns their clients.
 fn assert_established(out: &Output, tracker: &Tracker, n: usize) -> Clients {
+    assert_established_to(out, tracker, n, SERVER)
+}
+
+/// The same for connections to `server`.
+fn assert_established_to(out: &Output, tracker: &Tracker, n: usize, server: &str) -> Clients {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (by_state, clients) = table(tracker);
+    let (by_state, clients) = table_to(tracker, server);
     assert_eq!(
         by_state,
         BTreeMap::from([(("ESTABLISHED".to_string(), true, false), n)])
@@ -84,6 +107,119 @@ fn every_ostinato_handshake_reaches_established_assured() {
         .map(|i| (CLIENT.to_string(), 23420 + i))
         .collect();
     assert_eq!(clients, want);
+}
+
+/// Every phase line of the generator's report says `n` sent and delivered.
+fn assert_phases_delivered(out: &Output, phases: &[&str], n: usize) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for phase in phases {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {phase} ")))
+            .unwrap_or_else(|| panic!("no {phase} in {stdout}"));
+        assert!(
+            line.contains(&format!("sent {n:>10}")) && line.contains(&format!("delivered {n:>10}")),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn every_ipv6_ostinato_handshake_reaches_established_assured() {
+    let topo = ostinato_topology6();
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "8192"])
+        .start();
+    let out = handshake(&topo, &["-6", "--count", &N.to_string()]);
+    let clients = assert_established_to(&out, &tracker, N, SERVER6);
+    assert_phases_delivered(&out, &["SYN", "SYN-ACK", "ACK"], N);
+    let want: BTreeSet<_> = (0..N as u16)
+        .map(|i| (CLIENT6.to_string(), 23420 + i))
+        .collect();
+    assert_eq!(clients, want);
+    let s = tracker.stats();
+    assert_eq!(
+        (s["new"], s["invalid"], s["drops"]),
+        (N as u64, 0, 0),
+        "{s:?}"
+    );
+
+    // A datagram each way and a flood: UDP over IPv6, checksummed too.
+    let out = handshake(
+        &topo,
+        &["-6", "--proto", "udp", "--count", "500", "--flood", "4"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_phases_delivered(&out, &["UDP", "REPLY"], 500);
+    assert_phases_delivered(&out, &["DATA"], 2000);
+    let udp = tracker.table().iter().filter(|e| e.proto == "udp").count();
+    assert_eq!(udp, 500);
+    let s = tracker.stats();
+    assert_eq!((s["invalid"], s["drops"]), (0, 0), "{s:?}");
+}
+
+#[test]
+fn ipv6_client_ports_run_over_into_the_next_address_carrying() {
+    // The first client address is the last of its 64 bits: the next one
+    // carries into the upper 64.
+    let (first, next) = ("fd01::ffff:ffff:ffff:ffff", "fd01:0:0:1::");
+    let topo = Topology::up_env(&[
+        ("ADDR6_1", &format!("{first}/64")),
+        ("ADDR6_2", &format!("{SERVER6}/64")),
+    ]);
+    let out = topo.exec(
+        &topo.ns1(),
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{next}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    assert!(out.status.success());
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let out = handshake(
+        &topo,
+        &["--client", first, "--count", "1000", "--sport", "65000"],
+    );
+    let clients = assert_established_to(&out, &tracker, 1000, SERVER6);
+    let mut want: BTreeSet<_> = (65000..=65535u16).map(|p| (first.to_string(), p)).collect();
+    want.extend((65000..65000 + 464u16).map(|p| (next.to_string(), p)));
+    assert_eq!(clients, want);
+}
+
+#[test]
+fn an_address_of_the_other_family_is_one_line_of_error() {
+    let topo = ostinato_topology6();
+    for (extra, want) in [
+        (
+            &["-6", "--client", CLIENT][..],
+            "--client 10.1.1.100 is an IPv4 address, but -6 makes this an IPv6 run",
+        ),
+        (
+            &["--client", CLIENT6, "--server", SERVER],
+            "--server 10.2.2.100 is an IPv4 address, but --client fd01::100 makes this an IPv6 run",
+        ),
+    ] {
+        let out = handshake(&topo, extra);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+    // An IPv6 address the namespace does not have.
+    let out = handshake(&topo, &["--client", "fd01::9", "--count", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("fd01::9 is not assigned"), "{err}");
 }
 
 #[test]

@@ -4,15 +4,17 @@
  * sink that receives its frames.
  *
  * hs_gen runs through BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
- * the kernel feeds it copies of one template frame (TCP or UDP) and
- * transmits whatever it returns XDP_TX for out of the namespace's
- * interface.  Each run writes the next connection's client address and
- * port into the frame and recomputes both checksums.  Page-pool pages are
+ * the kernel feeds it copies of one template frame (TCP or UDP, over IPv4
+ * or IPv6) and transmits whatever it returns XDP_TX for out of the
+ * namespace's interface.  Each run writes the next connection's client
+ * address and port into the frame and recomputes the checksums (IPv4's
+ * header and TCP's or UDP's, with the pseudo header of the frame's
+ * family).  Page-pool pages are
  * recycled without being reset, so every field that varies is written on
  * every run.
  *
- * hs_sink sits on the receiving namespace ends: it counts frames by TCP
- * flag class (UDP datagrams as one class) and drops them, so the
+ * hs_sink sits on the receiving namespace ends: it counts IPv4 and IPv6
+ * frames by TCP flag class (UDP datagrams as one class) and drops them, so the
  * namespaces' stacks never answer with RSTs and userspace can tell when a
  * phase has fully arrived.
  */
@@ -104,12 +106,87 @@ static __always_inline __u32 csum_words(const __u16 *w, int n)
 	return sum;
 }
 
-/* The one's complement sum of the IPv4 pseudo header (RFC 768, RFC 9293). */
-static __always_inline __u32 csum_pseudo(const struct iphdr *iph, __u8 proto,
-					 __u16 len)
+/*
+ * Recomputes the TCP or UDP checksum at @l4 (a header without options or
+ * payload), given @addrs, the one's complement sum of the pseudo header's
+ * two addresses: the rest of the pseudo header (RFC 768, RFC 9293, RFC
+ * 8200: the protocol and the length) is the same sum in both families.
+ */
+static __always_inline int l4_csum(void *l4, void *data_end, __u8 proto,
+				   __u32 addrs)
 {
-	return csum_words((const __u16 *)&iph->saddr, 4) + bpf_htons(proto) +
-	       bpf_htons(len);
+	struct tcphdr *th = l4;
+	struct udphdr *uh = l4;
+	__u32 sum;
+
+	if (proto == IPPROTO_TCP) {
+		if ((void *)(th + 1) > data_end)
+			return XDP_ABORTED;
+		th->check = 0;
+		sum = addrs + bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(*th));
+		/* 10 words: the 20-byte header. */
+		th->check = csum_fold(sum + csum_words((__u16 *)th, 10));
+		return XDP_TX;
+	}
+	if ((void *)(uh + 1) > data_end)
+		return XDP_ABORTED;
+	uh->check = 0;
+	sum = addrs + bpf_htons(IPPROTO_UDP) + bpf_htons(sizeof(*uh));
+	/* 4 words: the 8-byte header. */
+	uh->check = csum_fold(sum + csum_words((__u16 *)uh, 4));
+	/* A sum of zero goes as all ones: zero means "none". */
+	if (!uh->check)
+		uh->check = 0xffff;
+	return XDP_TX;
+}
+
+/* Writes client @n's address (the @n-th from the first) and @port in. */
+static __always_inline int gen_ipv4(struct iphdr *iph, void *data_end, __u64 n,
+				    __u16 port)
+{
+	struct udphdr *uh = (void *)(iph + 1);
+	__u32 addr = phase.client_addr + (__u32)n;
+
+	if ((void *)(uh + 1) > data_end)
+		return XDP_ABORTED;
+	if (phase.client_is_src) {
+		iph->saddr = bpf_htonl(addr);
+		uh->source = bpf_htons(port);
+	} else {
+		iph->daddr = bpf_htonl(addr);
+		uh->dest = bpf_htons(port);
+	}
+	iph->check = 0;
+	iph->check = csum_fold(csum_words((__u16 *)iph, sizeof(*iph) / 2));
+	return l4_csum(uh, data_end, iph->protocol,
+		       csum_words((const __u16 *)&iph->saddr, 4));
+}
+
+/*
+ * The same for IPv6: the address is a 128-bit number, the first one plus
+ * @n; IPv6 has no header checksum.
+ */
+static __always_inline int gen_ipv6(struct ipv6hdr *ip6h, void *data_end,
+				    __u64 n, __u16 port)
+{
+	struct udphdr *uh = (void *)(ip6h + 1);
+	__u64 lo = phase.client_addr6[1] + n;
+	__u64 hi = phase.client_addr6[0] + (lo < n);
+	__be64 *addr;
+
+	if ((void *)(uh + 1) > data_end)
+		return XDP_ABORTED;
+	if (phase.client_is_src) {
+		addr = (__be64 *)&ip6h->saddr;
+		uh->source = bpf_htons(port);
+	} else {
+		addr = (__be64 *)&ip6h->daddr;
+		uh->dest = bpf_htons(port);
+	}
+	addr[0] = bpf_cpu_to_be64(hi);
+	addr[1] = bpf_cpu_to_be64(lo);
+	return l4_csum(uh, data_end, ip6h->nexthdr,
+		       csum_words((const __u16 *)&ip6h->saddr, 16));
 }
 
 SEC("xdp")
@@ -118,18 +195,16 @@ int hs_gen(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *iph = (void *)(eth + 1);
-	struct tcphdr *th = (void *)(iph + 1);
-	struct udphdr *uh = (void *)(iph + 1);
-	__u32 per, addr, sum;
+	__u32 per;
 	__u16 port;
 	__u64 i;
 
-	/* The template is built by userspace: IPv4 without options, then TCP
-	 * without options or payload, or UDP without payload.  Both start
-	 * with the source and destination ports.
+	/* The template is built by userspace: IPv4 without options or IPv6
+	 * without extension headers, then TCP without options or payload,
+	 * or UDP without payload.  Both start with the source and
+	 * destination ports.
 	 */
-	if ((void *)(uh + 1) > data_end)
+	if ((void *)(eth + 1) > data_end)
 		return XDP_ABORTED;
 
 	i = phase.next++;
@@ -142,37 +217,11 @@ int hs_gen(struct xdp_md *ctx)
 		i %= phase.span;
 	i += phase.base;
 	per = phase.ports_per_addr ? phase.ports_per_addr : 1;
-	addr = phase.client_addr + (__u32)(i / per);
 	port = phase.client_port + (__u16)(i % per) * phase.port_step;
 
-	if (phase.client_is_src) {
-		iph->saddr = bpf_htonl(addr);
-		uh->source = bpf_htons(port);
-	} else {
-		iph->daddr = bpf_htonl(addr);
-		uh->dest = bpf_htons(port);
-	}
-
-	iph->check = 0;
-	iph->check = csum_fold(csum_words((__u16 *)iph, sizeof(*iph) / 2));
-
-	if (iph->protocol == IPPROTO_TCP) {
-		if ((void *)(th + 1) > data_end)
-			return XDP_ABORTED;
-		th->check = 0;
-		sum = csum_pseudo(iph, IPPROTO_TCP, sizeof(*th));
-		/* 10 words: the 20-byte header. */
-		th->check = csum_fold(sum + csum_words((__u16 *)th, 10));
-	} else {
-		uh->check = 0;
-		sum = csum_pseudo(iph, IPPROTO_UDP, sizeof(*uh));
-		/* 4 words: the 8-byte header. */
-		uh->check = csum_fold(sum + csum_words((__u16 *)uh, 4));
-		/* A sum of zero goes as all ones: zero means "none". */
-		if (!uh->check)
-			uh->check = 0xffff;
-	}
-	return XDP_TX;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return gen_ipv6((void *)(eth + 1), data_end, i / per, port);
+	return gen_ipv4((void *)(eth + 1), data_end, i / per, port);
 }
 
 SEC("xdp")
@@ -182,28 +231,34 @@ int hs_sink(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *iph = (void *)(eth + 1);
-	struct tcphdr *th;
+	struct ipv6hdr *ip6h = (void *)(eth + 1);
+	struct tcphdr *th = (void *)(iph + 1);
 	__u32 kind = HS_OTHER;
+	__u8 proto = 0;
 	__u64 *n;
 	__u8 f;
 
+	/* What the generator sends: no IPv4 options, no IPv6 extensions. */
 	if ((void *)(iph + 1) <= data_end &&
 	    eth->h_proto == bpf_htons(ETH_P_IP) && iph->ihl == 5) {
-		th = (void *)(iph + 1);
-		if (iph->protocol == IPPROTO_UDP) {
-			kind = HS_UDP;
-		} else if (iph->protocol == IPPROTO_TCP &&
-			   (void *)(th + 1) <= data_end) {
-			f = tcp_flag_byte(th);
-			if (f & TH_RST)
-				kind = HS_RST;
-			else if (f & TH_SYN)
-				kind = (f & TH_ACK) ? HS_SYNACK : HS_SYN;
-			else if (f & TH_FIN)
-				kind = HS_FIN;
-			else if (f & TH_ACK)
-				kind = HS_ACK;
-		}
+		proto = iph->protocol;
+	} else if ((void *)(ip6h + 1) <= data_end &&
+		   eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		proto = ip6h->nexthdr;
+		th = (void *)(ip6h + 1);
+	}
+	if (proto == IPPROTO_UDP) {
+		kind = HS_UDP;
+	} else if (proto == IPPROTO_TCP && (void *)(th + 1) <= data_end) {
+		f = tcp_flag_byte(th);
+		if (f & TH_RST)
+			kind = HS_RST;
+		else if (f & TH_SYN)
+			kind = (f & TH_ACK) ? HS_SYNACK : HS_SYN;
+		else if (f & TH_FIN)
+			kind = HS_FIN;
+		else if (f & TH_ACK)
+			kind = HS_ACK;
 	}
 	n = bpf_map_lookup_elem(&sink_counts, &kind);
 	if (n)

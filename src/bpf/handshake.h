@@ -21,10 +21,11 @@ enum hs_kind {
 };
 
 /*
- * One phase of the generator: the same template frame (TCP or UDP)
- * `count` times, with the client's address and port of connection i
- * written in.  Userspace sets it before each run; the program advances
- * `next`.
+ * One phase of the generator: the same template frame (TCP or UDP over
+ * IPv4 or IPv6) `count` times, with the client's address and port of
+ * connection i written in.  Userspace sets it before each run; the program
+ * advances `next`.  The template's ethertype says which of the two first
+ * client addresses is used.
  */
 struct hs_phase {
 	__u64 next;	      /* index of the next connection */
@@ -38,6 +39,8 @@ struct hs_phase {
 	__u8 client_is_src; /* 1: client -> server; 0: server -> client */
 	__u8 racer;	    /* --clash: 1 or 2, keeping pace with the other */
 	__u8 pad[2];
+	/* first IPv6 client address, host order: bits 127..64, then 63..0 */
+	__u64 client_addr6[2];
 };
 
 #endif /* __HANDSHAKE_H */

@@ -1,7 +1,7 @@
 //! The stateless handshake generator behind `xdp-conntrack handshake`: the
 //! Ostinato pattern (a stream of SYNs from the client, then the matching
-//! SYN-ACKs from the server, then the ACKs), over N connections, sent from
-//! two network namespaces with live XDP frames.
+//! SYN-ACKs from the server, then the ACKs), over N connections, IPv4 or
+//! IPv6, sent from two network namespaces with live XDP frames.
 //!
 //! Ordering: every phase is sent whole, and the next one starts only once
 //! the sink on the receiving side has counted all of it (or it stopped
@@ -21,7 +21,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::mem::MaybeUninit;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -141,12 +141,18 @@ pub struct Args {
     /// Number of connections.
     #[arg(short = 'n', long, default_value_t = 1000)]
     pub count: u64,
-    /// First client address; further ones follow when the ports run out.
-    #[arg(long, default_value = "10.1.1.100")]
-    pub client: Ipv4Addr,
-    /// Server address.
-    #[arg(long, default_value = "10.2.2.100")]
-    pub server: Ipv4Addr,
+    /// IPv6: the default addresses become fd01::100 and fd02::100.  An
+    /// IPv6 --client or --server selects IPv6 too; both addresses must be
+    /// of the run's family.
+    #[arg(short = '6', long)]
+    pub ipv6: bool,
+    /// First client address; further ones follow when the ports run out
+    /// [default: 10.1.1.100, or fd01::100 for IPv6].
+    #[arg(long)]
+    pub client: Option<IpAddr>,
+    /// Server address [default: 10.2.2.100, or fd02::100 for IPv6].
+    #[arg(long)]
+    pub server: Option<IpAddr>,
     /// First client (source) port.
     #[arg(long, default_value_t = 23420)]
     pub sport: u16,
@@ -297,18 +303,18 @@ impl Drop for Sink<'_> {
 
 /// How many consecutive addresses from `first` (at most `want`) are
 /// assigned to the side's interface.
-fn assigned_run(side: &Side, first: Ipv4Addr, want: u32) -> Result<u32> {
+fn assigned_run(side: &Side, first: IpAddr, want: u32) -> Result<u32> {
     let _in = Guard::enter_file(&side.ns)?;
-    let have = sys::ipv4_addrs(&side.iface.name)?;
+    let have = sys::ip_addrs(&side.iface.name)?;
     Ok((0..want)
-        .take_while(|a| have.contains(&Ipv4Addr::from(u32::from(first) + a)))
+        .take_while(|&a| have.contains(&plan::addr_add(first, a.into())))
         .count() as u32)
 }
 
 /// The error for an address the run would use but does not own.
-fn not_assigned(ns: &str, side: &Side, first: Ipv4Addr, n: u32, at: u32) -> anyhow::Error {
-    let addr = Ipv4Addr::from(u32::from(first) + at);
-    let last = Ipv4Addr::from(u32::from(first) + n - 1);
+fn not_assigned(ns: &str, side: &Side, first: IpAddr, n: u32, at: u32) -> anyhow::Error {
+    let addr = plan::addr_add(first, at.into());
+    let last = plan::addr_add(first, u64::from(n) - 1);
     anyhow::anyhow!(
         "address {addr} is not assigned to {} in namespace '{ns}'; the run uses {first}{}, \
          and every address it uses must belong to the test's namespaces",
@@ -363,7 +369,7 @@ impl<'a> Generator<'a, '_> {
             phase: ph,
             frames: self.plan.frames(ph, round, self.span),
             clients: self.plan.clients,
-            server: Endpoint::new(self.o.server, self.o.dport),
+            server: Endpoint::new(self.plan.server, self.o.dport),
             eth: Ether {
                 dst: dst.iface.mac,
                 src: src.iface.mac,
@@ -461,18 +467,19 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
     let server = side(&o.server_ns, &o.server_iface)?;
     // A round may not reuse a tuple; later rounds reuse those of earlier
     // ones once the assigned addresses run out.
-    let addrs = assigned_run(&client, o.client, plan.want as u32)?;
+    let first = plan.clients.first;
+    let addrs = assigned_run(&client, first, plan.want as u32)?;
     if u64::from(addrs) < plan.need {
         return Err(not_assigned(
             &o.client_ns,
             &client,
-            o.client,
+            first,
             plan.need as u32,
             addrs,
         ));
     }
-    if assigned_run(&server, o.server, 1)? == 0 {
-        return Err(not_assigned(&o.server_ns, &server, o.server, 1, 0));
+    if assigned_run(&server, plan.server, 1)? == 0 {
+        return Err(not_assigned(&o.server_ns, &server, plan.server, 1, 0));
     }
 
     let mut object = MaybeUninit::<OpenObject>::uninit();

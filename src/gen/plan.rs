@@ -1,10 +1,10 @@
 //! The plan of a generator run, as pure code: the checks on the options,
 //! the phases with their sequence numbers (and the phase two CPUs race
-//! on, with `--clash`), which client address and port each connection
-//! uses (as hs_gen computes it), and which frames each stream and each
-//! flood thread covers, at what share of the rate.
+//! on, with `--clash`), the address family and which client address and
+//! port each connection uses (as hs_gen computes it), and which frames each
+//! stream and each flood thread covers, at what share of the rate.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Result};
 
@@ -221,13 +221,66 @@ fn tcp_phases(o: &Args) -> Vec<Phase> {
     v
 }
 
+/// The client and server addresses of a run, both of one family: the
+/// family of whichever is given (both must agree), IPv6 with `-6`, else
+/// IPv4; an address not given takes its family's default.
+pub fn addresses(o: &Args) -> Result<(IpAddr, IpAddr)> {
+    let v6 = o.ipv6
+        || matches!(o.client, Some(IpAddr::V6(_)))
+        || matches!(o.server, Some(IpAddr::V6(_)));
+    let (client, server) = if v6 {
+        (IpAddr::V6(DEFAULT_CLIENT6), IpAddr::V6(DEFAULT_SERVER6))
+    } else {
+        (IpAddr::V4(DEFAULT_CLIENT4), IpAddr::V4(DEFAULT_SERVER4))
+    };
+    let (client, server) = (o.client.unwrap_or(client), o.server.unwrap_or(server));
+    for (option, a) in [("--client", client), ("--server", server)] {
+        if a.is_ipv6() != v6 {
+            let why = if o.ipv6 {
+                "-6".to_string()
+            } else {
+                let other = if option == "--client" {
+                    ("--server", server)
+                } else {
+                    ("--client", client)
+                };
+                format!("{} {}", other.0, other.1)
+            };
+            bail!(
+                "{option} {a} is an IPv{} address, but {why} makes this an IPv{} run",
+                if a.is_ipv6() { 6 } else { 4 },
+                if v6 { 6 } else { 4 },
+            );
+        }
+    }
+    Ok((client, server))
+}
+
+/// The Ostinato article's addresses, and their IPv6 counterparts.
+pub const DEFAULT_CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
+/// The default IPv4 server.
+pub const DEFAULT_SERVER4: Ipv4Addr = Ipv4Addr::new(10, 2, 2, 100);
+/// The default IPv6 client, fd01::100.
+pub const DEFAULT_CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x100);
+/// The default IPv6 server, fd02::100.
+pub const DEFAULT_SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd02, 0, 0, 0, 0, 0, 0, 0x100);
+
+/// `addr + n`, in its own family, as hs_gen adds: IPv4 as a 32-bit
+/// number, IPv6 as a 128-bit one.  Wraps (a checked plan never does).
+pub fn addr_add(addr: IpAddr, n: u64) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => Ipv4Addr::from(u32::from(a).wrapping_add(n as u32)).into(),
+        IpAddr::V6(a) => Ipv6Addr::from(u128::from(a).wrapping_add(u128::from(n))).into(),
+    }
+}
+
 /// Where the clients live: connection `j` (after any wrap) uses address
 /// `first + j / ports_per_addr` and port `sport + (j % ports_per_addr) *
 /// port_step`, as hs_gen computes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clients {
     /// The first client address.
-    pub first: Ipv4Addr,
+    pub first: IpAddr,
     /// The first client port.
     pub sport: u16,
     /// The port step between connections.
@@ -240,12 +293,16 @@ impl Clients {
     /// The client endpoint of connection `j`.
     pub fn endpoint(&self, j: u64) -> Endpoint {
         let per = u64::from(self.ports_per_addr.max(1));
-        // hs_gen's u32 and u16 arithmetic; nothing wraps in a checked plan.
-        let addr = u32::from(self.first).wrapping_add((j / per) as u32);
+        // hs_gen's arithmetic; nothing wraps in a checked plan.
         let port = self
             .sport
             .wrapping_add(((j % per) as u16).wrapping_mul(self.port_step));
-        Endpoint::new(Ipv4Addr::from(addr), port)
+        Endpoint::new(self.addr(j / per), port)
+    }
+
+    /// The `k`th client address.
+    pub fn addr(&self, k: u64) -> IpAddr {
+        addr_add(self.first, k)
     }
 }
 
@@ -285,6 +342,8 @@ pub struct Plan {
     pub total: u64,
     /// Where the clients live.
     pub clients: Clients,
+    /// The server's address, of the clients' family.
+    pub server: IpAddr,
     /// Client addresses one round needs.
     pub need: u64,
     /// Client addresses the whole run could use; later rounds reuse the
@@ -316,6 +375,7 @@ impl Plan {
         if o.threads == 0 {
             bail!("--threads must be at least 1");
         }
+        let (client, server) = addresses(o)?;
         let cpus = flood_cpus(o.threads, allowed)?;
         if o.threads > 1 && (o.flood == 0 || o.sender == Sender::Socket) {
             bail!("--threads takes --flood and live frames (not --sender socket)");
@@ -342,17 +402,23 @@ impl Plan {
         let ports_per_addr = ports.min(total) as u32;
         let need = o.count.div_ceil(u64::from(ports_per_addr));
         let want = total.div_ceil(u64::from(ports_per_addr));
-        if u64::from(u32::from(o.client)) + want > u64::from(u32::MAX) {
+        let room = match client {
+            IpAddr::V4(a) => u128::from(u32::MAX - u32::from(a)),
+            IpAddr::V6(a) => u128::MAX - u128::from(a),
+        };
+        if u128::from(want) > room {
             bail!(
-                "--count {} needs more client addresses than IPv4 has",
-                o.count
+                "--count {} needs more client addresses than IPv{} has",
+                o.count,
+                if client.is_ipv4() { 4 } else { 6 }
             );
         }
         Ok(Self {
             count: o.count,
             total,
+            server,
             clients: Clients {
-                first: o.client,
+                first: client,
                 sport: o.sport,
                 port_step: o.port_step,
                 ports_per_addr,
@@ -787,6 +853,115 @@ mod tests {
         let s = shares(501, 10, 2);
         assert_eq!((s[0].span, s[0].base), (251, 0));
         assert_eq!((s[1].span, s[1].base), (250, 251));
+    }
+
+    fn v6(s: &str) -> IpAddr {
+        s.parse::<Ipv6Addr>().unwrap().into()
+    }
+
+    #[test]
+    fn the_family_follows_the_addresses_or_minus_6() {
+        let pair = |extra: &[&str]| {
+            let p = plan(extra).unwrap();
+            (p.clients.first.to_string(), p.server.to_string())
+        };
+        let four = ("10.1.1.100".to_string(), "10.2.2.100".to_string());
+        let six = ("fd01::100".to_string(), "fd02::100".to_string());
+        assert_eq!(pair(&[]), four);
+        assert_eq!(pair(&["-6"]), six);
+        assert_eq!(pair(&["--ipv6"]), six);
+        // One IPv6 address: the other takes IPv6's default.
+        assert_eq!(pair(&["--client", "fd01::100"]), six);
+        assert_eq!(pair(&["--server", "fd02::100"]), six);
+        assert_eq!(
+            pair(&["-6", "--client", "fd09::1", "--server", "fd0a::2"]),
+            ("fd09::1".to_string(), "fd0a::2".to_string())
+        );
+        assert_eq!(
+            pair(&["--client", "10.9.9.9"]),
+            ("10.9.9.9".to_string(), "10.2.2.100".to_string())
+        );
+    }
+
+    #[test]
+    fn an_address_of_the_wrong_family_is_refused() {
+        assert_eq!(
+            err(&["-6", "--client", "10.1.1.100"]),
+            "--client 10.1.1.100 is an IPv4 address, but -6 makes this an IPv6 run"
+        );
+        assert_eq!(
+            err(&["-6", "--server", "10.2.2.100"]),
+            "--server 10.2.2.100 is an IPv4 address, but -6 makes this an IPv6 run"
+        );
+        assert_eq!(
+            err(&["--client", "fd01::100", "--server", "10.2.2.100"]),
+            "--server 10.2.2.100 is an IPv4 address, but --client fd01::100 makes this an IPv6 run"
+        );
+        assert_eq!(
+            err(&["--client", "10.1.1.100", "--server", "fd02::100"]),
+            "--client 10.1.1.100 is an IPv4 address, but --server fd02::100 makes this an IPv6 run"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_step_as_128_bit_numbers() {
+        // Ports 65000..=65535: 536 per address, as for IPv4.
+        let p = plan(&["-6", "--count", "2000", "--sport", "65000"]).unwrap();
+        assert_eq!(p.clients.ports_per_addr, 536);
+        assert_eq!((p.need, p.want), (4, 4));
+        let c = |j| p.clients.endpoint(j);
+        assert_eq!(c(0), Endpoint::new(v6("fd01::100"), 65000));
+        assert_eq!(c(535), Endpoint::new(v6("fd01::100"), 65535));
+        assert_eq!(c(536), Endpoint::new(v6("fd01::101"), 65000));
+        assert_eq!(c(1999), Endpoint::new(v6("fd01::103"), 65391));
+        // Past ::1ff comes ::200 (hexadecimal), and a carry runs into the
+        // upper 64 bits as hs_gen carries it.
+        let p = plan(&[
+            "--client",
+            "fd01::1ff",
+            "--count",
+            "600",
+            "--sport",
+            "65000",
+        ])
+        .unwrap();
+        assert_eq!(p.clients.endpoint(536).addr, v6("fd01::200"));
+        let last = "fd01::ffff:ffff:ffff:ffff";
+        let p = plan(&["--client", last, "--count", "600", "--sport", "65000"]).unwrap();
+        assert_eq!(p.clients.endpoint(535).addr, v6(last));
+        assert_eq!(p.clients.endpoint(536).addr, v6("fd01:0:0:1::"));
+        assert_eq!(
+            err(&[
+                "--client",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+                "--count",
+                "100000"
+            ]),
+            "--count 100000 needs more client addresses than IPv6 has"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_phase_frame_goes_its_own_way() {
+        let o = args(&["-6"]);
+        let p = Plan::new(&o, &[]).unwrap();
+        let (c, s) = (p.clients.endpoint(0), Endpoint::new(p.server, 8080));
+        assert_eq!(c, Endpoint::new(v6("fd01::100"), 23420));
+        let eth = Ether::default();
+        let ph = phases(&o);
+        let syn = ph[0].frame(&eth, c, s);
+        assert_eq!(syn, packet::tcp(&eth, c, s, SYN, 100, 0, b""));
+        // The smallest IPv6 TCP frame: 14 + 40 + 20 bytes.
+        assert_eq!(syn.len(), 74);
+        assert_eq!(&syn[12..14], &[0x86, 0xdd]);
+        assert_eq!(
+            ph[2].frame(&eth, c, s),
+            packet::tcp(&eth, c, s, ACK, 101, 201, b"")
+        );
+        assert_eq!(
+            ph[1].frame(&eth, c, s),
+            packet::tcp(&eth, s, c, SYN | ACK, 200, 101, b"")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::mem::MaybeUninit;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -60,12 +61,20 @@ impl Stream<'_> {
 
     /// The generator's description of these frames, for hs_gen.
     fn hs_phase(&self) -> hs_phase {
+        let (client_addr, client_addr6) = match self.clients.first {
+            IpAddr::V4(a) => (u32::from(a), [0; 2]),
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                (0, [(a >> 64) as u64, a as u64])
+            }
+        };
         hs_phase {
             next: self.frames.next,
             count: self.frames.end,
             span: self.frames.span,
             base: self.frames.base,
-            client_addr: u32::from(self.clients.first),
+            client_addr,
+            client_addr6,
             ports_per_addr: self.clients.ports_per_addr,
             client_port: self.clients.sport,
             port_step: self.clients.port_step,

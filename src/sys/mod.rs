@@ -38,13 +38,18 @@ pub fn require_btf() -> Result<()> {
     }
     Ok(())
 }
-/// The IPv4 addresses assigned to `iface` in the calling thread's
-/// network namespace.
-pub fn ipv4_addrs(iface: &str) -> Result<Vec<std::net::Ipv4Addr>> {
+/// The IPv4 and IPv6 addresses assigned to `iface` in the calling
+/// thread's network namespace.
+pub fn ip_addrs(iface: &str) -> Result<Vec<std::net::IpAddr>> {
     Ok(nix::ifaddrs::getifaddrs()
         .context("listing interfaces")?
         .filter(|ifa| ifa.interface_name == iface)
-        .filter_map(|ifa| ifa.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            a.as_sockaddr_in()
+                .map(|s| s.ip().into())
+                .or_else(|| a.as_sockaddr_in6().map(|s| s.ip().into()))
+        })
         .collect())
 }
 

@@ -30,7 +30,8 @@ fn trace_pipe() -> MutexGuard<'static, ()> {
 }
 
 /// A UDP socket bound to `addr` (port picked by the kernel) in `ns`.
-fn udp_socket(ns: &str, addr: Ipv4Addr) -> UdpSocket {
+fn udp_socket(ns: &str, addr: impl Into<IpAddr>) -> UdpSocket {
+    let addr = addr.into();
     let s = in_ns(ns, || {
         UdpSocket::bind((addr, 0)).expect("binding a UDP socket")
     });
@@ -1347,4 +1348,40 @@ fn dual_stack_ping6_and_iperf3_over_ipv6_are_tracked_beside_ipv4() {
     let s = tracker.stats();
     assert!(s["new_ipv6"] >= 4 && s["new_ipv6"] < s["new"], "{s:?}");
     assert!(s["ipv6"] > 0 && s["untracked"] > 0, "{s:?}");
+}
+
+#[test]
+fn udp_datagrams_larger_than_the_mtu_cross_in_fragments_in_both_families() {
+    // 4000 and 3000 bytes of UDP at MTU 1500: three fragments each way in
+    // each family (IPv4: 1480 bytes of payload per fragment; IPv6: 1448).
+    const ASK: usize = 4000;
+    const ANSWER: usize = 3000;
+    let data = |n: usize, k: u8| -> Vec<u8> { (0..n).map(|i| (i as u8).wrapping_mul(k)).collect() };
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    for (a1, a2) in [
+        (IpAddr::from(ADDR1), IpAddr::from(ADDR2)),
+        (ADDR6_1.parse().unwrap(), ADDR6_2.parse().unwrap()),
+    ] {
+        let server = udp_socket(&topo.ns2(), a2);
+        let client = udp_socket(&topo.ns1(), a1);
+        let (from, to) = (client.local_addr().unwrap(), server.local_addr().unwrap());
+        client.send_to(&data(ASK, 3), to).expect("send");
+        let mut buf = vec![0u8; 9000];
+        let (n, src) = server
+            .recv_from(&mut buf)
+            .expect("the datagram, reassembled");
+        assert_eq!((src, &buf[..n]), (from, &data(ASK, 3)[..]), "{a1} -> {a2}");
+        server.send_to(&data(ANSWER, 7), from).expect("answer");
+        let (n, src) = client.recv_from(&mut buf).expect("the answer, reassembled");
+        assert_eq!((src, &buf[..n]), (to, &data(ANSWER, 7)[..]), "{a2} -> {a1}");
+        // The first fragment of the question opened the entry, the first
+        // of the answer answered it.
+        let e = dump_flow(&tracker.pin_path, "udp", from, to)
+            .unwrap_or_else(|| panic!("no udp entry for {from} -> {to}"));
+        assert!(!e.unreplied && !e.assured, "{e:?}");
+    }
+    let s = tracker.stats();
+    assert_eq!(s["fragments"], 12, "{s:?}");
+    assert_nothing_invalid(&tracker);
 }

@@ -32,9 +32,14 @@ pub struct Args {
     /// Do not print the live counter line.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Capacity of the connection table.
+    /// Capacity of the IPv4 connection table (preallocated: 168 bytes an
+    /// entry).
     #[arg(long, default_value_t = 65536)]
     pub max_entries: u32,
+    /// Capacity of the IPv6 connection table (preallocated: 192 bytes an
+    /// entry); the same as --max-entries unless given.
+    #[arg(long, value_name = "N")]
+    pub max_entries6: Option<u32>,
     /// Override a timeout, e.g. established=3600 (repeatable). States:
     /// syn_sent syn_recv established fin_wait close_wait last_ack time_wait
     /// close syn_sent2 max_retrans unacknowledged udp udp_stream icmp.
@@ -105,6 +110,7 @@ pub fn run(o: Args) -> Result<ExitCode> {
 
     let mut cfg = Config {
         max_entries: o.max_entries,
+        max_entries6: o.max_entries6,
         log_level: o.log_level,
         strict: o.strict,
         track: !o.no_track,

@@ -26,8 +26,10 @@ use crate::settings::{default_timeouts, TIMEOUT_SLOTS};
 /// Everything the program is told before it is loaded.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Capacity of the connection table.
+    /// Capacity of the IPv4 connection table.
     pub max_entries: u32,
+    /// Capacity of the IPv6 one; None: the same as IPv4's.
+    pub max_entries6: Option<u32>,
     /// Seconds per timeout slot (see `settings::TIMEOUTS`).
     pub timeouts: [u32; TIMEOUT_SLOTS],
     /// 0 (silent) to 5 (bpf_printk debug output).
@@ -54,6 +56,7 @@ impl Config {
     pub fn new(features: Features) -> Self {
         Self {
             max_entries: 65536,
+            max_entries6: None,
             timeouts: default_timeouts(),
             log_level: 0,
             strict: false,
@@ -76,17 +79,18 @@ pub fn load<'obj>(
     let mut open = ConntrackSkelBuilder::default()
         .open(object)
         .context("opening the BPF object")?;
-    if cfg.max_entries == 0 {
-        bail!("--max-entries must be at least 1");
+    let max_entries6 = cfg.max_entries6.unwrap_or(cfg.max_entries);
+    if cfg.max_entries == 0 || max_entries6 == 0 {
+        bail!("--max-entries and --max-entries6 must be at least 1");
     }
-    // Each family's table holds up to --max-entries connections.
+    // Both tables are preallocated: each holds its family's connections.
     open.maps
         .ct_table
         .set_max_entries(cfg.max_entries)
         .context("sizing the connection table")?;
     open.maps
         .ct_table6
-        .set_max_entries(cfg.max_entries)
+        .set_max_entries(max_entries6)
         .context("sizing the IPv6 connection table")?;
     let cpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
     open.maps

@@ -297,7 +297,10 @@ pub fn l4_offset(frame: &[u8]) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ipv6Ext {
     /// Hop-by-hop options (0): `len` bytes (a multiple of 8, at least 8),
-    /// one PadN option filling them.
+    /// filled with one option: PadN in 8 bytes, else (since a receiver
+    /// refuses more than 7 bytes of padding, RFC 4942) an experimental
+    /// option (0x1e, RFC 4727) whose type tells a receiver that does not
+    /// know it to skip it.
     HopByHop(usize),
     /// Destination options (60), laid out as [`Ipv6Ext::HopByHop`].
     DestOpts(usize),
@@ -344,9 +347,11 @@ impl Ipv6Ext {
                     *len >= 8 && len.is_multiple_of(8) && *len <= 2048,
                     "an options header is 8 to 2048 bytes, in 8-byte units: {len}"
                 );
-                // Next header, length in 8-byte units less one, then PadN
-                // (type 1) with the rest as its data.
-                let mut h = vec![next, (len / 8 - 1) as u8, 1, (len - 4) as u8];
+                // Next header, length in 8-byte units less one, then one
+                // option with the rest as its data: PadN (1) when that is
+                // 4 bytes, else the experimental 0x1e.
+                let opt = if *len == 8 { 1 } else { 0x1e };
+                let mut h = vec![next, (len / 8 - 1) as u8, opt, (len - 4) as u8];
                 h.resize(*len, 0);
                 h
             }
@@ -813,6 +818,7 @@ mod tests {
             assert_eq!(f[at], next, "header {i}'s next header");
         }
         assert_eq!(&f[54 + 2..54 + 4], &[1, 4], "PadN over the rest");
+        assert_eq!(&f[62 + 2..62 + 4], &[0x1e, 12], "more than PadN may pad");
         assert_eq!(
             &f[78 + 1..78 + 4],
             &[2, 0, 0],

@@ -295,7 +295,7 @@ struct ErrKind(&'static str, u8, u8);
 
 impl ErrKind {
     /// Sent by the quoted packet's destination, not by a router.
-    fn from_destination(self) -> bool {
+    fn sent_by_destination(self) -> bool {
         matches!((self.1, self.2), (3, 3) | (1, 4))
     }
 }
@@ -1539,7 +1539,7 @@ fn icmp_error_sequences(fam: Family) -> Vec<Seq> {
     // come from a router on the path.
     for &kind in e.all {
         for flow in [Flow::Tcp, Flow::Udp, Flow::Echo] {
-            let from = |about: Side| match (kind.from_destination(), about) {
+            let from = |about: Side| match (kind.sent_by_destination(), about) {
                 (true, Client) => Server,
                 (true, _) => Client,
                 _ => Router,
@@ -3302,8 +3302,10 @@ impl KernelCt {
                 "nodad",
             ]);
         }
-        run(&["ip", "-n", &k, "link", "set", &vk, "up"]);
-        run(&["ip", "-n", &i, "link", "set", &vi, "up"]);
+        // Room for the window sequences' 1460-byte segments behind IPv6's
+        // 40-byte header (1534-byte frames).
+        run(&["ip", "-n", &k, "link", "set", &vk, "mtu", "2000", "up"]);
+        run(&["ip", "-n", &i, "link", "set", &vi, "mtu", "2000", "up"]);
 
         let (sock, ifindex) = packet_socket(&i, &vi);
         let me = Self {
@@ -3830,4 +3832,31 @@ fn icmpv6_errors_match_nf_conntrack() {
 #[test]
 fn ipv6_extension_headers_match_nf_conntrack() {
     check_parity(&ipv6_extension_sequences());
+}
+
+#[test]
+fn tcp_windows_over_ipv6_match_nf_conntrack() {
+    let seqs: Vec<Seq> = tcp_window_sequences()
+        .into_iter()
+        .map(|s| s.over(Family::V6))
+        .collect();
+    check_parity(&seqs);
+}
+
+#[test]
+fn tcp_liberal_over_ipv6_matches_nf_conntrack() {
+    let seqs: Vec<Seq> = tcp_liberal_sequences()
+        .into_iter()
+        .map(|s| s.over(Family::V6))
+        .collect();
+    check_parity(&seqs);
+}
+
+#[test]
+fn udp_streams_over_ipv6_match_nf_conntrack_after_two_seconds() {
+    let seqs: Vec<Seq> = udp_slow_sequences()
+        .into_iter()
+        .map(|s| s.over(Family::V6))
+        .collect();
+    check_parity(&seqs);
 }

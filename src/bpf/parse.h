@@ -967,13 +967,19 @@ parse_icmp6_error(struct xdp_md *ctx, struct ct_pkt *p, const struct ct_l3 *l3,
 /*
  * noct_valid_new[] of nf_conntrack_proto_icmpv6.c: MLD (130-132, 143),
  * router solicitation and advertisement (133, 134), neighbour
- * solicitation and advertisement (135, 136), as a bitmap from type 130.
- * The kernel leaves these untracked, so that IPv6 works through it.
+ * solicitation and advertisement (135, 136), and since Linux 6.10
+ * multicast router discovery advertisement and solicitation (151, 152),
+ * as a bitmap from type 130.  The kernel leaves these untracked, so that
+ * IPv6 works through it.
  */
+#define ICMPV6_MRDISC_ADV 151
+#define ICMPV6_MRDISC_SOL 152
 #define ICMPV6_NOCT_TYPES                                                      \
 	((1U << 0) | (1U << 1) | (1U << 2) | (1U << 3) | (1U << 4) |           \
 	 (1U << 5) | (1U << 6) |                                               \
-	 (1U << (ICMPV6_MLD2_REPORT - ICMPV6_MGM_QUERY)))
+	 (1U << (ICMPV6_MLD2_REPORT - ICMPV6_MGM_QUERY)) |                     \
+	 (1U << (ICMPV6_MRDISC_ADV - ICMPV6_MGM_QUERY)) |                      \
+	 (1U << (ICMPV6_MRDISC_SOL - ICMPV6_MGM_QUERY)))
 
 static __always_inline bool icmp6_untracked(__u8 type)
 {

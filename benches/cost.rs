@@ -84,6 +84,7 @@ fn profile(frame: &[u8], secs: u64, cfg: Config, what: &str) {
     if cfg.track {
         fill(&skel, 1_000, &established(frame));
     }
+    perf_control("enable");
     let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut runs = Vec::new();
     while std::time::Instant::now() < until {
@@ -91,6 +92,7 @@ fn profile(frame: &[u8], secs: u64, cfg: Config, what: &str) {
         assert_eq!(act, XDP_REDIRECT, "the frame must be forwarded");
         runs.push(ns);
     }
+    perf_control("disable");
     let what = if cfg.track { what } else { "forwarding only" };
     println!(
         "{what}: {:.1} ns per packet, {} packets (median of {} runs)",
@@ -98,6 +100,27 @@ fn profile(frame: &[u8], secs: u64, cfg: Config, what: &str) {
         runs.len() as u64 * u64::from(REPEAT),
         runs.len()
     );
+}
+
+/// Sends `cmd` to a `perf record --control fifo:CTL,ACK` that runs this
+/// bench, when `XCT_PERF_CONTROL=CTL,ACK` says where, and waits for its
+/// ack: the samples then cover the counted loop only, not the program's
+/// load, whose verification would otherwise show up per packet.
+fn perf_control(cmd: &str) {
+    use std::io::{Read, Write};
+    let Ok(fifos) = std::env::var("XCT_PERF_CONTROL") else {
+        return;
+    };
+    let (ctl, ack) = fifos.split_once(',').expect("XCT_PERF_CONTROL=CTL,ACK");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(ctl)
+        .and_then(|mut f| writeln!(f, "{cmd}"))
+        .expect("writing to perf's control fifo");
+    let mut reply = [0u8; 16];
+    std::fs::File::open(ack)
+        .and_then(|mut f| f.read(&mut reply))
+        .expect("reading perf's ack");
 }
 
 /// A data segment of the established flow that fills an MTU of `mtu`.

@@ -27,7 +27,13 @@ for mode in track no-track; do
 	args=(--profile "$secs")
 	[ "$mode" = no-track ] && args+=(--no-track)
 	# cpu-clock counts nanoseconds, so a symbol's period is its time.
-	perf record -q -e cpu-clock -o "$tmp/$mode.data" -- \
+	# Sampling starts disabled; the bench enables it around its counted
+	# loop through perf's control fifos, so the program's load (the
+	# verifier's walk) is not charged to the packets.
+	mkfifo "$tmp/$mode.ctl" "$tmp/$mode.ack"
+	perf record -q -e cpu-clock -D -1 \
+		--control "fifo:$tmp/$mode.ctl,$tmp/$mode.ack" -o "$tmp/$mode.data" -- \
+		env XCT_PERF_CONTROL="$tmp/$mode.ctl,$tmp/$mode.ack" \
 		"$bench" "${args[@]}" >"$tmp/$mode.out"
 	perf report -q -i "$tmp/$mode.data" --stdio --sort sym \
 		-F period,sym 2>/dev/null >"$tmp/$mode.syms"

@@ -1385,3 +1385,27 @@ fn udp_datagrams_larger_than_the_mtu_cross_in_fragments_in_both_families() {
     assert_eq!(s["fragments"], 12, "{s:?}");
     assert_nothing_invalid(&tracker);
 }
+
+#[test]
+fn the_pin_directory_is_0700_and_each_pin_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(
+        mode(&tracker.pin_path),
+        0o700,
+        "{}",
+        tracker.pin_path.display()
+    );
+    for name in ["ct_table", "ct_table6", "stats"] {
+        let pin = tracker.pin_path.join(name);
+        assert_eq!(mode(&pin), 0o600, "{}", pin.display());
+    }
+}

@@ -2,6 +2,7 @@
 //! a second process finds them.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -61,6 +62,10 @@ impl Pins {
         }
         let created_dir = !dir.exists();
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Only root reads or changes the table: the directory 0700, each
+        // pin 0600.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
         let mut pins = Self {
             dir: dir.to_path_buf(),
             names: Vec::new(),
@@ -71,6 +76,8 @@ impl Pins {
             map.pin(&path)
                 .with_context(|| format!("pinning {}", path.display()))?;
             pins.names.push(name);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", path.display()))?;
         }
         Ok(pins)
     }

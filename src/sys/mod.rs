@@ -99,12 +99,14 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
         return Ok(());
     }
     if dir.starts_with(default) && !is_fs(default, BPF_FS_MAGIC) {
+        // Mode 0700, as bpftool and systemd mount it: the kernel's default
+        // (1777) lets any user pin into it.
         mount(
             Some("bpf"),
             default,
             Some("bpf"),
             MsFlags::empty(),
-            None::<&str>,
+            Some("mode=0700"),
         )
         .context("mounting the bpf filesystem on /sys/fs/bpf")?;
         return Ok(());

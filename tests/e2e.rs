@@ -422,19 +422,7 @@ fn iperf3_tcp_with_loss_and_reordering_completes_and_nothing_is_invalid() {
     impair(&topo, &topo.ns2());
     let tracker = Tracker::builder(&topo).args(&["-q"]).start();
 
-    let server = Command::new("ip")
-        .args(["netns", "exec", &topo.ns2()])
-        .args(["iperf3", "-s", "-1", "-B", "10.0.0.2", "-p", "5201"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting iperf3 -s");
-    let _server = Reaped(server);
-    let listening = wait_for(IO_TIMEOUT, || {
-        let out = topo.exec(&topo.ns2(), &["ss", "-Hltn", "sport", "=", ":5201"]);
-        !out.stdout.is_empty()
-    });
-    assert!(listening, "iperf3 -s is not listening");
+    let _server = iperf3_server(&topo, "10.0.0.2");
 
     let out = topo.exec(
         &topo.ns1(),
@@ -1201,47 +1189,34 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
     );
 }
 
-/// IPv6 addresses of the two namespaces, beside their IPv4 ones.
+/// IPv6 addresses of the two namespaces, beside their IPv4 ones (the
+/// defaults of scripts/topology.sh).
 const ADDR6_1: &str = "fd00::1";
 const ADDR6_2: &str = "fd00::2";
 
-/// Gives each namespace its IPv6 address (no duplicate address detection,
-/// so it is usable at once); neighbours are left to neighbour discovery.
-fn add_ipv6(topo: &Topology) {
-    for (ns, a) in [(topo.ns1(), ADDR6_1), (topo.ns2(), ADDR6_2)] {
-        let out = topo.exec(
-            &ns,
-            &[
-                "ip",
-                "-6",
-                "addr",
-                "replace",
-                &format!("{a}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        );
-        assert!(out.status.success(), "adding {a}: {out:?}");
-    }
-}
-
-/// Runs one iperf3 client from ns1 against a one-shot server in ns2, over
-/// IPv6, and returns the client's JSON.
-fn iperf3_6(topo: &Topology, args: &[&str]) -> String {
+/// A one-shot iperf3 server in ns2 bound to `addr`, port 5201, listening
+/// by the time this returns; killed when the value is dropped.
+fn iperf3_server(topo: &Topology, addr: &str) -> Reaped {
     let server = Command::new("ip")
         .args(["netns", "exec", &topo.ns2()])
-        .args(["iperf3", "-s", "-1", "-B", ADDR6_2, "-p", "5201"])
+        .args(["iperf3", "-s", "-1", "-B", addr, "-p", "5201"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting iperf3 -s");
-    let _server = Reaped(server);
+    let server = Reaped(server);
     let listening = wait_for(IO_TIMEOUT, || {
         let out = topo.exec(&topo.ns2(), &["ss", "-Hltn", "sport", "=", ":5201"]);
         !out.stdout.is_empty()
     });
     assert!(listening, "iperf3 -s is not listening");
+    server
+}
+
+/// Runs one iperf3 client from ns1 against a one-shot server in ns2, over
+/// IPv6, and returns the client's JSON.
+fn iperf3_6(topo: &Topology, args: &[&str]) -> String {
+    let _server = iperf3_server(topo, ADDR6_2);
     let mut cmd = vec![
         "timeout",
         "60",
@@ -1267,8 +1242,8 @@ fn iperf3_6(topo: &Topology, args: &[&str]) -> String {
 #[test]
 fn dual_stack_ping6_and_iperf3_over_ipv6_are_tracked_beside_ipv4() {
     const BYTES: u64 = 4 << 20;
+    // scripts/topology.sh gives the namespaces fd00::1 and fd00::2.
     let topo = Topology::up();
-    add_ipv6(&topo);
     let tracker = Tracker::builder(&topo).args(&["-q"]).start();
     let (a1, a2): (IpAddr, IpAddr) = (ADDR6_1.parse().unwrap(), ADDR6_2.parse().unwrap());
 

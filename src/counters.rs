@@ -58,6 +58,7 @@ pub const COUNTERS: [Counter; N] = [
     c(ct_counter::CT_C_FRAGMENTS, Kind::Event),
     c(ct_counter::CT_C_IPV6, Kind::Event),
     c(ct_counter::CT_C_NEW_IPV6, Kind::Event),
+    c(ct_counter::CT_C_DELETED, Kind::Event),
 ];
 
 impl Counter {
@@ -141,7 +142,8 @@ impl Totals {
     pub fn active(&self) -> u64 {
         let removed = self.get(ct_counter::CT_C_EXPIRED)
             + self.get(ct_counter::CT_C_SWEPT)
-            + self.get(ct_counter::CT_C_CLOSED);
+            + self.get(ct_counter::CT_C_CLOSED)
+            + self.get(ct_counter::CT_C_DELETED);
         self.get(ct_counter::CT_C_NEW).saturating_sub(removed)
     }
 }

@@ -1870,6 +1870,78 @@ fn without_for_each_the_userspace_sweep_removes_expired_entries() {
     assert_eq!(view(&h, &u.key), udp);
 }
 
+/// Runs `ct_delete` (what `delete` and `flush` hand keys to) on `data`.
+fn delete(h: &Harness, data: &[u8]) -> u32 {
+    let input = ProgramInput {
+        data_in: Some(data),
+        ..Default::default()
+    };
+    h.skel
+        .progs
+        .ct_delete
+        .test_run(input)
+        .expect("running ct_delete")
+        .return_value
+}
+
+#[test]
+fn ct_delete_removes_a_live_entry_once_and_counts_it() {
+    let h = Harness::default_config();
+    let f = Flow::new(0);
+    let t = Track::new(&h, f.tcp_key());
+    t.fwd(
+        &f.c(SYN, 100, 0),
+        &["new"],
+        v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c),
+    );
+    let g = Flow::new(1);
+    let u = Track::new(&h, g.udp_key());
+    let udp = v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c);
+    u.fwd(&g.c_udp(b"x"), &["new"], udp);
+    // SAFETY: table keys are plain C structs with explicit padding.
+    let key = unsafe { plain::as_bytes(&t.key) }.to_vec();
+
+    let before = h.stats();
+    assert_eq!(delete(&h, &key), XDP_DROP, "a live entry is removed");
+    assert_moved(&before, &h.stats(), &[("deleted", 1)], "delete");
+    assert_eq!(h.stats().active(), 1);
+    assert!(h.entry(&t.key).is_none());
+    assert_eq!(view(&h, &u.key), udp, "the other entry stays");
+    // Gone already: nothing removed, nothing counted.
+    let before = h.stats();
+    assert_eq!(delete(&h, &key), XDP_PASS);
+    assert_moved(&before, &h.stats(), &[], "second delete");
+    // A frame that is no key is refused.
+    assert_eq!(delete(&h, &key[..15]), XDP_ABORTED);
+    assert_eq!(delete(&h, &[0u8; 64]), XDP_ABORTED);
+    // The connection's next packet opens it afresh.
+    t.fwd(
+        &f.c(SYN, 100, 0),
+        &["new"],
+        v(SYN_SENT, UNREPLIED, NOT_ASSURED, f.c),
+    );
+}
+
+#[test]
+fn ct_delete_removes_an_expired_entry_before_the_sweep_does() {
+    let h = Harness::new(config_with(&["udp=1"]));
+    let g = Flow::new(1);
+    let u = Track::new(&h, g.udp_key());
+    u.fwd(
+        &g.c_udp(b"x"),
+        &["new"],
+        v(NO_STATE, UNREPLIED, NOT_ASSURED, g.c),
+    );
+    expire(&h, &u.key, 1);
+    // SAFETY: as above.
+    let key = unsafe { plain::as_bytes(&u.key) }.to_vec();
+    let before = h.stats();
+    assert_eq!(delete(&h, &key), XDP_DROP);
+    h.sweep();
+    assert_moved(&before, &h.stats(), &[("deleted", 1)], "delete, then sweep");
+    assert_eq!(h.raw_len(), 0);
+}
+
 #[test]
 fn a_packet_meeting_an_expired_entry_finds_none() {
     let h = Harness::new(config_with(&["syn_sent=1", "udp=1"]));

@@ -713,16 +713,24 @@ int ct_sweep(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/*
- * The sweep for kernels without bpf_for_each_map_elem() (before 5.13):
- * userspace lists candidates with a batch lookup and hands each key to this
- * program as its packet data, whose length tells the table (a struct
- * ct_key or a struct ct_key6).  It checks the deadline again, under the
- * program's own clock, so an entry refreshed in between survives, and it
- * counts on the per-CPU counters, which userspace cannot update safely.
+/**
+ * ct_remove() - remove the entry whose key is the frame's data
+ * @ctx: the frame: a struct ct_key or a struct ct_key6, whose length tells
+ *	the table
+ * @expired_only: a constant; true to keep an entry that is still live
+ * @counter: what a removal counts as
+ *
+ * Userspace cannot change the per-CPU counters safely while the datapath
+ * writes them, so whatever removes an entry from userspace hands its key
+ * to a program that removes it and counts it.  Only the caller whose
+ * delete succeeds counts, so a packet or the sweep racing for the same
+ * entry never makes it count twice.
+ *
+ * Return: XDP_DROP when the entry was removed, XDP_PASS when it was absent
+ * (or live, with @expired_only), XDP_ABORTED for a frame of another size.
  */
-SEC("xdp")
-int ct_reap(struct xdp_md *ctx)
+static __always_inline int ct_remove(struct xdp_md *ctx, bool expired_only,
+				     enum ct_counter counter)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -730,8 +738,9 @@ int ct_reap(struct xdp_md *ctx)
 	struct ct_key *key = data;
 	struct ct_stats *st;
 	struct ct_entry *e;
-	__u64 now = ct_now();
 	__u32 zero = 0;
+	void *table;
+	void *k;
 
 	/* The verifier follows a packet pointer compared with data_end by
 	 * order only, so the length picks the table and a bounds check each
@@ -740,24 +749,53 @@ int ct_reap(struct xdp_md *ctx)
 	if (data_end - data == sizeof(*key6)) {
 		if ((void *)(key6 + 1) > data_end)
 			return XDP_ABORTED;
-		e = bpf_map_lookup_elem(&ct_table6, key6);
-		if (!e || READ_ONCE(e->expires) > now ||
-		    bpf_map_delete_elem(&ct_table6, key6))
-			return XDP_PASS;
+		table = &ct_table6;
+		k = key6;
 	} else if (data_end - data == sizeof(*key)) {
 		if ((void *)(key + 1) > data_end)
 			return XDP_ABORTED;
-		e = bpf_map_lookup_elem(&ct_table, key);
-		if (!e || READ_ONCE(e->expires) > now ||
-		    bpf_map_delete_elem(&ct_table, key))
-			return XDP_PASS;
+		table = &ct_table;
+		k = key;
 	} else {
 		return XDP_ABORTED;
 	}
+	if (expired_only) {
+		/* Checked again under the program's own clock: an entry
+		 * refreshed since userspace listed it survives.
+		 */
+		e = bpf_map_lookup_elem(table, k);
+		if (!e || READ_ONCE(e->expires) > ct_now())
+			return XDP_PASS;
+	}
+	if (bpf_map_delete_elem(table, k))
+		return XDP_PASS;
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (st)
-		ct_count(st, CT_C_SWEPT);
+		ct_count(st, counter);
 	return XDP_DROP;
+}
+
+/*
+ * The sweep for kernels without bpf_for_each_map_elem() (before 5.13):
+ * userspace lists candidates with a batch lookup and hands each key to this
+ * program, which removes it only if it has expired.
+ */
+SEC("xdp")
+int ct_reap(struct xdp_md *ctx)
+{
+	return ct_remove(ctx, true, CT_C_SWEPT);
+}
+
+/*
+ * `delete` and `flush`: the verbs hand each chosen key to this program,
+ * pinned by the tracker, which removes the entry whatever its state.  The
+ * connection's next packet finds no entry and is its first, as in the
+ * kernel after `conntrack -D`.
+ */
+SEC("xdp")
+int ct_delete(struct xdp_md *ctx)
+{
+	return ct_remove(ctx, false, CT_C_DELETED);
 }
 
 /*

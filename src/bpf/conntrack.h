@@ -209,6 +209,7 @@ enum ct_counter {
 			 * the rest forwarded untracked (parse.h) */
 	CT_C_IPV6,	/* IPv6 frames seen (tracked or not), any verdict */
 	CT_C_NEW_IPV6,	/* of CT_C_NEW, IPv6 connections */
+	CT_C_DELETED,	/* entry removed by `delete` or `flush` */
 	CT_C_MAX,
 };
 

@@ -1,12 +1,12 @@
-//! The maps a running tracker pins for `dump`, `stats` and friends, and how
-//! a second process finds them.
+//! The maps and the program a running tracker pins for `dump`, `stats`,
+//! `delete` and friends, and how a second process finds them.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{MapCore, MapHandle, MapMut};
+use libbpf_rs::{MapCore, MapHandle, MapMut, ProgramHandle};
 
 use crate::bpf::ConntrackSkel;
 use crate::sys;
@@ -20,6 +20,9 @@ pub const TABLE: &str = "ct_table";
 pub const TABLE6: &str = "ct_table6";
 /// The per-CPU counters' pin name.
 pub const COUNTERS: &str = "stats";
+/// The pin name of `ct_delete`, the program that removes an entry and
+/// counts it (userspace cannot update the per-CPU counters safely).
+pub const DELETE: &str = "ct_delete";
 
 /// Every map a running tracker pins, by pin name: a map added here is
 /// pinned, found and removed with the others.
@@ -56,7 +59,7 @@ impl Pins {
                     dir.display()
                 );
             }
-            for (name, _) in &maps {
+            for name in maps.iter().map(|(n, _)| *n).chain([DELETE]) {
                 let _ = fs::remove_file(dir.join(name));
             }
         }
@@ -75,11 +78,23 @@ impl Pins {
             let path = dir.join(name);
             map.pin(&path)
                 .with_context(|| format!("pinning {}", path.display()))?;
-            pins.names.push(name);
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("making {} private", path.display()))?;
+            pins.private(name)?;
         }
+        let path = dir.join(DELETE);
+        skel.progs
+            .ct_delete
+            .pin(&path)
+            .with_context(|| format!("pinning {}", path.display()))?;
+        pins.private(DELETE)?;
         Ok(pins)
+    }
+
+    /// Records the pin `name` for removal, and lets only root read it.
+    fn private(&mut self, name: &'static str) -> Result<()> {
+        self.names.push(name);
+        let path = self.dir.join(name);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))
     }
 }
 
@@ -115,4 +130,16 @@ pub fn open_pinned(dir: &Path, name: &str) -> Result<MapHandle> {
         );
     }
     MapHandle::from_pinned_path(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Opens the program pinned as `name` by a running tracker.
+pub fn open_pinned_prog(dir: &Path, name: &str) -> Result<ProgramHandle> {
+    let path = dir.join(name);
+    if !path.exists() || !in_use(&dir.join(TABLE)).unwrap_or(false) {
+        bail!(
+            "no xdp-conntrack is running (nothing live pinned at {})",
+            dir.display()
+        );
+    }
+    ProgramHandle::from_pinned_path(&path).with_context(|| format!("opening {}", path.display()))
 }

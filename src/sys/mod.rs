@@ -141,3 +141,26 @@ fn is_fs(path: &Path, magic: nix::sys::statfs::FsType) -> bool {
         .map(|s| s.filesystem_type() == magic)
         .unwrap_or(false)
 }
+
+/// Runs the program `prog` once through BPF_PROG_TEST_RUN with `data` as
+/// its packet, and returns its verdict.  For a program another process
+/// loaded and pinned, which libbpf-rs can only hold as a file descriptor.
+pub fn prog_test_run(prog: std::os::fd::BorrowedFd<'_>, data: &[u8]) -> Result<u32> {
+    use libbpf_rs::libbpf_sys;
+    use std::os::fd::AsRawFd;
+
+    let mut opts = libbpf_sys::bpf_test_run_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
+        data_in: data.as_ptr().cast(),
+        data_size_in: data.len() as u32,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is sized, and data_in points at data_size_in bytes
+    // that the kernel only reads (no data_out is given).
+    let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret)).context("BPF_PROG_TEST_RUN");
+    }
+    Ok(opts.retval)
+}

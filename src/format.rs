@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::counters::Totals;
+use crate::filter::Family;
 use crate::proto::{icmp_reply_type, proto_name, tcp_state_name, IPPROTO_TCP, IPPROTO_UDP};
 use crate::table::Conn;
 
@@ -31,12 +32,12 @@ pub fn ip(a: &IpAddr) -> String {
 
 /// The layer-3 prefix of conntrack's `-o extended` lines: the family's
 /// name and number, `ipv4     2 ` or `ipv6     10 `.
-pub fn l3_prefix(a: &IpAddr) -> String {
-    let (name, num) = match a {
-        IpAddr::V4(_) => ("ipv4", nix::libc::AF_INET),
-        IpAddr::V6(_) => ("ipv6", nix::libc::AF_INET6),
+pub fn l3_prefix(f: Family) -> String {
+    let num = match f {
+        Family::Ipv4 => nix::libc::AF_INET,
+        Family::Ipv6 => nix::libc::AF_INET6,
     };
-    format!("{name:<8} {num} ")
+    format!("{:<8} {num} ", f.name())
 }
 
 /// One connection in the format of conntrack-tools' `conntrack -L`.
@@ -77,6 +78,51 @@ pub fn conntrack_line(c: &Conn) -> String {
     }
     s.push_str("mark=0 use=1");
     s
+}
+
+/// The reply tuple's ends and ports (or ICMP type) for `c`, as both
+/// `conntrack -L` and the JSON print them.
+fn tuples(c: &Conn) -> [serde_json::Value; 2] {
+    use serde_json::json;
+    let (src, dst) = (ip(&c.src), ip(&c.dst));
+    if matches!(c.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        [
+            json!({"src": src, "dst": dst, "sport": c.sport, "dport": c.dport}),
+            json!({"src": dst, "dst": src, "sport": c.dport, "dport": c.sport}),
+        ]
+    } else {
+        [
+            json!({"src": src, "dst": dst, "type": c.icmp_type, "code": c.icmp_code,
+                   "id": c.sport}),
+            json!({"src": dst, "dst": src, "type": icmp_reply_type(c.icmp_type),
+                   "code": c.icmp_code, "id": c.sport}),
+        ]
+    }
+}
+
+/// One connection as one JSON object, for `dump -o json`: the family, the
+/// protocol, the TCP state (null for UDP and ICMP), the status flags, the
+/// seconds left, both tuples and the entry's id.
+pub fn json(c: &Conn) -> serde_json::Value {
+    let mut flags = Vec::new();
+    if c.seen_reply {
+        flags.push("SEEN_REPLY");
+    }
+    if c.assured {
+        flags.push("ASSURED");
+    }
+    let [orig, reply] = tuples(c);
+    serde_json::json!({
+        "family": Family::of(&c.src).name(),
+        "proto": proto_name(c.proto),
+        "protonum": c.proto,
+        "state": (c.proto == IPPROTO_TCP).then(|| tcp_state_name(c.state)),
+        "flags": flags,
+        "timeout": c.timeout,
+        "orig": orig,
+        "reply": reply,
+        "id": c.id,
+    })
 }
 
 /// The footer conntrack-tools prints after a listing.
@@ -140,7 +186,7 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    use crate::proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+    use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
     fn conn(proto: u8, state: u8, seen_reply: bool, assured: bool) -> Conn {
         Conn {
@@ -155,6 +201,7 @@ mod tests {
             seen_reply,
             assured,
             timeout: 431_997,
+            id: 7,
         }
     }
 
@@ -219,12 +266,29 @@ mod tests {
     }
 
     #[test]
-    fn the_extended_prefix_names_the_family() {
-        assert_eq!(l3_prefix(&Ipv4Addr::LOCALHOST.into()), "ipv4     2 ");
+    fn json_carries_both_tuples_the_state_and_the_flags() {
+        let v = json(&conn(IPPROTO_TCP, 3, true, true));
         assert_eq!(
-            l3_prefix(&"fd00::1".parse::<IpAddr>().unwrap()),
-            "ipv6     10 "
+            v.to_string(),
+            r#"{"family":"ipv4","flags":["SEEN_REPLY","ASSURED"],"id":7,"orig":{"dport":8080,"dst":"10.2.2.100","sport":23420,"src":"10.1.1.100"},"proto":"tcp","protonum":6,"reply":{"dport":23420,"dst":"10.1.1.100","sport":8080,"src":"10.2.2.100"},"state":"ESTABLISHED","timeout":431997}"#
         );
+        let mut c = conn(IPPROTO_ICMPV6, 0, false, false);
+        (c.src, c.dst) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        (c.sport, c.icmp_type) = (9, 128);
+        let v = json(&c);
+        assert_eq!(v["family"], "ipv6");
+        assert_eq!(v["state"], serde_json::Value::Null);
+        assert_eq!(v["flags"], serde_json::json!([]));
+        assert_eq!(v["orig"]["type"], 128);
+        assert_eq!(v["reply"]["type"], 129);
+        assert_eq!(v["reply"]["src"], "fd00::2");
+        assert_eq!(v["reply"]["id"], 9);
+    }
+
+    #[test]
+    fn the_extended_prefix_names_the_family() {
+        assert_eq!(l3_prefix(Family::Ipv4), "ipv4     2 ");
+        assert_eq!(l3_prefix(Family::Ipv6), "ipv6     10 ");
     }
 
     #[test]

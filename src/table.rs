@@ -88,6 +88,21 @@ pub struct Conn {
     pub assured: bool,
     /// Whole seconds until it expires.
     pub timeout: u64,
+    /// An id for the entry's lifetime, as `conntrack -o id` prints: a
+    /// hash of its key and the moment it was created, so a connection
+    /// deleted and opened again gets a new one.
+    pub id: u32,
+}
+
+/// FNV-1a over the key's bytes and the creation time: [`Conn::id`].
+fn entry_id(key: &[u8], created: u64) -> u32 {
+    let h = key
+        .iter()
+        .chain(&created.to_le_bytes())
+        .fold(0x811c_9dc5u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+    h
 }
 
 /// Nanoseconds on the program's clock: CLOCK_MONOTONIC_COARSE, which the
@@ -129,6 +144,8 @@ impl Conn {
             seen_reply: e.status & ct_status::CT_S_SEEN_REPLY.0 as u8 != 0,
             assured: e.status & ct_status::CT_S_ASSURED.0 as u8 != 0,
             timeout: (e.expires - now_ns) / 1_000_000_000,
+            // SAFETY: table keys are plain C structs with explicit padding.
+            id: entry_id(unsafe { plain::as_bytes(key) }, e.created),
         })
     }
 }
@@ -221,11 +238,20 @@ pub fn read(map: &impl MapCore) -> Result<Vec<Conn>> {
 /// Reads every entry of a connection table map that is live at `now`; the
 /// key's size tells the family.
 pub fn read_at(map: &impl MapCore, now: u64) -> Result<Vec<Conn>> {
-    fn read_keyed<K: TableKey>(map: &impl MapCore, now: u64) -> Result<Vec<Conn>> {
+    Ok(entries_at(map, now)?.into_iter().map(|(_, c)| c).collect())
+}
+
+/// Reads every entry of a connection table map that is live at `now`, each
+/// with its key's bytes (what `ct_delete` takes); the key's size tells the
+/// family.
+pub fn entries_at(map: &impl MapCore, now: u64) -> Result<Vec<(Vec<u8>, Conn)>> {
+    fn read_keyed<K: TableKey>(map: &impl MapCore, now: u64) -> Result<Vec<(Vec<u8>, Conn)>> {
         let mut out = Vec::new();
         for_each::<K>(map, |k, e| {
             if let Some(c) = Conn::decode(k, e, now) {
-                out.push(c);
+                // SAFETY: table keys are plain C structs with explicit
+                // padding.
+                out.push((unsafe { plain::as_bytes(k) }.to_vec(), c));
             }
         })?;
         Ok(out)

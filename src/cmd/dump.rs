@@ -1,30 +1,12 @@
 //! `xdp-conntrack dump`: the running tracker's table, like `conntrack -L`.
 
-use std::net::IpAddr;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::Pinned;
-use crate::loader::pins;
-use crate::{format, table};
-
-/// An address family, as conntrack's `-f` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    /// Whether `a` is of this family.
-    pub fn holds(self, a: &IpAddr) -> bool {
-        match self {
-            Family::Ipv4 => a.is_ipv4(),
-            Family::Ipv6 => a.is_ipv6(),
-        }
-    }
-}
+use super::{Filters, Pinned};
+use crate::filter::Family;
+use crate::format;
 
 /// An output format, as conntrack's `-o` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +14,11 @@ pub enum Output {
     /// Each line starts with the family's name and number
     /// (`ipv4     2 `), as `conntrack -L -o extended`.
     Extended,
+    /// Each line ends with the entry's id (`id=N`), as `conntrack -o id`.
+    Id,
+    /// One JSON object per line instead of conntrack's line: family,
+    /// protocol, state, flags, seconds left, both tuples and the id.
+    Json,
 }
 
 /// Options of `dump`.
@@ -39,39 +26,40 @@ pub enum Output {
 pub struct Args {
     #[command(flatten)]
     pub pinned: Pinned,
-    /// Only this family's connections; both by default, as conntrack 1.4.7
-    /// lists both.
-    #[arg(short = 'f', long, value_enum)]
-    pub family: Option<Family>,
-    /// Output formats, comma-separated.
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Output formats, comma-separated (extended,id or json).
     #[arg(short = 'o', long, value_enum, value_delimiter = ',')]
     pub output: Vec<Output>,
 }
 
-/// Prints one line per live connection, then conntrack's footer (the
-/// number shown) on stderr.
+/// Prints one line per live connection that the filters select, then
+/// conntrack's footer (the number shown) on stderr.  Matching nothing is
+/// not an error, as with `conntrack -L`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    // Both families' tables, IPv4 first, as conntrack lists them.
-    let mut conns = Vec::new();
-    for (name, family) in [(pins::TABLE, Family::Ipv4), (pins::TABLE6, Family::Ipv6)] {
-        if a.family.is_none_or(|f| f == family) {
-            conns.extend(table::read(&a.pinned.open(name)?)?);
-        }
+    let filter = a.filters.filter()?;
+    let has = |o| a.output.contains(&o);
+    if has(Output::Json) && a.output.len() > 1 {
+        anyhow::bail!("-o json takes no other output format");
     }
-    let extended = a.output.contains(&Output::Extended);
-    let mut shown = 0;
-    for c in conns
-        .iter()
-        .filter(|c| a.family.is_none_or(|f| f.holds(&c.src)))
-    {
-        let prefix = if extended {
-            format::l3_prefix(&c.src)
+    let conns = a.pinned.select(&filter)?;
+    for (_, c) in &conns {
+        if has(Output::Json) {
+            println!("{}", format::json(c));
+            continue;
+        }
+        let prefix = if has(Output::Extended) {
+            format::l3_prefix(Family::of(&c.src))
         } else {
             String::new()
         };
-        println!("{prefix}{}", format::conntrack_line(c));
-        shown += 1;
+        let id = if has(Output::Id) {
+            format!(" id={}", c.id)
+        } else {
+            String::new()
+        };
+        println!("{prefix}{}{id}", format::conntrack_line(c));
     }
-    eprintln!("{}", format::footer(shown));
+    eprintln!("{}", format::footer(conns.len()));
     Ok(ExitCode::SUCCESS)
 }

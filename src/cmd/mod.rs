@@ -5,20 +5,26 @@
 //! nothing below them uses a verb.
 
 pub mod check;
+pub mod count;
+pub mod delete;
 pub mod dump;
+pub mod flush;
 pub mod handshake;
 pub mod stats;
 pub mod tracker;
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use libbpf_rs::MapHandle;
+use anyhow::{Context, Result};
+use libbpf_rs::{MapHandle, ProgramHandle};
 
+use crate::filter::{self, Family, Filter, Net, Status};
 use crate::loader::pins::{self, DEFAULT_PIN_PATH};
 use crate::loader::Features;
 use crate::sys::{self, Iface};
+use crate::table::{self, Conn};
 
 /// `xdp-conntrack <verb>`; without one, the tracker runs.
 #[derive(Debug, clap::Subcommand)]
@@ -33,6 +39,12 @@ pub enum Command {
     Handshake(handshake::Args),
     /// Print the running tracker's table like `conntrack -L`.
     Dump(dump::Args),
+    /// Print how many connections the table holds, like `conntrack -C`.
+    Count(count::Args),
+    /// Remove the connections that match, like `conntrack -D`.
+    Delete(delete::Args),
+    /// Empty the table, like `conntrack -F`.
+    Flush(flush::Args),
 }
 
 impl Command {
@@ -43,6 +55,9 @@ impl Command {
             Self::Stats(a) => stats::run(a),
             Self::Handshake(a) => handshake::run(a),
             Self::Dump(a) => dump::run(a),
+            Self::Count(a) => count::run(a),
+            Self::Delete(a) => delete::run(a),
+            Self::Flush(a) => flush::run(a),
         }
     }
 }
@@ -102,5 +117,128 @@ impl Pinned {
     pub fn open(&self, name: &str) -> Result<MapHandle> {
         sys::require_root()?;
         pins::open_pinned(&self.pin_path, name)
+    }
+
+    /// Every live connection `filter` selects, each with its key, IPv4's
+    /// table first, as conntrack lists them.  One pass over each table:
+    /// a hash map's batch lookup copies a bucket at a time, and a key
+    /// always hashes to the same bucket, so no entry is listed twice.
+    pub fn select(&self, filter: &Filter) -> Result<Vec<(Vec<u8>, Conn)>> {
+        self.select_at(filter, table::monotonic_ns())
+    }
+
+    /// [`Pinned::select`] of the entries live at `now` (0: every entry,
+    /// expired ones the sweep has not reached yet too).
+    pub fn select_at(&self, filter: &Filter, now: u64) -> Result<Vec<(Vec<u8>, Conn)>> {
+        let mut out = Vec::new();
+        for (name, family) in [(pins::TABLE, Family::Ipv4), (pins::TABLE6, Family::Ipv6)] {
+            if filter.wants(family) {
+                let map = self.open(name)?;
+                let all = table::entries_at(&map, now)?;
+                out.extend(all.into_iter().filter(|(_, c)| filter.matches(c)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tracker's pinned `ct_delete`, which removes an entry by key and
+    /// counts it (userspace cannot update the per-CPU counters safely).
+    pub fn deleter(&self) -> Result<Deleter> {
+        sys::require_root()?;
+        pins::open_pinned_prog(&self.pin_path, pins::DELETE).map(Deleter)
+    }
+}
+
+/// Removes entries by key through a running tracker's `ct_delete`.
+#[derive(Debug)]
+pub struct Deleter(ProgramHandle);
+
+impl Deleter {
+    /// Removes the entry with this key; false if it was gone already (a
+    /// packet, the sweep or another verb was first).
+    pub fn remove(&self, key: &[u8]) -> Result<bool> {
+        let act = sys::prog_test_run(self.0.as_fd(), key).context("removing a connection")?;
+        Ok(act == libbpf_rs::libbpf_sys::XDP_DROP)
+    }
+}
+
+/// The filters `dump`, `count`, `delete` and `events` share, named as
+/// conntrack(8) names them.  They match the original tuple; the `--reply-`
+/// ones match the reply tuple.  Every filter given must match.
+#[derive(Debug, Default, clap::Args)]
+pub struct Filters {
+    /// Layer-4 protocol: tcp, udp, icmp or icmpv6.
+    #[arg(short = 'p', long = "proto", value_name = "PROTO", value_parser = filter::parse_proto)]
+    pub proto: Option<u8>,
+    /// Address family; both by default, as conntrack 1.4.7 lists both.
+    #[arg(short = 'f', long, value_enum)]
+    pub family: Option<Family>,
+    /// Source address of the original direction (ADDR or ADDR/PREFIX).
+    #[arg(
+        short = 's',
+        long = "src",
+        visible_alias = "orig-src",
+        value_name = "ADDR"
+    )]
+    pub src: Option<Net>,
+    /// Destination address of the original direction.
+    #[arg(
+        short = 'd',
+        long = "dst",
+        visible_alias = "orig-dst",
+        value_name = "ADDR"
+    )]
+    pub dst: Option<Net>,
+    /// Source port of the original direction (needs -p tcp or udp).
+    #[arg(long, visible_alias = "orig-port-src", value_name = "PORT")]
+    pub sport: Option<u16>,
+    /// Destination port of the original direction (needs -p tcp or udp).
+    #[arg(long, visible_alias = "orig-port-dst", value_name = "PORT")]
+    pub dport: Option<u16>,
+    /// Source address of the reply direction.
+    #[arg(short = 'r', long = "reply-src", value_name = "ADDR")]
+    pub reply_src: Option<Net>,
+    /// Destination address of the reply direction.
+    #[arg(short = 'q', long = "reply-dst", value_name = "ADDR")]
+    pub reply_dst: Option<Net>,
+    /// Source port of the reply direction.
+    #[arg(long = "reply-port-src", value_name = "PORT")]
+    pub reply_sport: Option<u16>,
+    /// Destination port of the reply direction.
+    #[arg(long = "reply-port-dst", value_name = "PORT")]
+    pub reply_dport: Option<u16>,
+    /// TCP state, as `conntrack -L` names it (needs -p tcp).
+    #[arg(long, value_name = "STATE", value_parser = filter::parse_state)]
+    pub state: Option<u8>,
+    /// Status bits that must all be set: ASSURED, SEEN_REPLY, UNREPLIED
+    /// (comma-separated).
+    #[arg(
+        short = 'u',
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "STATUS"
+    )]
+    pub status: Vec<Status>,
+}
+
+impl Filters {
+    /// The filters, checked against each other.
+    pub fn filter(&self) -> Result<Filter> {
+        Filter {
+            proto: self.proto,
+            family: self.family,
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            reply_src: self.reply_src,
+            reply_dst: self.reply_dst,
+            reply_sport: self.reply_sport,
+            reply_dport: self.reply_dport,
+            state: self.state,
+            status: self.status.clone(),
+        }
+        .check()
     }
 }

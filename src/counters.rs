@@ -59,6 +59,7 @@ pub const COUNTERS: [Counter; N] = [
     c(ct_counter::CT_C_IPV6, Kind::Event),
     c(ct_counter::CT_C_NEW_IPV6, Kind::Event),
     c(ct_counter::CT_C_DELETED, Kind::Event),
+    c(ct_counter::CT_C_EVENTS_LOST, Kind::Event),
 ];
 
 impl Counter {

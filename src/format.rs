@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::counters::Totals;
+use crate::events::Event;
 use crate::filter::Family;
 use crate::proto::{icmp_reply_type, proto_name, tcp_state_name, IPPROTO_TCP, IPPROTO_UDP};
 use crate::table::Conn;
@@ -42,6 +43,27 @@ pub fn l3_prefix(f: Family) -> String {
 
 /// One connection in the format of conntrack-tools' `conntrack -L`.
 pub fn conntrack_line(c: &Conn) -> String {
+    let mut s = conntrack_fields(c);
+    s.push_str(" mark=0 use=1");
+    s
+}
+
+/// One event in the format of `conntrack -E`: the type right-aligned in
+/// nine columns, then the connection as `-L` prints it, less `mark` and
+/// `use`, which the kernel's events do not carry.
+pub fn event_line(e: &Event) -> String {
+    format!("{:>9} {}", e.kind.tag(), conntrack_fields(&e.conn))
+}
+
+/// One event as JSON: `dump -o json`'s object with `"event"` first.
+pub fn event_json(e: &Event) -> serde_json::Value {
+    let mut v = json(&e.conn);
+    v["event"] = e.kind.tag().trim_matches(['[', ']']).into();
+    v
+}
+
+/// The words of a `conntrack -L` line up to its flags.
+fn conntrack_fields(c: &Conn) -> String {
     let l4 = matches!(c.proto, IPPROTO_TCP | IPPROTO_UDP);
     let (src, dst) = (ip(&c.src), ip(&c.dst));
     let mut s = format!("{:<8} {} {} ", proto_name(c.proto), c.proto, c.timeout);
@@ -76,7 +98,7 @@ pub fn conntrack_line(c: &Conn) -> String {
     if c.assured {
         s.push_str("[ASSURED] ");
     }
-    s.push_str("mark=0 use=1");
+    s.pop();
     s
 }
 
@@ -283,6 +305,35 @@ mod tests {
         assert_eq!(v["reply"]["type"], 129);
         assert_eq!(v["reply"]["src"], "fd00::2");
         assert_eq!(v["reply"]["id"], 9);
+    }
+
+    #[test]
+    fn events_read_as_conntrack_e_prints_them() {
+        use crate::events::Kind;
+        let new = Event {
+            kind: Kind::New,
+            conn: conn(IPPROTO_TCP, 1, false, false),
+        };
+        assert_eq!(
+            event_line(&new),
+            "    [NEW] tcp      6 431997 SYN_SENT src=10.1.1.100 dst=10.2.2.100 sport=23420 \
+             dport=8080 [UNREPLIED] src=10.2.2.100 dst=10.1.1.100 sport=8080 dport=23420"
+        );
+        let update = Event {
+            kind: Kind::Update,
+            conn: conn(IPPROTO_TCP, 3, true, true),
+        };
+        assert!(event_line(&update).starts_with(" [UPDATE] tcp      6 431997 ESTABLISHED "));
+        assert!(event_line(&update).ends_with("dport=23420 [ASSURED]"));
+        let mut c = conn(IPPROTO_UDP, 0, true, false);
+        c.timeout = 0;
+        let destroy = Event {
+            kind: Kind::Destroy,
+            conn: c,
+        };
+        assert!(event_line(&destroy).starts_with("[DESTROY] udp      17 0 src=10.1.1.100 "));
+        assert_eq!(event_json(&destroy)["event"], "DESTROY");
+        assert_eq!(event_json(&destroy)["proto"], "udp");
     }
 
     #[test]

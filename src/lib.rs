@@ -7,6 +7,7 @@
 pub mod bpf;
 pub mod cmd;
 pub mod counters;
+pub mod events;
 pub mod filter;
 pub mod format;
 pub mod gen;

@@ -122,6 +122,12 @@ impl Conn {
         if e.expires <= now_ns {
             return None;
         }
+        Some(Self::decode_any(key, e, now_ns))
+    }
+
+    /// Decodes one map entry, expired or not: the time left is 0 once
+    /// it has expired.
+    pub fn decode_any(key: &impl TableKey, e: &ct_entry, now_ns: u64) -> Self {
         let o = usize::from(e.orig & 1);
         let r = o ^ 1;
         let proto = key.proto();
@@ -132,7 +138,7 @@ impl Conn {
             (key.port(o), key.port(r))
         };
         let (icmp_type, icmp_code) = key.icmp();
-        Some(Self {
+        Self {
             proto,
             src: key.addr(o),
             dst: key.addr(r),
@@ -143,10 +149,10 @@ impl Conn {
             state: e.state,
             seen_reply: e.status & ct_status::CT_S_SEEN_REPLY.0 as u8 != 0,
             assured: e.status & ct_status::CT_S_ASSURED.0 as u8 != 0,
-            timeout: (e.expires - now_ns) / 1_000_000_000,
+            timeout: e.expires.saturating_sub(now_ns) / 1_000_000_000,
             // SAFETY: table keys are plain C structs with explicit padding.
             id: entry_id(unsafe { plain::as_bytes(key) }, e.created),
-        })
+        }
     }
 }
 

@@ -53,6 +53,9 @@ const volatile struct {
 	enum ct_update update;
 	enum ct_counter counter;
 	enum ct_tcp_index index;
+	enum ct_event_type event_type;
+	/* The ring's records have no type of their own in BTF. */
+	struct ct_event event;
 } ct_enums;
 
 #include "tcp_state.h"
@@ -133,6 +136,25 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ct_pkt);
 } ct_pkt_slot SEC(".maps");
+
+/*
+ * Connection events for the `events` verb.  The loader sizes the ring
+ * (--event-ring).  The datapath reserves a record only while a reader's
+ * mask asks for its type, so with no reader an event costs a lookup in
+ * ct_events_ctl (inlined: an array map of one) and a branch, on the paths
+ * that change an entry; the established fast path has neither.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} ct_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_event_ctl);
+} ct_events_ctl SEC(".maps");
 
 /* bpf_printk() only at log level 5.  ct_cfg is read-only after load, so
  * the verifier prunes these branches entirely below that level.
@@ -232,6 +254,136 @@ static __always_inline __u64 ct_now(void)
 }
 
 /**
+ * ct_event_reserve() - a record for an event, if a reader wants its type
+ * @type: one enum ct_event_type bit
+ *
+ * A full ring is counted, never hidden: the reader shows the count as it
+ * grows, and so does `stats`.
+ *
+ * Return: the record to fill and submit (or discard), or NULL.
+ */
+static __always_inline struct ct_event *ct_event_reserve(__u32 type)
+{
+	struct ct_event_ctl *ctl;
+	struct ct_event *ev;
+	struct ct_stats *st;
+	__u32 zero = 0;
+
+	ctl = bpf_map_lookup_elem(&ct_events_ctl, &zero);
+	if (likely(!ctl || !(READ_ONCE(ctl->mask) & type)))
+		return NULL;
+	ev = bpf_ringbuf_reserve(&ct_events, sizeof(*ev), 0);
+	if (!ev) {
+		st = bpf_map_lookup_elem(&stats, &zero);
+		if (st)
+			ct_count(st, CT_C_EVENTS_LOST);
+		return NULL;
+	}
+	ev->type = type;
+	return ev;
+}
+
+/**
+ * ct_event_fill() - record an entry in an event
+ * @ev: the record
+ * @key: the entry's key
+ * @e: the entry
+ * @now: the program's clock
+ * @family: AF_INET or AF_INET6, a constant
+ */
+static __always_inline void ct_event_fill(struct ct_event *ev, const void *key,
+					  const struct ct_entry *e, __u64 now,
+					  int family)
+{
+	ev->ts = now;
+	ev->expires = READ_ONCE(e->expires);
+	ev->created = e->created;
+	ev->family = family;
+	ev->state = e->state;
+	ev->status = e->status;
+	ev->orig = e->orig;
+	ev->icmp_type = e->icmp_type;
+	ev->pad[0] = 0;
+	ev->pad[1] = 0;
+	if (family == AF_INET6) {
+		__builtin_memcpy(ev->key, key, sizeof(struct ct_key6));
+	} else {
+		__builtin_memcpy(ev->key, key, sizeof(struct ct_key));
+		__builtin_memset(ev->key + sizeof(struct ct_key), 0,
+				 sizeof(ev->key) - sizeof(struct ct_key));
+	}
+}
+
+/*
+ * How ct_event() reports: its type, and for the DESTROY of a connection
+ * that a packet reopens, the state and status it had before (in bits 8-15
+ * and 16-23, with CT_EV_AS_BEFORE), since the entry already holds the
+ * new connection.
+ */
+#define CT_EV_AS_BEFORE (1U << 31)
+
+/**
+ * ct_event() - send an event about an entry, if a reader wants it
+ * @how: the event's type, or'ed with what CT_EV_AS_BEFORE says
+ * @key: the entry's key
+ * @e: the entry
+ * @now: the program's clock
+ * @family: AF_INET or AF_INET6
+ *
+ * Out of line, like ct_destroy(): the records are filled in a frame of
+ * their own, which keeps the datapath's combined stack under the
+ * verifier's 512 bytes.
+ */
+static __noinline void ct_event(__u32 how, const void *key,
+				const struct ct_entry *e, __u64 now, int family)
+{
+	struct ct_event *ev = ct_event_reserve(how & 0xff);
+
+	if (!ev)
+		return;
+	ct_event_fill(ev, key, e, now, family);
+	if (how & CT_EV_AS_BEFORE) {
+		ev->state = how >> 8;
+		ev->status = how >> 16;
+		ev->expires = now;
+	}
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/**
+ * ct_destroy() - remove an entry, and report it if a reader wants it
+ * @table: the entry's table
+ * @key: its key
+ * @e: the entry, as the lookup found it
+ * @now: the program's clock
+ * @family: AF_INET or AF_INET6
+ *
+ * The record is filled before the delete, while @e still holds the entry
+ * (a preallocated element may be reused at once), and sent only if this
+ * delete is the one that removed it.
+ *
+ * Return: true if this call removed the entry.
+ */
+static __noinline bool ct_destroy(void *table, const void *key,
+				  const struct ct_entry *e, __u64 now,
+				  int family)
+{
+	struct ct_event *ev = ct_event_reserve(CT_EV_DESTROY);
+	bool removed;
+
+	if (ev)
+		ct_event_fill(ev, key, e, now, family);
+	removed = !bpf_map_delete_elem(table, key);
+	if (ev) {
+		if (removed)
+			bpf_ringbuf_submit(ev, 0);
+		else
+			bpf_ringbuf_discard(ev, 0);
+	}
+	return removed;
+}
+
+/**
  * ct_refresh() - push an entry's deadline out, without the lock
  * @e: the entry
  * @now: the program's clock
@@ -276,16 +428,31 @@ static __always_inline void ct_udp_packet(struct ct_entry *e, __u64 now)
 	}
 }
 
+/*
+ * What a packet changed in an entry, for the UPDATE event: the state and
+ * status before it, taken under the entry's lock, and whether either
+ * moved.  The paths that cannot change them (the TCP fast path, an
+ * assured UDP flow) leave it unset.
+ */
+struct ct_change {
+	__u8 state;
+	__u8 status;
+	bool changed;
+};
+
 /**
  * ct_existing() - a packet of a connection that has a live entry
  * @e: the entry, in the map
  * @p: the packet
  * @now: the program's clock
+ * @ch: what the packet changed, filled in
  *
  * Return: what the packet does to the entry.
  */
-static __always_inline enum ct_update
-ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
+static __always_inline enum ct_update ct_existing(struct ct_entry *e,
+						  const struct ct_pkt *p,
+						  __u64 now,
+						  struct ct_change *ch)
 {
 	__u32 dir = p->src_slot != e->orig;
 	enum ct_update upd;
@@ -302,12 +469,15 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 			return CT_UPD_ACCEPT;
 		}
 		bpf_spin_lock(&e->lock);
+		ch->state = e->state;
+		ch->status = e->status;
 		upd = ct_tcp_packet(e, p, dir, now, &from);
 		/* After a reopen, the packet is the new original. */
 		if ((upd == CT_UPD_ACCEPT || upd == CT_UPD_KILL) &&
 		    dir == CT_DIR_REPLY)
 			e->status |= CT_S_SEEN_REPLY;
 		to = e->state;
+		ch->changed = to != ch->state || e->status != ch->status;
 		bpf_spin_unlock(&e->lock);
 		ct_log("xct: tcp %s -> %s dir=%u", state_name(from),
 		       state_name(upd == CT_UPD_INVALID ? CT_TCP_MAX : to),
@@ -319,15 +489,19 @@ ct_existing(struct ct_entry *e, const struct ct_pkt *p, __u64 now)
 			return CT_UPD_ACCEPT;
 		}
 		bpf_spin_lock(&e->lock);
+		ch->status = e->status;
 		ct_udp_packet(e, now);
 		if (dir == CT_DIR_REPLY)
 			e->status |= CT_S_SEEN_REPLY;
+		ch->changed = e->status != ch->status;
 		bpf_spin_unlock(&e->lock);
 		return CT_UPD_ACCEPT;
 	default: /* ICMP echo */
 		if (dir == CT_DIR_REPLY && !(e->status & CT_S_SEEN_REPLY)) {
 			bpf_spin_lock(&e->lock);
+			ch->status = e->status;
 			e->status |= CT_S_SEEN_REPLY;
+			ch->changed = e->status != ch->status;
 			bpf_spin_unlock(&e->lock);
 		}
 		ct_refresh(e, now, CT_TO_ICMP);
@@ -417,6 +591,7 @@ static __always_inline enum ct_verdict ct_create(void *table, const void *key,
 		if (family == AF_INET6)
 			ct_count(st, CT_C_NEW_IPV6);
 		*created = true;
+		ct_event(CT_EV_NEW, key, n, now, family);
 		return CT_FORWARD;
 	}
 	/* -EEXIST: another CPU created it first (the kernel's clash
@@ -445,6 +620,7 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 						const struct ct_pkt *p,
 						struct ct_stats *st, int family)
 {
+	struct ct_change ch = {};
 	__u64 now = ct_now();
 	enum ct_verdict verdict;
 	bool created = false;
@@ -454,7 +630,7 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 	e = bpf_map_lookup_elem(table, key);
 	if (e && unlikely(READ_ONCE(e->expires) <= now)) {
 		/* An expired entry is as good as absent. */
-		if (!bpf_map_delete_elem(table, key))
+		if (ct_destroy(table, key, e, now, family))
 			ct_count(st, CT_C_EXPIRED);
 		e = NULL;
 	}
@@ -467,17 +643,26 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 		if (!e)
 			return CT_FORWARD;
 	}
-	upd = ct_existing(e, p, now);
+	upd = ct_existing(e, p, now, &ch);
 	switch (upd) {
 	case CT_UPD_ACCEPT:
+		if (unlikely(ch.changed))
+			ct_event(CT_EV_UPDATE, key, e, now, family);
 		return CT_FORWARD;
 	case CT_UPD_REOPEN:
 		ct_count(st, CT_C_CLOSED);
 		ct_count(st, CT_C_NEW);
+		/* The old connection ends where the new one begins, as the
+		 * kernel's kill and re-create do.
+		 */
+		ct_event(CT_EV_DESTROY | CT_EV_AS_BEFORE | ch.state << 8 |
+				 ch.status << 16,
+			 key, e, now, family);
+		ct_event(CT_EV_NEW, key, e, now, family);
 		return CT_FORWARD;
 	case CT_UPD_KILL:
 		/* Only the CPU whose delete succeeds counts it. */
-		if (!bpf_map_delete_elem(table, key))
+		if (ct_destroy(table, key, e, now, family))
 			ct_count(st, CT_C_CLOSED);
 		return CT_FORWARD;
 	default:
@@ -690,12 +875,27 @@ struct sweep_ctx {
 	__u64 removed;
 };
 
+static __always_inline long sweep_one(struct bpf_map *map, void *key,
+				      struct ct_entry *e, struct sweep_ctx *c,
+				      int family)
+{
+	if (READ_ONCE(e->expires) <= c->now &&
+	    ct_destroy(map, key, e, c->now, family))
+		c->removed++;
+	return 0;
+}
+
+/* One callback per table: the event copies a key of the table's size. */
 static long sweep_cb(struct bpf_map *map, void *key, struct ct_entry *e,
 		     struct sweep_ctx *c)
 {
-	if (READ_ONCE(e->expires) <= c->now && !bpf_map_delete_elem(map, key))
-		c->removed++;
-	return 0;
+	return sweep_one(map, key, e, c, AF_INET);
+}
+
+static long sweep_cb6(struct bpf_map *map, void *key, struct ct_entry *e,
+		      struct sweep_ctx *c)
+{
+	return sweep_one(map, key, e, c, AF_INET6);
 }
 
 SEC("xdp")
@@ -706,7 +906,7 @@ int ct_sweep(struct xdp_md *ctx)
 	__u32 zero = 0;
 
 	bpf_for_each_map_elem(&ct_table, sweep_cb, &c, 0);
-	bpf_for_each_map_elem(&ct_table6, sweep_cb, &c, 0);
+	bpf_for_each_map_elem(&ct_table6, sweep_cb6, &c, 0);
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (st)
 		st->n[CT_C_SWEPT] += c.removed;
@@ -729,6 +929,31 @@ int ct_sweep(struct xdp_md *ctx)
  * Return: XDP_DROP when the entry was removed, XDP_PASS when it was absent
  * (or live, with @expired_only), XDP_ABORTED for a frame of another size.
  */
+static __always_inline int ct_remove_key(void *table, const void *key,
+					 bool expired_only,
+					 enum ct_counter counter, int family)
+{
+	struct ct_stats *st;
+	struct ct_entry *e;
+	__u64 now = ct_now();
+	__u32 zero = 0;
+
+	e = bpf_map_lookup_elem(table, key);
+	if (!e)
+		return XDP_PASS;
+	/* Checked again under the program's own clock: an entry refreshed
+	 * since userspace listed it survives.
+	 */
+	if (expired_only && READ_ONCE(e->expires) > now)
+		return XDP_PASS;
+	if (!ct_destroy(table, key, e, now, family))
+		return XDP_PASS;
+	st = bpf_map_lookup_elem(&stats, &zero);
+	if (st)
+		ct_count(st, counter);
+	return XDP_DROP;
+}
+
 static __always_inline int ct_remove(struct xdp_md *ctx, bool expired_only,
 				     enum ct_counter counter)
 {
@@ -736,11 +961,6 @@ static __always_inline int ct_remove(struct xdp_md *ctx, bool expired_only,
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ct_key6 *key6 = data;
 	struct ct_key *key = data;
-	struct ct_stats *st;
-	struct ct_entry *e;
-	__u32 zero = 0;
-	void *table;
-	void *k;
 
 	/* The verifier follows a packet pointer compared with data_end by
 	 * order only, so the length picks the table and a bounds check each
@@ -749,30 +969,16 @@ static __always_inline int ct_remove(struct xdp_md *ctx, bool expired_only,
 	if (data_end - data == sizeof(*key6)) {
 		if ((void *)(key6 + 1) > data_end)
 			return XDP_ABORTED;
-		table = &ct_table6;
-		k = key6;
-	} else if (data_end - data == sizeof(*key)) {
+		return ct_remove_key(&ct_table6, key6, expired_only, counter,
+				     AF_INET6);
+	}
+	if (data_end - data == sizeof(*key)) {
 		if ((void *)(key + 1) > data_end)
 			return XDP_ABORTED;
-		table = &ct_table;
-		k = key;
-	} else {
-		return XDP_ABORTED;
+		return ct_remove_key(&ct_table, key, expired_only, counter,
+				     AF_INET);
 	}
-	if (expired_only) {
-		/* Checked again under the program's own clock: an entry
-		 * refreshed since userspace listed it survives.
-		 */
-		e = bpf_map_lookup_elem(table, k);
-		if (!e || READ_ONCE(e->expires) > ct_now())
-			return XDP_PASS;
-	}
-	if (bpf_map_delete_elem(table, k))
-		return XDP_PASS;
-	st = bpf_map_lookup_elem(&stats, &zero);
-	if (st)
-		ct_count(st, counter);
-	return XDP_DROP;
+	return XDP_ABORTED;
 }
 
 /*

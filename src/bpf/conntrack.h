@@ -204,12 +204,13 @@ enum ct_counter {
 	CT_C_CLOSED,	   /* entry removed by the state machine */
 	/* lost the race to create an entry: went through the winner's */
 	CT_C_CLASH_RESOLVE,
-	CT_C_RELATED,	/* ICMP error about a connection, forwarded */
-	CT_C_FRAGMENTS, /* IP fragments: a UDP/ICMP datagram's first tracked,
+	CT_C_RELATED,	  /* ICMP error about a connection, forwarded */
+	CT_C_FRAGMENTS,	  /* IP fragments: a UDP/ICMP datagram's first tracked,
 			 * the rest forwarded untracked (parse.h) */
-	CT_C_IPV6,	/* IPv6 frames seen (tracked or not), any verdict */
-	CT_C_NEW_IPV6,	/* of CT_C_NEW, IPv6 connections */
-	CT_C_DELETED,	/* entry removed by `delete` or `flush` */
+	CT_C_IPV6,	  /* IPv6 frames seen (tracked or not), any verdict */
+	CT_C_NEW_IPV6,	  /* of CT_C_NEW, IPv6 connections */
+	CT_C_DELETED,	  /* entry removed by `delete` or `flush` */
+	CT_C_EVENTS_LOST, /* an event a reader wanted: the ring was full */
 	CT_C_MAX,
 };
 
@@ -251,6 +252,48 @@ struct ct_clock {
 	__u64 offset_ns;     /* mod 2^64: monotonic - jiffies * tick_ns */
 	__u64 probe_jiffies; /* written by ct_clock_probe */
 	__u64 probe_ns;	     /* the ktime helper, at the same moment */
+};
+
+/*
+ * Connection events, as `conntrack -E` shows them (the kernel's IPCT_NEW,
+ * the state and status changes it reports as updates, and IPCT_DESTROY).
+ * Each is one bit, so that struct ct_event_ctl.mask says which a reader
+ * wants.
+ */
+enum ct_event_type {
+	CT_EV_NEW = 1 << 0,	/* an entry went in */
+	CT_EV_UPDATE = 1 << 1,	/* its state or status changed */
+	CT_EV_DESTROY = 1 << 2, /* it went: expired, swept, closed, deleted */
+};
+
+/*
+ * Which events the `events` reader wants (0: there is none, and the
+ * datapath builds none), and its pid, so that the tracker can tell a
+ * reader that died without saying so and turn the events off again.
+ */
+struct ct_event_ctl {
+	__u32 mask; /* enum ct_event_type bits */
+	__u32 pid;
+};
+
+/*
+ * One event in the ring: the entry as it was then.  key holds a struct
+ * ct_key (family 2, in its first bytes) or a struct ct_key6 (family 10).
+ * ts is the program's clock when it happened, so that expires - ts is the
+ * time the entry had left.
+ */
+struct ct_event {
+	__u64 ts;
+	__u64 expires;
+	__u64 created;
+	__u8 type;   /* one enum ct_event_type bit */
+	__u8 family; /* AF_INET or AF_INET6 */
+	__u8 state;
+	__u8 status;
+	__u8 orig;
+	__u8 icmp_type;
+	__u8 pad[2];
+	__u8 key[sizeof(struct ct_key6)];
 };
 
 /* What happens to a frame: the result of the tracking helpers. */

@@ -39,6 +39,10 @@ unsafe impl Plain for types::ct_key6 {}
 unsafe impl Plain for types::ct_entry {}
 // SAFETY: as above.
 unsafe impl Plain for types::ct_stats {}
+// SAFETY: as above.
+unsafe impl Plain for types::ct_event {}
+// SAFETY: as above.
+unsafe impl Plain for types::ct_event_ctl {}
 
 /// A slice of skeleton types as the bytes a batch map call takes.
 pub fn slice_bytes<T: Plain>(v: &[T]) -> &[u8] {

@@ -8,6 +8,7 @@ pub mod check;
 pub mod count;
 pub mod delete;
 pub mod dump;
+pub mod events;
 pub mod flush;
 pub mod handshake;
 pub mod stats;
@@ -45,6 +46,8 @@ pub enum Command {
     Delete(delete::Args),
     /// Empty the table, like `conntrack -F`.
     Flush(flush::Args),
+    /// Print connection events as they happen, like `conntrack -E`.
+    Events(events::Args),
 }
 
 impl Command {
@@ -58,6 +61,7 @@ impl Command {
             Self::Count(a) => count::run(a),
             Self::Delete(a) => delete::run(a),
             Self::Flush(a) => flush::run(a),
+            Self::Events(a) => events::run(a),
         }
     }
 }

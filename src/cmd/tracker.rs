@@ -80,6 +80,12 @@ pub struct Args {
     #[arg(long, value_name = "MAC",
           value_parser = |s: &str| parse_mac(s).map_err(|e| e.to_string()))]
     pub dst_mac2: Option<[u8; 6]>,
+    /// KiB in the ring that carries events to `xdp-conntrack events`: a
+    /// power of two, at least a page.  A reader that falls this far behind
+    /// loses events, and `stats` counts them (events_lost).
+    #[arg(long, value_name = "KIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub event_ring: u32,
     /// Milliseconds between two sweeps of expired entries.
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
@@ -117,6 +123,7 @@ pub fn run(o: Args) -> Result<ExitCode> {
         liberal: o.liberal,
         checksum: !o.no_checksum,
         ifindex: [ifaces[0].index, ifaces[1].index],
+        event_ring: o.event_ring * 1024,
         ..Config::new(super::kernel_features()?)
     };
     for &(slot, secs) in &o.timeouts {
@@ -210,6 +217,7 @@ pub fn run(o: Args) -> Result<ExitCode> {
         }
         if now >= next_line {
             loader::recalibrate_clock(&mut skel)?;
+            crate::events::forget_dead_reader(&skel.maps.ct_events_ctl)?;
             let totals = Totals::read(&skel.maps.stats)?;
             if !o.quiet && o.log_level > 0 {
                 let secs = last.elapsed().as_secs_f64();

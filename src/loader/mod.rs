@@ -47,6 +47,8 @@ pub struct Config {
     pub ifindex: [u32; 2],
     /// (destination, source) MACs for frames leaving side 1 / side 2.
     pub rewrite: [Option<([u8; 6], [u8; 6])>; 2],
+    /// Bytes in the events ring: a power of two, at least a page.
+    pub event_ring: u32,
     /// What the kernel offers.
     pub features: Features,
 }
@@ -65,6 +67,7 @@ impl Config {
             checksum: true,
             ifindex: [0; 2],
             rewrite: [None; 2],
+            event_ring: 1 << 20,
             features,
         }
     }
@@ -92,6 +95,20 @@ pub fn load<'obj>(
         .ct_table6
         .set_max_entries(max_entries6)
         .context("sizing the IPv6 connection table")?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u32;
+    if !cfg.event_ring.is_power_of_two() || cfg.event_ring < page {
+        bail!(
+            "the events ring must be a power of two of at least {} KiB",
+            page / 1024
+        );
+    }
+    open.maps
+        .ct_events
+        .set_max_entries(cfg.event_ring)
+        .context("sizing the events ring")?;
     let cpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
     open.maps
         .ct_scratch

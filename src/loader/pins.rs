@@ -20,6 +20,10 @@ pub const TABLE: &str = "ct_table";
 pub const TABLE6: &str = "ct_table6";
 /// The per-CPU counters' pin name.
 pub const COUNTERS: &str = "stats";
+/// The events ring's pin name.
+pub const EVENTS: &str = "ct_events";
+/// The pin name of the map where the `events` reader says what it wants.
+pub const EVENTS_CTL: &str = "ct_events_ctl";
 /// The pin name of `ct_delete`, the program that removes an entry and
 /// counts it (userspace cannot update the per-CPU counters safely).
 pub const DELETE: &str = "ct_delete";
@@ -28,12 +32,14 @@ pub const DELETE: &str = "ct_delete";
 /// pinned, found and removed with the others.
 fn pinned_maps<'a, 'obj>(
     skel: &'a mut ConntrackSkel<'obj>,
-) -> [(&'static str, &'a mut MapMut<'obj>); 3] {
+) -> [(&'static str, &'a mut MapMut<'obj>); 5] {
     let maps = &mut skel.maps;
     [
         (TABLE, &mut maps.ct_table),
         (TABLE6, &mut maps.ct_table6),
         (COUNTERS, &mut maps.stats),
+        (EVENTS, &mut maps.ct_events),
+        (EVENTS_CTL, &mut maps.ct_events_ctl),
     ]
 }
 

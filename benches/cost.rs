@@ -13,7 +13,9 @@
 //! retransmissions, which take the lock-free path.  A new connection and
 //! an in-order stream need a distinct frame per run, so they are measured
 //! one run per frame, with the harness's fixed cost taken out (the same
-//! single runs, tracking off).
+//! single runs, tracking off).  The new connection is measured twice: with
+//! no `events` reader (the program makes no event) and with one that
+//! drains the ring as `xdp-conntrack events` does.
 
 mod common;
 
@@ -23,6 +25,7 @@ use common::{config, learnt, load, median, run as per_packet, XDP_DROP, XDP_REDI
 use xdp_conntrack::bpf::types::{ct_counter, ct_entry, ct_key};
 use xdp_conntrack::bpf::ConntrackSkel;
 use xdp_conntrack::counters::Totals;
+use xdp_conntrack::events::{self, Kind};
 use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{ip_frame, tcp, tcp_flags::*, Endpoint, Ether};
 use xdp_conntrack::proto::{IPPROTO_ICMP, IPPROTO_TCP};
@@ -40,6 +43,36 @@ fn client(i: u32) -> Endpoint {
 
 fn server() -> Endpoint {
     Endpoint::new(Ipv4Addr::new(10, 2, 2, 100), 8080)
+}
+
+/// One run per SYN with an events reader attached, which drains the ring
+/// every 1024 runs as the reader's poll would: the mean ns per run.
+fn syn_with_reader(news: &[Vec<u8>], entry: &ct_entry) -> f64 {
+    let skel = load(&config());
+    fill(&skel, 1_000, entry);
+    events::set_reader(&skel.maps.ct_events_ctl, Kind::All.mask(), std::process::id())
+        .expect("registering a reader");
+    let seen = std::cell::Cell::new(0usize);
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    builder
+        .add(&skel.maps.ct_events, |_| {
+            seen.set(seen.get() + 1);
+            0
+        })
+        .expect("the events ring");
+    let ring = builder.build().expect("the events ring");
+    let mut total = 0.0;
+    for (i, f) in news.iter().enumerate() {
+        total += per_packet(&skel, f, 1).0;
+        if i % 1024 == 1023 {
+            ring.consume().expect("draining the ring");
+        }
+    }
+    ring.consume().expect("draining the ring");
+    let t = Totals::read(&skel.maps.stats).expect("the counters");
+    assert_eq!(t.get(ct_counter::CT_C_EVENTS_LOST), 0, "the reader kept up");
+    assert_eq!(seen.get(), news.len(), "one NEW event per SYN");
+    total / news.len() as f64
 }
 
 fn key(c: Endpoint) -> ct_key {
@@ -203,8 +236,9 @@ fn main() {
         ("new connection (SYN)".into(), vec![]),
         ("established, in-order stream (locked)".into(), vec![]),
         ("ICMP error, RELATED to an established flow".into(), vec![]),
+        ("new connection (SYN), an events reader attached".into(), vec![]),
     ];
-    // Checksums on and off, side by side, for each size: rows 8 and on.
+    // Checksums on and off, side by side, for each size: rows 9 and on.
     for (_, what) in &sizes {
         for suffix in ["", ", --no-checksum"] {
             rows.push((format!("established {what}, 1k entries{suffix}"), vec![]));
@@ -261,6 +295,7 @@ fn main() {
                 rows[7].1.push(ns);
             }
         }
+        rows[8].1.push(syn_with_reader(&news, &entry) - base + fwd_ns);
         for (i, (frame, _)) in sizes.iter().enumerate() {
             for (off, checksum) in [(0, true), (1, false)] {
                 let skel = load(&Config {
@@ -273,7 +308,7 @@ fn main() {
                     act, XDP_REDIRECT,
                     "the established segment must be forwarded"
                 );
-                rows[8 + 2 * i + off].1.push(ns);
+                rows[9 + 2 * i + off].1.push(ns);
             }
         }
     }

@@ -190,17 +190,23 @@ pub fn live_line(now: &Totals, prev: &Totals, secs: f64) -> String {
 /// Every counter as `name value` lines, for scripts: the sums first
 /// (packets, bytes, active, drops), then each counter in slot order.
 pub fn counters(t: &Totals) -> String {
+    counter_values(t)
+        .into_iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The sums (packets, bytes, active, drops), then each counter in slot
+/// order, by name.
+pub fn counter_values(t: &Totals) -> Vec<(String, u64)> {
     let sums = [
         ("packets".to_string(), t.packets()),
         ("bytes".to_string(), t.bytes()),
         ("active".to_string(), t.active()),
         ("drops".to_string(), t.drops()),
     ];
-    sums.into_iter()
-        .chain(t.named())
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    sums.into_iter().chain(t.named()).collect()
 }
 
 #[cfg(test)]

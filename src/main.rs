@@ -34,7 +34,21 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(verb) => verb.run(),
+        Some(verb) => {
+            if verb.only_reads_or_prints() {
+                // `xdp-conntrack dump | head` ends quietly, as C tools do,
+                // instead of panicking on the closed pipe.  Not for the
+                // tracker or the generator, which must clean up.
+                // SAFETY: nothing else handles SIGPIPE in this process.
+                let _ = unsafe {
+                    nix::sys::signal::signal(
+                        nix::sys::signal::Signal::SIGPIPE,
+                        nix::sys::signal::SigHandler::SigDfl,
+                    )
+                };
+            }
+            verb.run()
+        }
         None => cmd::tracker::run(cli.tracker),
     };
     result.unwrap_or_else(|e| {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -472,4 +472,83 @@ fn reading_verbs_never_change_the_table() {
     for name in ["new", "deleted", "closed", "expired", "swept", "active"] {
         assert_eq!(after[name], before[name], "{name}");
     }
+}
+
+#[test]
+fn stats_shows_fill_states_and_json_and_watches_rates() {
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo)
+        .args(&["-q", "--max-entries", "1000", "--max-entries6", "500"])
+        .start();
+    let (v4, v6) = both_families(&topo, &tracker);
+    let pin = &tracker.pin_path;
+    let s = tracker.stats();
+    assert_eq!(s["entries"], 10);
+    assert_eq!((s["entries_ipv4"], s["entries_ipv6"]), (5, 5));
+    assert_eq!((s["max_entries"], s["max_entries6"]), (1000, 500));
+    assert_eq!(s["conns_udp"], 8);
+    assert_eq!(s["conns_tcp_established"], 2);
+    assert_eq!(s["new_ipv4"] + s["new_ipv6"], s["new"]);
+    assert_eq!(s["new_ipv6"], 5);
+    assert_eq!(s["active"], s["entries"]);
+
+    // JSON: the same names and values, in one object.
+    let o = xct("stats", pin, &["-o", "json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    for name in [
+        "entries",
+        "max_entries6",
+        "conns_udp",
+        "new",
+        "events_lost",
+        "deleted",
+    ] {
+        assert_eq!(v[name], tracker.stats()[name], "{name}");
+    }
+
+    // --watch: a block per interval, each counter with its rate.
+    let mut child = Command::new(binary())
+        .args(["stats", "--watch", "1", "--pin-path"])
+        .arg(pin)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Traffic all through the first interval, whenever it began.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let block: Vec<String> = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                send(&v4.clients[0], &v4.server);
+            }
+        });
+        let block = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        block
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let rate = |name: &str| {
+        block
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {block:#?}"))
+            .to_string()
+    };
+    assert!(rate("packets").ends_with("/s"), "{block:#?}");
+    assert!(
+        !rate("packets").ends_with(" 0.00/s"),
+        "traffic moved: {block:#?}"
+    );
+    assert!(!rate("entries").contains('/'), "a level has no rate");
+    drop(v6);
 }

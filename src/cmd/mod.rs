@@ -51,6 +51,12 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the verb holds nothing that a closed stdout must not leave
+    /// behind (no attached program, no namespace): it may die of SIGPIPE.
+    pub fn only_reads_or_prints(&self) -> bool {
+        !matches!(self, Self::Handshake(_) | Self::Check(_))
+    }
+
     /// Runs the verb.
     pub fn run(self) -> Result<ExitCode> {
         match self {

@@ -50,8 +50,12 @@ fn server() -> Endpoint {
 fn syn_with_reader(news: &[Vec<u8>], entry: &ct_entry) -> f64 {
     let skel = load(&config());
     fill(&skel, 1_000, entry);
-    events::set_reader(&skel.maps.ct_events_ctl, Kind::All.mask(), std::process::id())
-        .expect("registering a reader");
+    events::set_reader(
+        &skel.maps.ct_events_ctl,
+        Kind::All.mask(),
+        std::process::id(),
+    )
+    .expect("registering a reader");
     let seen = std::cell::Cell::new(0usize);
     let mut builder = libbpf_rs::RingBufferBuilder::new();
     builder
@@ -236,9 +240,17 @@ fn main() {
         ("new connection (SYN)".into(), vec![]),
         ("established, in-order stream (locked)".into(), vec![]),
         ("ICMP error, RELATED to an established flow".into(), vec![]),
-        ("new connection (SYN), an events reader attached".into(), vec![]),
+        (
+            "new connection (SYN), an events reader attached".into(),
+            vec![],
+        ),
+        ("established ACK, 1k entries, --acct".into(), vec![]),
+        (
+            "established, in-order stream (locked), --acct".into(),
+            vec![],
+        ),
     ];
-    // Checksums on and off, side by side, for each size: rows 9 and on.
+    // Checksums on and off, side by side, for each size: rows 11 and on.
     for (_, what) in &sizes {
         for suffix in ["", ", --no-checksum"] {
             rows.push((format!("established {what}, 1k entries{suffix}"), vec![]));
@@ -295,7 +307,24 @@ fn main() {
                 rows[7].1.push(ns);
             }
         }
-        rows[8].1.push(syn_with_reader(&news, &entry) - base + fwd_ns);
+        rows[8]
+            .1
+            .push(syn_with_reader(&news, &entry) - base + fwd_ns);
+        // Accounting on: the ACK repeated, and the in-order stream.
+        let skel = load(&Config {
+            acct: true,
+            ..config()
+        });
+        fill(&skel, 1_000, &entry);
+        let (ns, act) = per_packet(&skel, &ack, REPEAT);
+        assert_eq!(act, XDP_REDIRECT);
+        rows[9].1.push(ns);
+        let single = stream
+            .iter()
+            .map(|f| per_packet(&skel, f, 1).0)
+            .sum::<f64>()
+            / stream.len() as f64;
+        rows[10].1.push(single - base + fwd_ns);
         for (i, (frame, _)) in sizes.iter().enumerate() {
             for (off, checksum) in [(0, true), (1, false)] {
                 let skel = load(&Config {
@@ -308,7 +337,7 @@ fn main() {
                     act, XDP_REDIRECT,
                     "the established segment must be forwarded"
                 );
-                rows[9 + 2 * i + off].1.push(ns);
+                rows[11 + 2 * i + off].1.push(ns);
             }
         }
     }

@@ -235,6 +235,7 @@ mod tests {
             seen_reply: true,
             assured: state == ct_tcp_state::CT_TCP_ESTABLISHED,
             timeout: 100,
+            acct: None,
             id: 1,
         }
     }

@@ -80,6 +80,9 @@ fn conntrack_fields(c: &Conn) -> String {
             c.icmp_type, c.icmp_code, c.sport
         );
     }
+    if let Some([(p, b), _]) = c.acct {
+        let _ = write!(s, "packets={p} bytes={b} ");
+    }
     if !c.seen_reply {
         s.push_str("[UNREPLIED] ");
     }
@@ -94,6 +97,9 @@ fn conntrack_fields(c: &Conn) -> String {
             c.icmp_code,
             c.sport
         );
+    }
+    if let Some([_, (p, b)]) = c.acct {
+        let _ = write!(s, "packets={p} bytes={b} ");
     }
     if c.assured {
         s.push_str("[ASSURED] ");
@@ -133,7 +139,11 @@ pub fn json(c: &Conn) -> serde_json::Value {
     if c.assured {
         flags.push("ASSURED");
     }
-    let [orig, reply] = tuples(c);
+    let [mut orig, mut reply] = tuples(c);
+    if let Some([(op, ob), (rp, rb)]) = c.acct {
+        (orig["packets"], orig["bytes"]) = (op.into(), ob.into());
+        (reply["packets"], reply["bytes"]) = (rp.into(), rb.into());
+    }
     serde_json::json!({
         "family": Family::of(&c.src).name(),
         "proto": proto_name(c.proto),
@@ -229,6 +239,7 @@ mod tests {
             seen_reply,
             assured,
             timeout: 431_997,
+            acct: None,
             id: 7,
         }
     }
@@ -340,6 +351,26 @@ mod tests {
         assert!(event_line(&destroy).starts_with("[DESTROY] udp      17 0 src=10.1.1.100 "));
         assert_eq!(event_json(&destroy)["event"], "DESTROY");
         assert_eq!(event_json(&destroy)["proto"], "udp");
+    }
+
+    #[test]
+    fn accounting_follows_each_tuple_as_conntrack_prints_it() {
+        let mut c = conn(IPPROTO_TCP, 1, false, false);
+        c.acct = Some([(3, 180), (0, 0)]);
+        assert_eq!(
+            conntrack_line(&c),
+            "tcp      6 431997 SYN_SENT src=10.1.1.100 dst=10.2.2.100 sport=23420 \
+             dport=8080 packets=3 bytes=180 [UNREPLIED] src=10.2.2.100 dst=10.1.1.100 \
+             sport=8080 dport=23420 packets=0 bytes=0 mark=0 use=1"
+        );
+        let v = json(&c);
+        assert_eq!(v["orig"]["packets"], 3);
+        assert_eq!(v["orig"]["bytes"], 180);
+        assert_eq!(v["reply"]["packets"], 0);
+        assert_eq!(
+            json(&conn(IPPROTO_UDP, 0, true, false))["orig"].get("packets"),
+            None
+        );
     }
 
     #[test]

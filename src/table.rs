@@ -88,6 +88,9 @@ pub struct Conn {
     pub assured: bool,
     /// Whole seconds until it expires.
     pub timeout: u64,
+    /// Packets and bytes in the original and the reply direction, when
+    /// the tracker counts them (`--acct`); None otherwise.
+    pub acct: Option<[(u64, u64); 2]>,
     /// An id for the entry's lifetime, as `conntrack -o id` prints: a
     /// hash of its key and the moment it was created, so a connection
     /// deleted and opened again gets a new one.
@@ -150,6 +153,9 @@ impl Conn {
             seen_reply: e.status & ct_status::CT_S_SEEN_REPLY.0 as u8 != 0,
             assured: e.status & ct_status::CT_S_ASSURED.0 as u8 != 0,
             timeout: e.expires.saturating_sub(now_ns) / 1_000_000_000,
+            // With --acct the first packet is always counted.
+            acct: (e.acct[0].packets > 0)
+                .then(|| [0, 1].map(|d| (e.acct[d].packets, e.acct[d].bytes))),
             // SAFETY: table keys are plain C structs with explicit padding.
             id: entry_id(unsafe { plain::as_bytes(key) }, e.created),
         }

@@ -257,16 +257,6 @@ fn tcp_transfer_arrives_intact_and_is_tracked() {
     assert!(closed, "not TIME_WAIT [ASSURED] after the close: {last:?}");
 }
 
-/// A child process, killed and reaped when dropped.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The kernel's TcpExt counters (/proc/net/netstat) in `ns`, by name.
 fn tcp_ext(topo: &Topology, ns: &str) -> BTreeMap<String, u64> {
     let out = topo.exec(ns, &["cat", "/proc/net/netstat"]);
@@ -756,6 +746,44 @@ fn log_level_5_prints_trace_lines() {
 }
 
 #[test]
+fn trace_lines_name_actions_and_each_state_change_reads_as_one_line() {
+    let _trace = trace_pipe();
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo).args(&["-l", "5"]).start();
+    // libbpf stays at warnings: no loader log before the first line.
+    assert!(
+        tracker.startup.iter().all(|l| !l.starts_with("libbpf:")),
+        "{:#?}",
+        tracker.startup
+    );
+    let listener = tcp_listener(&topo);
+    let to = listener.local_addr().unwrap();
+    let client = tcp_connect(&topo, to, IO_TIMEOUT).expect("connecting");
+    let _server = tcp_accept(&listener);
+    let from = client.local_addr().unwrap();
+    let want = [
+        format!("tcp NONE -> SYN_SENT {from} -> {to} new"),
+        format!("tcp SYN_SENT -> SYN_RECV {to} -> {from} reply"),
+        format!("tcp SYN_RECV -> ESTABLISHED {from} -> {to} original"),
+        "side1 -> side2 XDP_REDIRECT".to_string(),
+        "side2 -> side1 XDP_REDIRECT".to_string(),
+    ];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want
+        .iter()
+        .all(|w| seen.iter().any(|l: &String| l.ends_with(w.as_str())))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tracker.stdout.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("missing {want:#?} in {seen:#?}"),
+        }
+    }
+    assert!(seen.iter().all(|l| !l.contains("act=")), "{seen:#?}");
+}
+
+#[test]
 fn a_port_unreachable_crosses_as_related_and_is_traced() {
     let _trace = trace_pipe();
     let topo = Topology::up();
@@ -936,8 +964,13 @@ fn second_tracker_on_the_same_interfaces_is_refused() {
         .start_failing();
     assert!(!status.success(), "the second tracker exited with {status}");
     assert_eq!(lines.len(), 1, "want one line on stderr: {lines:?}");
+    // It names where the running one's pins are.
     assert!(
-        lines[0].starts_with("xdp-conntrack: ") && lines[0].contains("already has an XDP program"),
+        lines[0].starts_with("xdp-conntrack: ")
+            && lines[0].contains(&format!(
+                "is taken by the xdp-conntrack whose pins are in {}",
+                first.pin_path.display()
+            )),
         "{lines:?}"
     );
     assert!(
@@ -1193,25 +1226,6 @@ fn fallbacks_for_older_kernels_forward_sweep_and_detach() {
 /// defaults of scripts/topology.sh).
 const ADDR6_1: &str = "fd00::1";
 const ADDR6_2: &str = "fd00::2";
-
-/// A one-shot iperf3 server in ns2 bound to `addr`, port 5201, listening
-/// by the time this returns; killed when the value is dropped.
-fn iperf3_server(topo: &Topology, addr: &str) -> Reaped {
-    let server = Command::new("ip")
-        .args(["netns", "exec", &topo.ns2()])
-        .args(["iperf3", "-s", "-1", "-B", addr, "-p", "5201"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting iperf3 -s");
-    let server = Reaped(server);
-    let listening = wait_for(IO_TIMEOUT, || {
-        let out = topo.exec(&topo.ns2(), &["ss", "-Hltn", "sport", "=", ":5201"]);
-        !out.stdout.is_empty()
-    });
-    assert!(listening, "iperf3 -s is not listening");
-    server
-}
 
 /// Runs one iperf3 client from ns1 against a one-shot server in ns2, over
 /// IPv6, and returns the client's JSON.

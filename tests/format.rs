@@ -86,6 +86,7 @@ fn dump_lines_read_back_field_by_field() {
                             seen_reply,
                             assured,
                             timeout,
+                            acct: None,
                             id: timeout as u32,
                         };
                         let line = conntrack_line(&c);

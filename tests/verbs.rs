@@ -552,3 +552,122 @@ fn stats_shows_fill_states_and_json_and_watches_rates() {
     assert!(!rate("entries").contains('/'), "a level has no rate");
     drop(v6);
 }
+
+#[test]
+fn an_unprivileged_user_can_neither_read_nor_change_the_table() {
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let _flows = both_families(&topo, &tracker);
+    let pin = &tracker.pin_path;
+    let table = origs(pin, &[]);
+    let before = tracker.stats();
+    for (verb, args) in [
+        ("dump", &[][..]),
+        ("dump", &["-o", "json"]),
+        ("count", &[]),
+        ("stats", &[]),
+        ("events", &[]),
+        ("delete", &["-p", "udp"]),
+        ("flush", &[]),
+    ] {
+        // As nobody, with no capabilities and no groups.
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(binary())
+            .args([verb, "--pin-path"])
+            .arg(pin)
+            .args(args)
+            .output()
+            .expect("setpriv");
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{verb} as nobody must fail");
+        assert!(stdout(&o).is_empty(), "{verb} printed: {}", stdout(&o));
+        assert_eq!(err.lines().count(), 1, "{verb}: {err}");
+        assert!(
+            err.contains("root's only: run this as root"),
+            "{verb}: {err}"
+        );
+    }
+    assert_eq!(origs(pin, &[]), table);
+    let after = tracker.stats();
+    for name in ["deleted", "new", "active", "events_lost"] {
+        assert_eq!(after[name], before[name], "{name}");
+    }
+    // Nor can it reach the pins themselves: the directory is root's.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["ls", &pin.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}
+
+#[test]
+fn accounting_matches_the_bytes_iperf3_moved() {
+    const BYTES: u64 = 4 << 20;
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo).args(&["-q", "--acct"]).start();
+    let _server = iperf3_server(&topo, "10.0.0.2");
+    let out = topo.exec(
+        &topo.ns1(),
+        &[
+            "timeout",
+            "60",
+            "iperf3",
+            "-c",
+            "10.0.0.2",
+            "-p",
+            "5201",
+            "-n",
+            &BYTES.to_string(),
+            "--json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 --json");
+    assert!(out.status.success(), "{json}");
+    let sent = json["end"]["sum_sent"]["bytes"].as_u64().unwrap();
+    let port = json["start"]["connected"][0]["local_port"]
+        .as_u64()
+        .unwrap();
+    assert!(sent >= BYTES);
+
+    // The data connection's entry, in JSON: packets and bytes both ways.
+    let (lines, _) = dump_with(&tracker.pin_path, &["-o", "json", "-p", "tcp"]);
+    let data = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["orig"]["sport"] == port)
+        .expect("the data connection's entry");
+    let n = |d: &str, f: &str| data[d][f].as_u64().unwrap();
+    let (packets, bytes) = (n("orig", "packets"), n("orig", "bytes"));
+    // Every segment carries 20 bytes of IPv4 header and 20 to 60 of TCP
+    // header (iperf3's have timestamps: 32) over the payload iperf3 sent.
+    assert!(
+        bytes >= sent + packets * 40 && bytes <= sent + packets * 80,
+        "{bytes} bytes in {packets} packets for {sent} bytes of payload"
+    );
+    // The receiver's ACKs, without payload.
+    let (rpackets, rbytes) = (n("reply", "packets"), n("reply", "bytes"));
+    assert!(rpackets > 0 && rbytes >= rpackets * 40 && rbytes <= rpackets * 80);
+    // The conntrack line carries the same numbers after each tuple.
+    let (text, _) = dump_with(
+        &tracker.pin_path,
+        &["-p", "tcp", "--sport", &port.to_string()],
+    );
+    assert_eq!(text.len(), 1);
+    assert!(
+        text[0].contains(&format!("dport=5201 packets={packets} bytes={bytes} src="))
+            && text[0].contains(&format!("packets={rpackets} bytes={rbytes} [ASSURED]")),
+        "{}",
+        text[0]
+    );
+    // Without --acct there are none.
+    drop(tracker);
+    let plain = Tracker::builder(&topo).args(&["-q"]).start();
+    assert!(topo
+        .exec(&topo.ns1(), &["ping", "-c", "1", "-W", "2", "10.0.0.2"])
+        .status
+        .success());
+    let (lines, _) = dump_with(&plain.pin_path, &[]);
+    assert!(!lines.is_empty() && lines.iter().all(|l| !l.contains("packets=")));
+}

@@ -54,6 +54,7 @@ const volatile struct {
 	enum ct_counter counter;
 	enum ct_tcp_index index;
 	enum ct_event_type event_type;
+	enum ct_layout layout;
 	/* The ring's records have no type of their own in BTF. */
 	struct ct_event event;
 } ct_enums;
@@ -156,6 +157,18 @@ struct {
 	__type(value, struct ct_event_ctl);
 } ct_events_ctl SEC(".maps");
 
+/*
+ * Never read by the program: the loader writes the layout here, and it is
+ * pinned with the tables, so that the next tracker knows what it would
+ * take over.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_meta);
+} ct_meta SEC(".maps");
+
 /* bpf_printk() only at log level 5.  ct_cfg is read-only after load, so
  * the verifier prunes these branches entirely below that level.
  */
@@ -176,6 +189,36 @@ static const char ct_verdict_names[CT_FRAGMENT + 1][10] = {
 	"forward",   "invalid",	  "full",    "strict",
 	"malformed", "untracked", "related", "fragment",
 };
+
+static const char ct_xdp_action_names[XDP_REDIRECT + 2][13] = {
+	"XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT", "?",
+};
+
+static __always_inline const char *xdp_action_name(long act)
+{
+	return ct_xdp_action_names[act >= 0 && act <= XDP_REDIRECT
+					   ? act
+					   : XDP_REDIRECT + 1];
+}
+
+/*
+ * One line per TCP state change at log level 5: the old state, the new
+ * one, the packet's own tuple and its direction ("new" for the packet
+ * that opened the connection).
+ */
+#define ct_log_change(p, from, to, how)                                        \
+	({                                                                     \
+		if ((p)->family == AF_INET6)                                   \
+			ct_log("xct: tcp %s -> %s [%pI6]:%u -> [%pI6]:%u %s",  \
+			       state_name(from), state_name(to),               \
+			       &(p)->saddr.v6, bpf_ntohs((p)->sport),          \
+			       &(p)->daddr.v6, bpf_ntohs((p)->dport), how);    \
+		else                                                           \
+			ct_log("xct: tcp %s -> %s %pI4:%u -> %pI4:%u %s",      \
+			       state_name(from), state_name(to),               \
+			       &(p)->saddr.v4, bpf_ntohs((p)->sport),          \
+			       &(p)->daddr.v4, bpf_ntohs((p)->dport), how);    \
+	})
 
 static __always_inline const char *state_name(__u8 s)
 {
@@ -479,9 +522,8 @@ static __always_inline enum ct_update ct_existing(struct ct_entry *e,
 		to = e->state;
 		ch->changed = to != ch->state || e->status != ch->status;
 		bpf_spin_unlock(&e->lock);
-		ct_log("xct: tcp %s -> %s dir=%u", state_name(from),
-		       state_name(upd == CT_UPD_INVALID ? CT_TCP_MAX : to),
-		       dir);
+		ct_log_change(p, from, upd == CT_UPD_INVALID ? CT_TCP_MAX : to,
+			      dir == CT_DIR_REPLY ? "reply" : "original");
 		return upd;
 	case IPPROTO_UDP:
 		if (likely(e->status & CT_S_ASSURED)) {
@@ -549,6 +591,11 @@ static __always_inline enum ct_verdict ct_create(void *table, const void *key,
 	n->icmp_type = 0;
 	n->created = now;
 	__builtin_memset(&n->tcp, 0, sizeof(n->tcp));
+	__builtin_memset(n->acct, 0, sizeof(n->acct));
+	if (ct_cfg.acct) {
+		n->acct[CT_DIR_ORIGINAL].packets = 1;
+		n->acct[CT_DIR_ORIGINAL].bytes = p->l3len;
+	}
 
 	switch (p->key.proto) {
 	case IPPROTO_TCP:
@@ -568,7 +615,7 @@ static __always_inline enum ct_verdict ct_create(void *table, const void *key,
 		if (ct_tcp_packet(n, p, CT_DIR_ORIGINAL, now, &from) !=
 		    CT_UPD_ACCEPT)
 			return CT_DROP_INVALID;
-		ct_log("xct: tcp NONE -> %s new", state_name(n->state));
+		ct_log_change(p, CT_TCP_NONE, n->state, "new");
 		break;
 	case IPPROTO_UDP:
 		n->expires = now + ct_timeout_ns(CT_TO_UDP);
@@ -644,6 +691,20 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 			return CT_FORWARD;
 	}
 	upd = ct_existing(e, p, now, &ch);
+	/* Counted as the kernel counts: every packet the entry accepts, in
+	 * its direction; atomically, since CPUs share the entry.  A reopened
+	 * connection starts its count with the packet that opened it.
+	 */
+	if (ct_cfg.acct && upd != CT_UPD_INVALID) {
+		__u32 dir = p->src_slot != e->orig;
+
+		if (upd == CT_UPD_REOPEN) {
+			__builtin_memset(e->acct, 0, sizeof(e->acct));
+			dir = CT_DIR_ORIGINAL;
+		}
+		__sync_fetch_and_add(&e->acct[dir & 1].packets, 1);
+		__sync_fetch_and_add(&e->acct[dir & 1].bytes, p->l3len);
+	}
 	switch (upd) {
 	case CT_UPD_ACCEPT:
 		if (unlikely(ch.changed))
@@ -753,7 +814,8 @@ static __always_inline int ct_redirect(struct xdp_md *ctx, __u32 in, __u32 len,
 	} else {
 		ct_count(st, CT_C_REDIRECT_ERR);
 	}
-	ct_log("xct: redirect side%u -> side%u act=%d", in + 1, out + 1, act);
+	ct_log("xct: side%u -> side%u %s", in + 1, out + 1,
+	       xdp_action_name(act));
 	return act;
 }
 
@@ -779,6 +841,17 @@ ct_packet(struct xdp_md *ctx, struct hdr_cursor *nh, __u32 len,
 	struct ct_l3 l3 = {};
 	enum ct_verdict verdict;
 
+	/* The IP packet's length, for --acct: the frame less its L2 header.
+	 * The header's length is taken as a whole first: left to itself,
+	 * clang folds it into 32-bit pointer arithmetic, which the verifier
+	 * refuses.
+	 */
+	if (ct_cfg.acct) {
+		long l2 = (long)nh->pos - (long)data;
+
+		barrier_var(l2);
+		pkt->l3len = len - l2;
+	}
 	verdict = ct_parse(ctx, nh, data, data_end, len, pkt, &l3, family);
 	/* Checksums come after the parser's own checks, as in the kernel's
 	 * *_error(), and before the packet may touch the table.  Whatever

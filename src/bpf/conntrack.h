@@ -167,6 +167,15 @@ struct ct_tcp {
  * The times are the program's clock (struct ct_clock below): CLOCK_MONOTONIC
  * nanoseconds to within a tick.
  */
+/*
+ * One direction's traffic, with --acct (the kernel's nf_conntrack_acct):
+ * packets, and bytes from the IP header on, as the kernel counts them.
+ */
+struct ct_acct {
+	__u64 packets;
+	__u64 bytes;
+};
+
 struct ct_entry {
 	struct bpf_spin_lock lock;
 	__u8 state;	/* enum ct_tcp_state; 0 for UDP and ICMP */
@@ -176,6 +185,8 @@ struct ct_entry {
 	__u64 expires;	/* deadline */
 	struct ct_tcp tcp;
 	__u64 created;
+	struct ct_acct
+		acct[2]; /* by direction (enum ct_dir); 0 without --acct */
 };
 
 /* Interface slots of the devmap and of the per-side counters. */
@@ -235,7 +246,7 @@ struct ct_config {
 	__u8 track;    /* 0: pure redirect, no tracking */
 	__u8 liberal;  /* skip TCP window checks but RST's (be_liberal=1) */
 	__u8 checksum; /* check TCP/UDP/ICMP checksums (nf_conntrack_checksum) */
-	__u8 pad[1];
+	__u8 acct;     /* count packets and bytes per connection */
 };
 
 /*
@@ -294,6 +305,22 @@ struct ct_event {
 	__u8 icmp_type;
 	__u8 pad[2];
 	__u8 key[sizeof(struct ct_key6)];
+};
+
+/*
+ * The layout of everything a tracker takes over from one stopped with
+ * --keep: the keys, struct ct_entry, the counters, the events.  Bump it
+ * with any change to them; the next tracker refuses a pinned table of
+ * another layout (--fresh discards it).
+ */
+enum ct_layout {
+	CT_LAYOUT_VERSION = 3,
+};
+
+/* What the tracker leaves beside its pinned maps for the next one. */
+struct ct_meta {
+	__u32 layout; /* CT_LAYOUT_VERSION of the binary that made them */
+	__u32 pad;
 };
 
 /* What happens to a frame: the result of the tracking helpers. */

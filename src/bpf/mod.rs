@@ -43,6 +43,8 @@ unsafe impl Plain for types::ct_stats {}
 unsafe impl Plain for types::ct_event {}
 // SAFETY: as above.
 unsafe impl Plain for types::ct_event_ctl {}
+// SAFETY: as above.
+unsafe impl Plain for types::ct_meta {}
 
 /// A slice of skeleton types as the bytes a batch map call takes.
 pub fn slice_bytes<T: Plain>(v: &[T]) -> &[u8] {

@@ -125,8 +125,20 @@ pub struct Pinned {
 impl Pinned {
     /// Opens the running tracker's map pinned as `name` (needs root).
     pub fn open(&self, name: &str) -> Result<MapHandle> {
-        sys::require_root()?;
+        self.require_root()?;
         pins::open_pinned(&self.pin_path, name)
+    }
+
+    /// The pins are root's alone (0700, 0600): say so before the kernel
+    /// says "permission denied".
+    fn require_root(&self) -> Result<()> {
+        if !nix::unistd::geteuid().is_root() {
+            anyhow::bail!(
+                "the tracker's table and counters in {} are root's only: run this as root",
+                self.pin_path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Every live connection `filter` selects, each with its key, IPv4's
@@ -154,7 +166,7 @@ impl Pinned {
     /// The tracker's pinned `ct_delete`, which removes an entry by key and
     /// counts it (userspace cannot update the per-CPU counters safely).
     pub fn deleter(&self) -> Result<Deleter> {
-        sys::require_root()?;
+        self.require_root()?;
         pins::open_pinned_prog(&self.pin_path, pins::DELETE).map(Deleter)
     }
 }

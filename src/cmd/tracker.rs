@@ -14,8 +14,8 @@ use libbpf_rs::PrintLevel;
 
 use crate::counters::Totals;
 use crate::format;
-use crate::loader::pins::DEFAULT_PIN_PATH;
-use crate::loader::{self, Config, Pins, XdpMode};
+use crate::loader::pins::{self, DEFAULT_PIN_PATH};
+use crate::loader::{self, Config, Pins, XdpLink, XdpMode};
 use crate::settings::{parse_mac, parse_timeout};
 use crate::sys::{self, Iface};
 use crate::trace;
@@ -29,6 +29,10 @@ pub struct Args {
     #[arg(short = 'l', long = "log-level", default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(0..=5))]
     pub log_level: u8,
+    /// libbpf's own messages: warnings by default (a verifier log when a
+    /// load fails); debug shows every step of opening and loading.
+    #[arg(long, value_enum, default_value = "warn", value_name = "LEVEL")]
+    pub libbpf_log: LibbpfLog,
     /// Do not print the live counter line.
     #[arg(short, long)]
     pub quiet: bool,
@@ -65,6 +69,12 @@ pub struct Args {
     /// still checked, as the kernel's IP layer does.
     #[arg(long)]
     pub no_checksum: bool,
+    /// Count packets and bytes per connection and direction, as the
+    /// kernel's nf_conntrack_acct=1: `dump` then shows `packets=N
+    /// bytes=N` after each tuple.  Off by default, as in the kernel; what
+    /// it costs is in docs/BENCHMARKS.md.
+    #[arg(long)]
+    pub acct: bool,
     /// Replace an XDP program already attached to an interface.
     #[arg(long)]
     pub force: bool,
@@ -86,10 +96,29 @@ pub struct Args {
     #[arg(long, value_name = "KIB", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     pub event_ring: u32,
+    /// On SIGINT or SIGTERM, leave the program attached and its table,
+    /// counters and links pinned: forwarding and tracking go on with no
+    /// tracker running, and the next tracker on the same --pin-path takes
+    /// them over (needs bpf_link, Linux 5.9+).
+    #[arg(long)]
+    pub keep: bool,
+    /// Discard a table kept under --pin-path (and detach its program)
+    /// instead of taking it over.
+    #[arg(long)]
+    pub fresh: bool,
     /// Milliseconds between two sweeps of expired entries.
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub sweep_interval: u64,
+}
+
+/// How much of libbpf's own logging to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LibbpfLog {
+    Off,
+    Warn,
+    Info,
+    Debug,
 }
 
 fn info(level: u8, msg: impl AsRef<str>) {
@@ -122,6 +151,7 @@ pub fn run(o: Args) -> Result<ExitCode> {
         track: !o.no_track,
         liberal: o.liberal,
         checksum: !o.no_checksum,
+        acct: o.acct,
         ifindex: [ifaces[0].index, ifaces[1].index],
         event_ring: o.event_ring * 1024,
         ..Config::new(super::kernel_features()?)
@@ -138,15 +168,52 @@ pub fn run(o: Args) -> Result<ExitCode> {
         *rw = dst.map(|dst| (dst, iface.mac));
     }
 
-    // libbpf talks only when asked to debug; errors come back as values.
-    if o.log_level >= 5 {
-        libbpf_rs::set_print(Some((PrintLevel::Debug, |_, msg: String| eprint!("{msg}"))));
-    } else {
-        libbpf_rs::set_print(None);
-    }
+    // libbpf's own messages: its warnings (a failed load's verifier log
+    // among them) unless --libbpf-log asks for more or less.
+    match o.libbpf_log {
+        LibbpfLog::Off => libbpf_rs::set_print(None),
+        level => libbpf_rs::set_print(Some((
+            match level {
+                LibbpfLog::Debug => PrintLevel::Debug,
+                LibbpfLog::Info => PrintLevel::Info,
+                _ => PrintLevel::Warn,
+            },
+            |_, msg: String| eprint!("{msg}"),
+        ))),
+    };
 
     for note in cfg.features.fallbacks() {
         eprintln!("xdp-conntrack: note: {note}");
+    }
+    if o.keep && !cfg.features.link {
+        bail!("--keep needs XDP bpf_links (Linux 5.9+), which this kernel lacks");
+    }
+
+    // One tracker per pin directory.  What a tracker stopped with --keep
+    // left there is taken over, unless --fresh; anything else there goes.
+    let lock = pins::lock(&o.pin_path)?;
+    if o.fresh {
+        pins::discard(&o.pin_path)?;
+    }
+    let mut kept = pins::kept(&o.pin_path)?;
+    match &kept {
+        Some(k) => {
+            let want = (cfg.max_entries, cfg.max_entries6.unwrap_or(cfg.max_entries));
+            if (k.max_entries, k.max_entries6) != want {
+                bail!(
+                    "the table kept in {} holds {} IPv4 and {} IPv6 entries, not {} and {}: \
+                     start with the same --max-entries/--max-entries6, or with --fresh to \
+                     discard it",
+                    o.pin_path.display(),
+                    k.max_entries,
+                    k.max_entries6,
+                    want.0,
+                    want.1
+                );
+            }
+            cfg.reuse_pins = Some(o.pin_path.clone());
+        }
+        None => pins::discard(&o.pin_path)?,
     }
     let mut object = MaybeUninit::uninit();
     let mut skel = loader::load(&mut object, &cfg)?;
@@ -159,16 +226,29 @@ pub fn run(o: Args) -> Result<ExitCode> {
     })
     .context("installing the signal handler")?;
 
-    let pins = Pins::create(&mut skel, &o.pin_path)?;
+    let mut pins = Pins::create(&mut skel, &lock)?;
     let mut links = Vec::new();
-    for iface in &ifaces {
-        links.push(loader::attach(
-            skel.progs.xdp_conntrack.as_fd(),
-            iface,
-            o.xdp_mode,
-            o.force,
-            cfg.features.link,
-        )?);
+    let took_over = kept.is_some();
+    for (side, iface) in ifaces.iter().enumerate() {
+        let prog = skel.progs.xdp_conntrack.as_fd();
+        let kept_link = kept.as_mut().and_then(|k| k.links[side].take());
+        links.push(match kept_link {
+            Some(link) => XdpLink::take_over(link, prog, iface)?,
+            None => loader::attach(prog, iface, o.xdp_mode, o.force, cfg.features.link)?,
+        });
+    }
+    if took_over {
+        // Nothing swept while no tracker ran.
+        loader::sweep(&skel)?;
+        let t = Totals::read(&skel.maps.stats)?;
+        info(
+            o.log_level,
+            format!(
+                "took over the table kept in {}: {} connections",
+                o.pin_path.display(),
+                t.active()
+            ),
+        );
     }
     for iface in &ifaces {
         if let Some(warning) = sys::peer_warning(iface) {
@@ -229,8 +309,28 @@ pub fn run(o: Args) -> Result<ExitCode> {
         }
     }
 
+    if o.keep {
+        for (side, link) in links.iter().enumerate() {
+            if let Some(fd) = link.link_fd() {
+                pins.pin_link(side, fd)?;
+            }
+        }
+        pins.keep();
+        info(
+            o.log_level,
+            format!(
+                "kept: still forwarding {} <-> {} with no tracker running; table, counters \
+                 and links pinned in {}",
+                ifaces[0].name,
+                ifaces[1].name,
+                o.pin_path.display()
+            ),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     drop(links);
     drop(pins);
+    drop(lock);
     info(
         o.log_level,
         format!(

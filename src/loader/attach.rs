@@ -2,7 +2,7 @@
 //! a bpf_link where the kernel has one for XDP, else over netlink.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{libbpf_sys, Xdp, XdpFlags};
@@ -38,6 +38,54 @@ enum Attachment {
         flags: u32,
         prog_id: u32,
     },
+}
+
+impl XdpLink {
+    /// The bpf_link's descriptor, for pinning it (`--keep`); None for a
+    /// netlink attachment.
+    pub fn link_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.how {
+            Attachment::Link(fd) => Some(fd.as_fd()),
+            Attachment::Netlink { .. } => None,
+        }
+    }
+
+    /// Takes over `link`, the XDP link a tracker stopped with `--keep`
+    /// pinned, and puts `prog` in its program's place in one step
+    /// (bpf_link_update): the interface forwards all along.  The link must
+    /// be on `iface`.
+    pub fn take_over(link: OwnedFd, prog: BorrowedFd<'_>, iface: &Iface) -> Result<Self> {
+        let mut info = libbpf_sys::bpf_link_info::default();
+        let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+        // SAFETY: a valid descriptor, and an info struct of the size given.
+        let ret =
+            unsafe { libbpf_sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) };
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret)).context("reading the kept link");
+        }
+        // SAFETY: an XDP link's info is the xdp member of the union.
+        let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+        if info.type_ != libbpf_sys::BPF_LINK_TYPE_XDP || ifindex != iface.index {
+            bail!(
+                "the kept program is attached to ifindex {ifindex}, not to '{}' ({}): \
+                 start with --fresh to discard it",
+                iface.name,
+                iface.index
+            );
+        }
+        // SAFETY: valid descriptors; no options.
+        let ret = unsafe {
+            libbpf_sys::bpf_link_update(link.as_raw_fd(), prog.as_raw_fd(), std::ptr::null())
+        };
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret))
+                .with_context(|| format!("replacing the kept program on '{}'", iface.name));
+        }
+        Ok(Self {
+            iface: iface.name.clone(),
+            how: Attachment::Link(link),
+        })
+    }
 }
 
 impl Drop for XdpLink {
@@ -77,6 +125,14 @@ pub fn attach(
     let existing = xdp.query_id(ifindex, XdpFlags::NONE).unwrap_or(0);
     if existing != 0 {
         if !force {
+            if let Some(dir) = super::pins::dir_of_program(existing) {
+                bail!(
+                    "interface '{}' is taken by the xdp-conntrack whose pins are in {} \
+                     (program id {existing}); stop it, or use --force to replace it",
+                    iface.name,
+                    dir.display()
+                );
+            }
             bail!(
                 "interface '{}' already has an XDP program attached (id {existing}); \
                  use --force to replace it",

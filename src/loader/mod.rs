@@ -47,8 +47,14 @@ pub struct Config {
     pub ifindex: [u32; 2],
     /// (destination, source) MACs for frames leaving side 1 / side 2.
     pub rewrite: [Option<([u8; 6], [u8; 6])>; 2],
+    /// Count packets and bytes per connection and direction
+    /// (nf_conntrack_acct=1).
+    pub acct: bool,
     /// Bytes in the events ring: a power of two, at least a page.
     pub event_ring: u32,
+    /// Take over the maps pinned in this directory (a table kept by the
+    /// last tracker) instead of making new ones.
+    pub reuse_pins: Option<std::path::PathBuf>,
     /// What the kernel offers.
     pub features: Features,
 }
@@ -67,7 +73,9 @@ impl Config {
             checksum: true,
             ifindex: [0; 2],
             rewrite: [None; 2],
+            acct: false,
             event_ring: 1 << 20,
+            reuse_pins: None,
             features,
         }
     }
@@ -109,6 +117,25 @@ pub fn load<'obj>(
         .ct_events
         .set_max_entries(cfg.event_ring)
         .context("sizing the events ring")?;
+    if let Some(dir) = &cfg.reuse_pins {
+        // libbpf checks that each pinned map fits its definition (type,
+        // key and value sizes, capacity) before using it.
+        for mut map in open.open_object_mut().maps_mut() {
+            let Some(name) = pins::PINNED_MAPS
+                .iter()
+                .find(|n| map.name().to_str() == Some(**n))
+            else {
+                continue;
+            };
+            let path = dir.join(name);
+            map.reuse_pinned_map(&path).with_context(|| {
+                format!(
+                    "taking over {}: start with --fresh to discard the kept table",
+                    path.display()
+                )
+            })?;
+        }
+    }
     let cpus = libbpf_rs::num_possible_cpus().context("counting the possible CPUs")?;
     open.maps
         .ct_scratch
@@ -140,6 +167,7 @@ pub fn load<'obj>(
     c.track = u8::from(cfg.track);
     c.liberal = u8::from(cfg.liberal);
     c.checksum = u8::from(cfg.checksum);
+    c.acct = u8::from(cfg.acct);
     for (side, rw) in cfg.rewrite.iter().enumerate() {
         if let Some((dst, src)) = rw {
             c.rewrite[side] = 1;
@@ -148,11 +176,10 @@ pub fn load<'obj>(
         }
     }
     let mut skel = open.load().map_err(|e| {
-        anyhow::Error::new(e).context(if cfg.log_level >= 5 {
-            "loading the XDP program into the kernel failed (verifier log above)"
-        } else {
-            "loading the XDP program into the kernel failed (-l 5 shows the verifier log)"
-        })
+        anyhow::Error::new(e).context(
+            "loading the XDP program into the kernel failed (libbpf's log, with the \
+             verifier's, is above; --libbpf-log debug shows every step)",
+        )
     })?;
     if cfg.track && cfg.features.jiffies {
         clock::calibrate(&mut skel).context("calibrating the program's clock")?;

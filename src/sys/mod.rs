@@ -164,3 +164,33 @@ pub fn prog_test_run(prog: std::os::fd::BorrowedFd<'_>, data: &[u8]) -> Result<u
     }
     Ok(opts.retval)
 }
+
+/// Opens the BPF object (map, program or link) pinned at `path`.
+pub fn obj_get(path: &Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .context("a pin path with a NUL byte")?;
+    // SAFETY: a valid C string; the call returns a new descriptor or an
+    // error.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd))
+            .with_context(|| format!("opening {}", path.display()));
+    }
+    // SAFETY: bpf_obj_get() returned a new descriptor we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Pins the BPF object `fd` at `path`.
+pub fn obj_pin(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .context("a pin path with a NUL byte")?;
+    // SAFETY: a valid descriptor and C string.
+    let ret = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret))
+            .with_context(|| format!("pinning {}", path.display()));
+    }
+    Ok(())
+}

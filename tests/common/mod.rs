@@ -880,3 +880,32 @@ fn read_tuple<'a>(
     }
     Ok(Tuple { src, dst, l4 })
 }
+
+/// A child process, killed and reaped when dropped.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A one-shot iperf3 server in ns2 bound to `addr`, port 5201, listening
+/// by the time this returns; killed when the value is dropped.
+pub fn iperf3_server(topo: &Topology, addr: &str) -> Reaped {
+    let server = Command::new("ip")
+        .args(["netns", "exec", &topo.ns2()])
+        .args(["iperf3", "-s", "-1", "-B", addr, "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting iperf3 -s");
+    let server = Reaped(server);
+    let listening = wait_for(IO_TIMEOUT, || {
+        let out = topo.exec(&topo.ns2(), &["ss", "-Hltn", "sport", "=", ":5201"]);
+        !out.stdout.is_empty()
+    });
+    assert!(listening, "iperf3 -s is not listening");
+    server
+}

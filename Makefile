@@ -63,7 +63,7 @@ RUNS ?= 3
 bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat); BASE=REV runs REV's beside it
 	scripts/bench_cost.py $(if $(BASE),--base $(BASE)) --runs $(RUNS)
 
-bench-csum: build ## TCP Gbit/s (MTU 1500, 9000) and 64-byte Mpps with checksums checked and --no-checksum; BASE_BIN=PATH adds another binary
+bench-csum: build ## TCP Gbit/s (MTU 1500, 9000) and 64-byte Mpps with checksums checked and --no-checksum; BASE_BIN=PATH adds another binary, ALSO=FLAGS the same with FLAGS
 	scripts/deps.sh bench
 	scripts/bench_csum.sh $(BIN) $(SECS) $(REPS)
 

@@ -318,6 +318,13 @@ fn main() {
         fill(&skel, 1_000, &entry);
         let (ns, act) = per_packet(&skel, &ack, REPEAT);
         assert_eq!(act, XDP_REDIRECT);
+        let (_, e) = xdp_conntrack::table::lookup(&skel.maps.ct_table, &key(client(0)))
+            .expect("the table")
+            .expect("the established entry");
+        assert!(
+            e.acct.iter().map(|a| a.packets).sum::<u64>() >= u64::from(REPEAT),
+            "--acct counted every run"
+        );
         rows[9].1.push(ns);
         let single = stream
             .iter()

@@ -8,10 +8,11 @@
 # ACKs of 1000 established connections from the live-frames generator
 # into XDP_DROP sinks), with checksums checked (the default) and with
 # --no-checksum, taking turns REPS times; with BASE_BIN=BIN a third binary
-# (e.g. the commit before checksums) takes its turn too.  Prints a
-# markdown table of medians and [min-max].
+# (e.g. the commit before checksums) takes its turn too, and with
+# ALSO="FLAGS" the same binary with those tracker flags (e.g. --acct).
+# Prints a markdown table of medians and [min-max].
 #
-# Usage: bench_csum.sh BIN [SECONDS] [REPS]    (as root; BASE_BIN=BIN optional)
+# Usage: bench_csum.sh BIN [SECONDS] [REPS]    (as root; BASE_BIN=BIN, ALSO=FLAGS optional)
 set -euo pipefail
 
 BIN=$(readlink -f "${1:?usage: $0 BIN [SECONDS] [REPS]}")
@@ -60,6 +61,8 @@ for CUR_MTU in 1500 9000; do
 		turn "checksums checked" "$BIN" "$r"
 		turn "--no-checksum" "$BIN" "$r" --no-checksum
 		[ -z "$BASE" ] || turn "base binary" "$BASE" "$r"
+		# shellcheck disable=SC2086 # ALSO is a list of flags
+		[ -z "${ALSO:-}" ] || turn "$ALSO" "$BIN" "$r" $ALSO
 	done
 done
 

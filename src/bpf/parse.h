@@ -111,7 +111,7 @@ struct ct_pkt {
 	__u8 has_sack; /* a SACK option was seen */
 	__u8 icmp_code;
 	__u8 first_frag; /* the first fragment of a datagram (see ct_parse()) */
-	__u32 l3len; /* the IP packet's length, header on (--acct) */
+	__u32 l3len;	 /* the IP packet's length, header on (--acct) */
 	struct ct_key6 key6; /* IPv6 only; see above */
 };
 

@@ -36,11 +36,11 @@ pub struct Args {
     /// Do not print the live counter line.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Capacity of the IPv4 connection table (preallocated: 168 bytes an
+    /// Capacity of the IPv4 connection table (preallocated: 200 bytes an
     /// entry).
     #[arg(long, default_value_t = 65536)]
     pub max_entries: u32,
-    /// Capacity of the IPv6 connection table (preallocated: 192 bytes an
+    /// Capacity of the IPv6 connection table (preallocated: 224 bytes an
     /// entry); the same as --max-entries unless given.
     #[arg(long, value_name = "N")]
     pub max_entries6: Option<u32>,

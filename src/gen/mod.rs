@@ -204,7 +204,10 @@ pub struct Args {
     /// client tuples are reused once the assigned addresses run out.
     #[arg(long, default_value_t = 1)]
     pub rounds: u64,
-    /// No progress line.
+    /// No progress line.  Without it, stderr shows the round, the phase,
+    /// the frames sent and delivered and the rate: rewritten in place at
+    /// most once a second on a terminal, a line every five seconds into a
+    /// pipe or a file.
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -329,9 +332,12 @@ fn not_assigned(ns: &str, side: &Side, first: IpAddr, n: u32, at: u32) -> anyhow
 
 /// Frames of `kind` the sinks have counted, over all CPUs.
 fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
-    let per_cpu = skel
-        .maps
-        .sink_counts
+    sink_count(&skel.maps.sink_counts, kind)
+}
+
+/// [`sink_total`] from the counters map itself.
+fn sink_count(map: &impl MapCore, kind: hs_kind) -> Result<u64> {
+    let per_cpu = map
         .lookup_percpu(&kind.0.to_ne_bytes(), MapFlags::ANY)
         .context("reading the sink counters")?
         .unwrap_or_default();
@@ -339,6 +345,55 @@ fn sink_total(skel: &HandshakeSkel<'_>, kind: hs_kind) -> Result<u64> {
         .iter()
         .map(|b| u64::from_ne_bytes(b[..8].try_into().unwrap_or([0; 8])))
         .sum())
+}
+
+/// The progress line of a long run, on stderr: on a terminal rewritten in
+/// place at most once a second, into a pipe or a file a line every five
+/// seconds; nothing with `-q`.
+struct Progress {
+    on: bool,
+    tty: bool,
+    every: Duration,
+    last: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let every = Duration::from_secs(if tty { 1 } else { 5 });
+        Self {
+            on: !quiet,
+            tty,
+            every,
+            last: Instant::now(),
+            shown: false,
+        }
+    }
+
+    /// Prints `line()` if its time has come.
+    fn tick(&mut self, line: impl FnOnce() -> String) {
+        if !self.on || self.last.elapsed() < self.every {
+            return;
+        }
+        self.last = Instant::now();
+        let line = line();
+        if self.tty {
+            eprint!("\r{line:<100}");
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!("{line}");
+        }
+        self.shown = true;
+    }
+
+    /// Takes the line off a terminal before the report.
+    fn clear(&mut self) {
+        if self.tty && self.shown {
+            eprint!("\r{:100}\r", "");
+            self.shown = false;
+        }
+    }
 }
 
 /// The generator at work: the two sides, the programs whose sinks count
@@ -352,6 +407,7 @@ struct Generator<'a, 'obj> {
     /// Client tuples over the assigned addresses.
     span: u64,
     tx: Transmitter,
+    progress: Progress,
 }
 
 impl<'a> Generator<'a, '_> {
@@ -401,26 +457,30 @@ impl<'a> Generator<'a, '_> {
         let _in = Guard::enter_file(stream.ns)?;
         let total = stream.frames.len();
 
-        // A progress line only for people watching a terminal.
-        let progress = !self.o.quiet && std::io::stderr().is_terminal();
         let before = sink_total(self.skel, ph.kind)?;
         let start = Instant::now();
-        let mut last_progress = start;
+        // A handle of its own on the sinks' counters: the sender holds the
+        // skeleton meanwhile.
+        let counts = libbpf_rs::MapHandle::try_from(&self.skel.maps.sink_counts)
+            .context("reading the sink counters")?;
+        let progress = &mut self.progress;
+        let rounds = self.o.rounds;
         self.tx.send(self.skel, &stream, |sent| {
-            if progress && last_progress.elapsed() > Duration::from_millis(250) {
-                last_progress = Instant::now();
+            progress.tick(|| {
+                let delivered = sink_count(&counts, ph.kind).map_or(0, |n| n - before);
                 let rate = sent as f64 / start.elapsed().as_secs_f64();
-                eprint!(
-                    "\rhandshake: {:<8} {sent}/{total} sent, {:.0} pkt/s   ",
-                    ph.name, rate
-                );
-                let _ = std::io::stderr().flush();
-            }
+                format!(
+                    "handshake: round {}/{rounds} {}: {sent}/{total} sent, {delivered} \
+                     delivered, {} missing, {}pkt/s",
+                    round + 1,
+                    ph.name,
+                    sent.saturating_sub(delivered),
+                    crate::format::si(rate)
+                )
+            });
         })?;
         let (delivered, arrived) = self.arrival(ph.kind, before, total)?;
-        if progress {
-            eprint!("\r{:70}\r", "");
-        }
+        self.progress.clear();
         Ok(PhaseReport {
             name: ph.name,
             sent: total,
@@ -517,6 +577,7 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
         server: &server,
         span: plan.span(addrs),
         tx: Transmitter::new(o.sender, o.rate, plan.cpus.clone(), plan.racers.clone()),
+        progress: Progress::new(o.quiet),
     };
     let start = Instant::now();
     let phases = plan::phases(o);
@@ -535,9 +596,6 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
             sum.sent += r.sent;
             sum.delivered += r.delivered;
             sum.elapsed += r.elapsed;
-        }
-        if o.rounds > 1 && !o.quiet && std::io::stderr().is_terminal() {
-            eprint!("\rhandshake: round {}/{}   ", round + 1, o.rounds);
         }
     }
     // Each detaches in its own namespace.

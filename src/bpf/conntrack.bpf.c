@@ -297,50 +297,101 @@ static __always_inline __u64 ct_now(void)
 }
 
 /**
- * ct_event_reserve() - a record for an event, if a reader wants its type
- * @type: one enum ct_event_type bit
+ * ct_event_send() - put an event into the ring, if a reader wants it
+ * @ev: the event, filled in
  *
- * A full ring is counted, never hidden: the reader shows the count as it
- * grows, and so does `stats`.
+ * A global function, as is ct_destroy_ev(): the verifier checks each once,
+ * not at every place an event is made, and before 6.4 a call into a
+ * static function also made it give up on precision and prune far less
+ * (on 6.1 the walk of the datapath went past its 1M instructions).  With
+ * no reader, or one that does not want this type, it only looks at
+ * ct_events_ctl.  A full ring is counted, never hidden: the reader shows
+ * the count as it grows, and so does `stats`.
  *
- * Return: the record to fill and submit (or discard), or NULL.
+ * Return: 1 if the event went into the ring.
  */
-static __always_inline struct ct_event *ct_event_reserve(__u32 type)
+static __always_inline int ct_event_put(const struct ct_event *ev)
 {
 	struct ct_event_ctl *ctl;
-	struct ct_event *ev;
+	struct ct_event *r;
 	struct ct_stats *st;
 	__u32 zero = 0;
 
 	ctl = bpf_map_lookup_elem(&ct_events_ctl, &zero);
-	if (likely(!ctl || !(READ_ONCE(ctl->mask) & type)))
-		return NULL;
-	ev = bpf_ringbuf_reserve(&ct_events, sizeof(*ev), 0);
-	if (!ev) {
+	if (!ctl || !(READ_ONCE(ctl->mask) & ev->type))
+		return 0;
+	r = bpf_ringbuf_reserve(&ct_events, sizeof(*r), 0);
+	if (!r) {
 		st = bpf_map_lookup_elem(&stats, &zero);
 		if (st)
 			ct_count(st, CT_C_EVENTS_LOST);
-		return NULL;
+		return 0;
 	}
-	ev->type = type;
-	return ev;
+	__builtin_memcpy(r, ev, sizeof(*r));
+	bpf_ringbuf_submit(r, 0);
+	return 1;
+}
+
+__noinline int ct_event_send(struct ct_event *ev)
+{
+	if (!ev)
+		return 0;
+	return ct_event_put(ev);
+}
+
+/**
+ * ct_destroy_ev() - remove the entry an event describes, and report it
+ * @ev: a DESTROY event, filled in while the entry was still there (a
+ *	preallocated element may be reused as soon as it is deleted)
+ *
+ * Only the caller whose delete removes the entry reports it, so a packet,
+ * the sweep and a verb racing for one entry make one event.
+ *
+ * Return: 1 if this call removed the entry.
+ */
+__noinline int ct_destroy_ev(struct ct_event *ev)
+{
+	struct ct_key6 key;
+	long err;
+
+	if (!ev)
+		return 0;
+	/* On the stack: before 6.3 or so a map helper takes no key from
+	 * memory a global function was handed.  An IPv4 key is the first
+	 * bytes.
+	 */
+	__builtin_memcpy(&key, ev->key, sizeof(key));
+	if (ev->family == AF_INET6)
+		err = bpf_map_delete_elem(&ct_table6, &key);
+	else
+		err = bpf_map_delete_elem(&ct_table, &key);
+	if (err)
+		return 0;
+	/* Not through ct_event_send(): a call from here would count a
+	 * third frame against the datapath's 512 bytes of stack.
+	 */
+	ct_event_put(ev);
+	return 1;
 }
 
 /**
  * ct_event_fill() - record an entry in an event
  * @ev: the record
+ * @type: one enum ct_event_type bit
  * @key: the entry's key
  * @e: the entry
  * @now: the program's clock
  * @family: AF_INET or AF_INET6, a constant
  */
-static __always_inline void ct_event_fill(struct ct_event *ev, const void *key,
+static __always_inline void ct_event_fill(struct ct_event *ev, __u32 type,
+					  const void *key,
 					  const struct ct_entry *e, __u64 now,
 					  int family)
 {
 	ev->ts = now;
 	ev->expires = READ_ONCE(e->expires);
 	ev->created = e->created;
+	ev->type = type;
 	ev->family = family;
 	ev->state = e->state;
 	ev->status = e->status;
@@ -357,73 +408,42 @@ static __always_inline void ct_event_fill(struct ct_event *ev, const void *key,
 	}
 }
 
-/*
- * How ct_event() reports: its type, and for the DESTROY of a connection
- * that a packet reopens, the state and status it had before (in bits 8-15
- * and 16-23, with CT_EV_AS_BEFORE), since the entry already holds the
- * new connection.
- */
-#define CT_EV_AS_BEFORE (1U << 31)
-
 /**
  * ct_event() - send an event about an entry, if a reader wants it
- * @how: the event's type, or'ed with what CT_EV_AS_BEFORE says
+ * @ev: where to put it together (the packet's slot)
+ * @type: one enum ct_event_type bit
  * @key: the entry's key
  * @e: the entry
  * @now: the program's clock
- * @family: AF_INET or AF_INET6
+ * @family: AF_INET or AF_INET6, a constant
  *
- * Out of line, like ct_destroy(): the records are filled in a frame of
- * their own, which keeps the datapath's combined stack under the
- * verifier's 512 bytes.
+ * Straight-line stores and one call, on the paths that change an entry
+ * only: no branch for the verifier to follow twice.
  */
-static __noinline void ct_event(__u32 how, const void *key,
-				const struct ct_entry *e, __u64 now, int family)
+static __always_inline void ct_event(struct ct_event *ev, __u32 type,
+				     const void *key, const struct ct_entry *e,
+				     __u64 now, int family)
 {
-	struct ct_event *ev = ct_event_reserve(how & 0xff);
-
-	if (!ev)
-		return;
-	ct_event_fill(ev, key, e, now, family);
-	if (how & CT_EV_AS_BEFORE) {
-		ev->state = how >> 8;
-		ev->status = how >> 16;
-		ev->expires = now;
-	}
-	bpf_ringbuf_submit(ev, 0);
+	ct_event_fill(ev, type, key, e, now, family);
+	ct_event_send(ev);
 }
 
 /**
  * ct_destroy() - remove an entry, and report it if a reader wants it
- * @table: the entry's table
- * @key: its key
+ * @ev: where to put the event together
+ * @key: the entry's key
  * @e: the entry, as the lookup found it
  * @now: the program's clock
- * @family: AF_INET or AF_INET6
- *
- * The record is filled before the delete, while @e still holds the entry
- * (a preallocated element may be reused at once), and sent only if this
- * delete is the one that removed it.
+ * @family: AF_INET or AF_INET6, a constant
  *
  * Return: true if this call removed the entry.
  */
-static __noinline bool ct_destroy(void *table, const void *key,
-				  const struct ct_entry *e, __u64 now,
-				  int family)
+static __always_inline bool ct_destroy(struct ct_event *ev, const void *key,
+				       const struct ct_entry *e, __u64 now,
+				       int family)
 {
-	struct ct_event *ev = ct_event_reserve(CT_EV_DESTROY);
-	bool removed;
-
-	if (ev)
-		ct_event_fill(ev, key, e, now, family);
-	removed = !bpf_map_delete_elem(table, key);
-	if (ev) {
-		if (removed)
-			bpf_ringbuf_submit(ev, 0);
-		else
-			bpf_ringbuf_discard(ev, 0);
-	}
-	return removed;
+	ct_event_fill(ev, CT_EV_DESTROY, key, e, now, family);
+	return ct_destroy_ev(ev);
 }
 
 /**
@@ -471,31 +491,20 @@ static __always_inline void ct_udp_packet(struct ct_entry *e, __u64 now)
 	}
 }
 
-/*
- * What a packet changed in an entry, for the UPDATE event: the state and
- * status before it, taken under the entry's lock, and whether either
- * moved.  The paths that cannot change them (the TCP fast path, an
- * assured UDP flow) leave it unset.
- */
-struct ct_change {
-	__u8 state;
-	__u8 status;
-	bool changed;
-};
-
 /**
  * ct_existing() - a packet of a connection that has a live entry
  * @e: the entry, in the map
  * @p: the packet
  * @now: the program's clock
- * @ch: what the packet changed, filled in
+ * @ch: the packet's slot, where what the packet changed is written (the
+ *	state and status before it, taken under the lock, and whether either
+ *	moved; the paths that cannot change them leave it untouched)
  *
  * Return: what the packet does to the entry.
  */
 static __always_inline enum ct_update ct_existing(struct ct_entry *e,
 						  const struct ct_pkt *p,
-						  __u64 now,
-						  struct ct_change *ch)
+						  __u64 now, struct ct_pkt *ch)
 {
 	__u32 dir = p->src_slot != e->orig;
 	enum ct_update upd;
@@ -512,15 +521,16 @@ static __always_inline enum ct_update ct_existing(struct ct_entry *e,
 			return CT_UPD_ACCEPT;
 		}
 		bpf_spin_lock(&e->lock);
-		ch->state = e->state;
-		ch->status = e->status;
+		ch->old_state = e->state;
+		ch->old_status = e->status;
 		upd = ct_tcp_packet(e, p, dir, now, &from);
 		/* After a reopen, the packet is the new original. */
 		if ((upd == CT_UPD_ACCEPT || upd == CT_UPD_KILL) &&
 		    dir == CT_DIR_REPLY)
 			e->status |= CT_S_SEEN_REPLY;
 		to = e->state;
-		ch->changed = to != ch->state || e->status != ch->status;
+		ch->changed =
+			to != ch->old_state || e->status != ch->old_status;
 		bpf_spin_unlock(&e->lock);
 		ct_log_change(p, from, upd == CT_UPD_INVALID ? CT_TCP_MAX : to,
 			      dir == CT_DIR_REPLY ? "reply" : "original");
@@ -531,19 +541,19 @@ static __always_inline enum ct_update ct_existing(struct ct_entry *e,
 			return CT_UPD_ACCEPT;
 		}
 		bpf_spin_lock(&e->lock);
-		ch->status = e->status;
+		ch->old_status = e->status;
 		ct_udp_packet(e, now);
 		if (dir == CT_DIR_REPLY)
 			e->status |= CT_S_SEEN_REPLY;
-		ch->changed = e->status != ch->status;
+		ch->changed = e->status != ch->old_status;
 		bpf_spin_unlock(&e->lock);
 		return CT_UPD_ACCEPT;
 	default: /* ICMP echo */
 		if (dir == CT_DIR_REPLY && !(e->status & CT_S_SEEN_REPLY)) {
 			bpf_spin_lock(&e->lock);
-			ch->status = e->status;
+			ch->old_status = e->status;
 			e->status |= CT_S_SEEN_REPLY;
-			ch->changed = e->status != ch->status;
+			ch->changed = e->status != ch->old_status;
 			bpf_spin_unlock(&e->lock);
 		}
 		ct_refresh(e, now, CT_TO_ICMP);
@@ -638,7 +648,8 @@ static __always_inline enum ct_verdict ct_create(void *table, const void *key,
 		if (family == AF_INET6)
 			ct_count(st, CT_C_NEW_IPV6);
 		*created = true;
-		ct_event(CT_EV_NEW, key, n, now, family);
+		ct_event((struct ct_event *)&p->ev, CT_EV_NEW, key, n, now,
+			 family);
 		return CT_FORWARD;
 	}
 	/* -EEXIST: another CPU created it first (the kernel's clash
@@ -667,7 +678,11 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 						const struct ct_pkt *p,
 						struct ct_stats *st, int family)
 {
-	struct ct_change ch = {};
+	/* The event slot and the change record are the packet's own (a map
+	 * value, like p, and not const there).
+	 */
+	struct ct_pkt *ch = (struct ct_pkt *)p;
+	struct ct_event *ev = &ch->ev;
 	__u64 now = ct_now();
 	enum ct_verdict verdict;
 	bool created = false;
@@ -677,7 +692,7 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 	e = bpf_map_lookup_elem(table, key);
 	if (e && unlikely(READ_ONCE(e->expires) <= now)) {
 		/* An expired entry is as good as absent. */
-		if (ct_destroy(table, key, e, now, family))
+		if (ct_destroy(ev, key, e, now, family))
 			ct_count(st, CT_C_EXPIRED);
 		e = NULL;
 	}
@@ -690,7 +705,8 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 		if (!e)
 			return CT_FORWARD;
 	}
-	upd = ct_existing(e, p, now, &ch);
+	ch->changed = 0;
+	upd = ct_existing(e, p, now, ch);
 	/* Counted as the kernel counts: every packet the entry accepts, in
 	 * its direction; atomically, since CPUs share the entry.  A reopened
 	 * connection starts its count with the packet that opened it.
@@ -707,8 +723,8 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 	}
 	switch (upd) {
 	case CT_UPD_ACCEPT:
-		if (unlikely(ch.changed))
-			ct_event(CT_EV_UPDATE, key, e, now, family);
+		if (unlikely(ch->changed))
+			ct_event(ev, CT_EV_UPDATE, key, e, now, family);
 		return CT_FORWARD;
 	case CT_UPD_REOPEN:
 		ct_count(st, CT_C_CLOSED);
@@ -716,14 +732,16 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 		/* The old connection ends where the new one begins, as the
 		 * kernel's kill and re-create do.
 		 */
-		ct_event(CT_EV_DESTROY | CT_EV_AS_BEFORE | ch.state << 8 |
-				 ch.status << 16,
-			 key, e, now, family);
-		ct_event(CT_EV_NEW, key, e, now, family);
+		ct_event_fill(ev, CT_EV_DESTROY, key, e, now, family);
+		ev->state = ch->old_state;
+		ev->status = ch->old_status;
+		ev->expires = now;
+		ct_event_send(ev);
+		ct_event(ev, CT_EV_NEW, key, e, now, family);
 		return CT_FORWARD;
 	case CT_UPD_KILL:
 		/* Only the CPU whose delete succeeds counts it. */
-		if (ct_destroy(table, key, e, now, family))
+		if (ct_destroy(ev, key, e, now, family))
 			ct_count(st, CT_C_CLOSED);
 		return CT_FORWARD;
 	default:
@@ -946,6 +964,7 @@ int xdp_conntrack(struct xdp_md *ctx)
 struct sweep_ctx {
 	__u64 now;
 	__u64 removed;
+	struct ct_event ev; /* the DESTROY event being made */
 };
 
 static __always_inline long sweep_one(struct bpf_map *map, void *key,
@@ -953,7 +972,7 @@ static __always_inline long sweep_one(struct bpf_map *map, void *key,
 				      int family)
 {
 	if (READ_ONCE(e->expires) <= c->now &&
-	    ct_destroy(map, key, e, c->now, family))
+	    ct_destroy(&c->ev, key, e, c->now, family))
 		c->removed++;
 	return 0;
 }
@@ -1006,6 +1025,7 @@ static __always_inline int ct_remove_key(void *table, const void *key,
 					 bool expired_only,
 					 enum ct_counter counter, int family)
 {
+	struct ct_event ev = {};
 	struct ct_stats *st;
 	struct ct_entry *e;
 	__u64 now = ct_now();
@@ -1019,7 +1039,7 @@ static __always_inline int ct_remove_key(void *table, const void *key,
 	 */
 	if (expired_only && READ_ONCE(e->expires) > now)
 		return XDP_PASS;
-	if (!ct_destroy(table, key, e, now, family))
+	if (!ct_destroy(&ev, key, e, now, family))
 		return XDP_PASS;
 	st = bpf_map_lookup_elem(&stats, &zero);
 	if (st)

@@ -113,6 +113,14 @@ struct ct_pkt {
 	__u8 first_frag; /* the first fragment of a datagram (see ct_parse()) */
 	__u32 l3len;	 /* the IP packet's length, header on (--acct) */
 	struct ct_key6 key6; /* IPv6 only; see above */
+	/* An event being made about this packet's entry, and what the
+	 * packet changed in it (conntrack.bpf.c); here rather than on the
+	 * stack, which is full.
+	 */
+	struct ct_event ev;
+	__u8 old_state;
+	__u8 old_status;
+	__u8 changed;
 };
 
 /* The part of struct ct_pkt that every packet clears: all but key6. */

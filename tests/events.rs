@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -41,17 +40,8 @@ impl Reader {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning xdp-conntrack events");
-        let lines = |pipe: Box<dyn std::io::Read + Send>| {
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for l in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(l);
-                }
-            });
-            rx
-        };
-        let out = lines(Box::new(child.stdout.take().unwrap()));
-        let err = lines(Box::new(child.stderr.take().unwrap()));
+        let out = line_channel(child.stdout.take().unwrap());
+        let err = line_channel(child.stderr.take().unwrap());
         let first = err
             .recv_timeout(IO_TIMEOUT)
             .expect("the reader says when it reads");

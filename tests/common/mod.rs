@@ -380,17 +380,8 @@ impl TrackerBuilder {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning xdp-conntrack");
-        let lines = |pipe: Box<dyn std::io::Read + Send>| {
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for l in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(l);
-                }
-            });
-            rx
-        };
-        let out = lines(Box::new(child.stdout.take().unwrap()));
-        let err = lines(Box::new(child.stderr.take().unwrap()));
+        let out = line_channel(child.stdout.take().unwrap());
+        let err = line_channel(child.stderr.take().unwrap());
         (child, (out, err))
     }
 
@@ -908,4 +899,16 @@ pub fn iperf3_server(topo: &Topology, addr: &str) -> Reaped {
     });
     assert!(listening, "iperf3 -s is not listening");
     server
+}
+
+/// The lines of a child's pipe as they come, read on a thread of their own
+/// so that the child never blocks on a full pipe.
+pub fn line_channel(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    rx
 }

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
 
 use common::*;
 
@@ -18,6 +19,18 @@ const SPORT: u16 = 23420;
 const DPORT: u16 = 8080;
 /// Flows per run: enough that many of them race for real.
 const N: usize = 4000;
+
+/// Held by each test for its whole run.  The racers pin themselves to
+/// the first two CPUs, which they must have to themselves to meet frame
+/// by frame: two tests at once (cargo runs a file's tests in parallel)
+/// would take turns on them.
+static CPUS: Mutex<()> = Mutex::new(());
+
+/// The two racing CPUs, for this test alone.
+fn cpus() -> MutexGuard<'static, ()> {
+    // A test that failed holding it leaves the CPUs free all the same.
+    CPUS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A two-queue topology and a tracker on it; None, after checking that
 /// the generator refuses, on a machine with fewer than two CPUs.
@@ -168,6 +181,7 @@ fn mirror(t: Tuple) -> Tuple {
 /// kernel's udpclash): exactly one entry each, opened by the client, and
 /// every packet forwarded, the losing CPU's through the winner's entry.
 fn same_direction(proto: &str, flags: &[&str], then: &[(&str, u64)]) {
+    let _cpus = cpus();
     let Some((topo, tracker)) = race_setup() else {
         return;
     };
@@ -208,6 +222,7 @@ fn udp_datagrams_racing_on_two_cpus_make_one_entry_each_and_lose_nothing() {
 /// is whichever packet won, and stays so through a second dump and
 /// through a second race over the existing entries; nothing dropped.
 fn reverse(proto: &str, flags: &[&str], name: &str) {
+    let _cpus = cpus();
     let Some((topo, tracker)) = race_setup() else {
         return;
     };

@@ -27,6 +27,18 @@
 
 struct hs_phase phase;
 
+/*
+ * --clash: both racers send through this one program, each from its own
+ * CPU (race_cpu[r]) with its own phase (racers[r]).  One program, not one
+ * each: BPF_PROG_TEST_RUN puts the program it runs into the XDP
+ * dispatcher, and a program new to the dispatcher waits for an RCU grace
+ * period there, which the other racer, already spinning in keep_pace(),
+ * holds up for whole ticks; the two would not overlap at all.
+ */
+struct hs_phase racers[2];
+__u32 race_cpu[2];
+__u8 racing;
+
 /* Anchors enum hs_kind in BTF for the skeleton's types module. */
 const volatile enum hs_kind hs_kind_anchor;
 
@@ -37,10 +49,8 @@ struct {
 	__type(value, __u64);
 } sink_counts SEC(".maps");
 
-/*
- * --clash: how far each of the two racers has got (frames started, by
- * racer - 1).  Each racer loads a generator of its own; all of them use
- * this map of the first one.
+/* --clash: how far each of the two racers has got (frames started, by
+ * racer - 1).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -68,15 +78,17 @@ static long pace_wait(__u64 n, void *data)
 /*
  * Keeps this racer's frame @i level with the other racer's: says that it
  * has got to @i, then waits (a bounded spin) until the other has too.
- * The frames of a batch go to the tracker together when the batch ends,
- * so the two CPUs hand it the same connections' first packets at the
- * same moment.  A racer that does not come in time (preempted, or
- * stopped) is not waited for any longer at this frame.
+ * Racers run in batches of one frame, each handed to the tracker on this
+ * CPU as soon as it is made, so the two CPUs hand it the same
+ * connections' first packets at the same moment (in batches of 64, a
+ * constant skew between the CPUs' flushes could keep one always first).
+ * A racer that does not come in time (preempted, or stopped) is not
+ * waited for any longer at this frame.
  */
-static __always_inline void keep_pace(__u64 i)
+static __always_inline void keep_pace(const struct hs_phase *ph, __u64 i)
 {
-	struct pace p = {.other = phase.racer == 1, .want = i + 1};
-	__u32 me = phase.racer - 1;
+	struct pace p = {.other = ph->racer == 1, .want = i + 1};
+	__u32 me = ph->racer - 1;
 	__u64 *at = bpf_map_lookup_elem(&race_at, &me);
 
 	if (!at)
@@ -140,16 +152,17 @@ static __always_inline int l4_csum(void *l4, void *data_end, __u8 proto,
 	return XDP_TX;
 }
 
-/* Writes client @n's address (the @n-th from the first) and @port in. */
-static __always_inline int gen_ipv4(struct iphdr *iph, void *data_end, __u64 n,
+/* Writes client @n's address (the @n-th from @ph's first) and @port in. */
+static __always_inline int gen_ipv4(const struct hs_phase *ph,
+				    struct iphdr *iph, void *data_end, __u64 n,
 				    __u16 port)
 {
 	struct udphdr *uh = (void *)(iph + 1);
-	__u32 addr = phase.client_addr + (__u32)n;
+	__u32 addr = ph->client_addr + (__u32)n;
 
 	if ((void *)(uh + 1) > data_end)
 		return XDP_ABORTED;
-	if (phase.client_is_src) {
+	if (ph->client_is_src) {
 		iph->saddr = bpf_htonl(addr);
 		uh->source = bpf_htons(port);
 	} else {
@@ -166,17 +179,18 @@ static __always_inline int gen_ipv4(struct iphdr *iph, void *data_end, __u64 n,
  * The same for IPv6: the address is a 128-bit number, the first one plus
  * @n; IPv6 has no header checksum.
  */
-static __always_inline int gen_ipv6(struct ipv6hdr *ip6h, void *data_end,
+static __always_inline int gen_ipv6(const struct hs_phase *ph,
+				    struct ipv6hdr *ip6h, void *data_end,
 				    __u64 n, __u16 port)
 {
 	struct udphdr *uh = (void *)(ip6h + 1);
-	__u64 lo = phase.client_addr6[1] + n;
-	__u64 hi = phase.client_addr6[0] + (lo < n);
+	__u64 lo = ph->client_addr6[1] + n;
+	__u64 hi = ph->client_addr6[0] + (lo < n);
 	__be64 *addr;
 
 	if ((void *)(uh + 1) > data_end)
 		return XDP_ABORTED;
-	if (phase.client_is_src) {
+	if (ph->client_is_src) {
 		addr = (__be64 *)&ip6h->saddr;
 		uh->source = bpf_htons(port);
 	} else {
@@ -194,6 +208,7 @@ int hs_gen(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct hs_phase *ph = &phase;
 	struct ethhdr *eth = data;
 	__u32 per;
 	__u16 port;
@@ -207,21 +222,31 @@ int hs_gen(struct xdp_md *ctx)
 	if ((void *)(eth + 1) > data_end)
 		return XDP_ABORTED;
 
-	i = phase.next++;
-	if (i >= phase.count)
+	if (racing) {
+		__u32 cpu = bpf_get_smp_processor_id();
+
+		if (cpu == race_cpu[0])
+			ph = &racers[0];
+		else if (cpu == race_cpu[1])
+			ph = &racers[1];
+		else
+			return XDP_DROP;
+	}
+	i = ph->next++;
+	if (i >= ph->count)
 		return XDP_DROP;
-	if (phase.racer)
-		keep_pace(i);
+	if (ph->racer)
+		keep_pace(ph, i);
 	/* Churn runs reuse the client tuples round after round. */
-	if (phase.span)
-		i %= phase.span;
-	i += phase.base;
-	per = phase.ports_per_addr ? phase.ports_per_addr : 1;
-	port = phase.client_port + (__u16)(i % per) * phase.port_step;
+	if (ph->span)
+		i %= ph->span;
+	i += ph->base;
+	per = ph->ports_per_addr ? ph->ports_per_addr : 1;
+	port = ph->client_port + (__u16)(i % per) * ph->port_step;
 
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return gen_ipv6((void *)(eth + 1), data_end, i / per, port);
-	return gen_ipv4((void *)(eth + 1), data_end, i / per, port);
+		return gen_ipv6(ph, (void *)(eth + 1), data_end, i / per, port);
+	return gen_ipv4(ph, (void *)(eth + 1), data_end, i / per, port);
 }
 
 SEC("xdp")

@@ -444,7 +444,7 @@ impl<'a> Generator<'a, '_> {
             let total = a.frames.len() + b.frames.len();
             let before = sink_total(self.skel, ph.kind)?;
             let start = Instant::now();
-            self.tx.race(self.skel, &a, &b)?;
+            self.tx.race(&mut *self.skel, &a, &b)?;
             let (delivered, arrived) = self.arrival(ph.kind, before, total)?;
             return Ok(PhaseReport {
                 name: ph.name,

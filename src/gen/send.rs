@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
+use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
@@ -133,7 +133,7 @@ impl Transmitter {
         let how = &mut self.how;
         paced(s.frames.len(), self.rate, progress, |sent, n| {
             if *how != Sender::Socket {
-                match live_run(skel, &template, s.ifindex, n) {
+                match live_run(skel.progs.hs_gen.as_fd(), &template, s.ifindex, n, 0) {
                     Ok(()) => *how = Sender::Live,
                     Err(e) if *how == Sender::Auto && sent == 0 => {
                         // No live frames on this kernel (before 5.18).
@@ -179,53 +179,81 @@ impl Transmitter {
     }
 
     /// Sends `a` and `b` from two threads pinned to the racers' CPUs, each
-    /// at half the rate, frame by frame abreast (hs_gen's race_at, in
-    /// `skel`): the first packets of the same connections, which the
-    /// tracker on each CPU then races to create.
-    pub fn race(&self, skel: &HandshakeSkel<'_>, a: &Stream<'_>, b: &Stream<'_>) -> Result<()> {
-        let race_at = &skel.maps.race_at;
+    /// at half the rate, frame by frame abreast (hs_gen's keep_pace), both
+    /// through `skel`'s one hs_gen: the first packets of the same
+    /// connections, which the tracker on each CPU then races to create.
+    pub fn race(&self, skel: &mut HandshakeSkel<'_>, a: &Stream<'_>, b: &Stream<'_>) -> Result<()> {
         for k in 0..2u32 {
-            race_at
+            skel.maps
+                .race_at
                 .update(&k.to_ne_bytes(), &0u64.to_ne_bytes(), MapFlags::ANY)
                 .context("resetting the racers' progress")?;
         }
+        let bss = skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .context("the generator's .bss is not memory-mapped")?;
+        for (r, (s, &cpu)) in [a, b].into_iter().zip(&self.racers).enumerate() {
+            bss.racers[r] = hs_phase {
+                racer: r as u8 + 1,
+                ..s.hs_phase()
+            };
+            bss.race_cpu[r] = cpu as u32;
+        }
+        bss.racing = 1;
         let jobs = self.racers.iter().copied().zip([*a, *b]).collect();
-        pinned(jobs, plan::rate_share(self.rate, 2), Some(race_at.as_fd()))
+        let sent = pinned(
+            jobs,
+            plan::rate_share(self.rate, 2),
+            Some(skel.progs.hs_gen.as_fd()),
+        );
+        if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+            bss.racing = 0;
+        }
+        sent
     }
 }
 
 /// Sends each `(cpu, stream)` of `jobs` from a thread of its own at
-/// `rate`.  Each thread pins itself, enters its stream's namespace (setns
-/// is per thread) and loads its own generator, so that none shares the
-/// phase's counter with another; then all start sending at once.  With
-/// `race_at`, the two threads are racers 1 and 2, sharing that map.
+/// `rate`.  Each thread pins itself and enters its stream's namespace
+/// (setns is per thread); then all start sending at once.  Flood threads
+/// load a generator each, so that none shares the phase's counter with
+/// another.  Racers send through the one generator `shared`, which
+/// tells them apart by CPU, one frame per batch.
 fn pinned(
     jobs: Vec<(usize, Stream<'_>)>,
     rate: Rate,
-    race_at: Option<BorrowedFd<'_>>,
+    shared: Option<BorrowedFd<'_>>,
 ) -> Result<()> {
     let start = Barrier::new(jobs.len());
     std::thread::scope(|scope| {
         let workers: Vec<_> = jobs
             .into_iter()
-            .zip(1u8..)
-            .map(|((cpu, s), racer)| {
+            .map(|(cpu, s)| {
                 let start = &start;
-                let race = race_at.map(|fd| (fd, racer));
                 scope.spawn(move || -> Result<()> {
                     // Every thread reaches the barrier, even one whose
                     // setup failed, so that none waits forever.
                     let mut object = MaybeUninit::<OpenObject>::uninit();
-                    let setup = sender(cpu, &s, race, &mut object);
+                    let setup = sender(cpu, &s, shared.is_none(), &mut object);
                     start.wait();
-                    let (_in, skel) = setup?;
+                    let (_in, own) = setup?;
+                    let prog = match (&own, shared) {
+                        (Some(skel), _) => skel.progs.hs_gen.as_fd(),
+                        (None, Some(fd)) => fd,
+                        (None, None) => unreachable!("a generator of its own"),
+                    };
                     let template = s.frame(0);
+                    // Racers hand the tracker each frame as it is made,
+                    // level with the other racer's (hs_gen's keep_pace).
+                    let batch = if shared.is_some() { 1 } else { 0 };
                     paced(
                         s.frames.len(),
                         rate,
                         |_| {},
                         |_, n| {
-                            live_run(&skel, &template, s.ifindex, n)
+                            live_run(prog, &template, s.ifindex, n, batch)
                                 .context("sending live XDP frames")
                         },
                     )
@@ -243,41 +271,33 @@ fn pinned(
     Ok(())
 }
 
-/// Pins the calling thread to `cpu`, enters the namespace of `s` and
-/// loads a generator set to send it; as racer `n` on the map `race_at`
-/// when `race` is `Some((race_at, n))`.
+/// Pins the calling thread to `cpu` and enters the namespace of `s`; with
+/// `own`, also loads a generator set to send it.
 fn sender<'obj>(
     cpu: usize,
     s: &Stream<'_>,
-    race: Option<(BorrowedFd<'_>, u8)>,
+    own: bool,
     object: &'obj mut MaybeUninit<OpenObject>,
-) -> Result<(Guard, HandshakeSkel<'obj>)> {
+) -> Result<(Guard, Option<HandshakeSkel<'obj>>)> {
     let mut set = CpuSet::new();
     set.set(cpu).context("CPU number")?;
     sched_setaffinity(Pid::from_raw(0), &set)
         .with_context(|| format!("pinning a sending thread to CPU {cpu}"))?;
     let guard = Guard::enter_file(s.ns)?;
-    let mut open = HandshakeSkelBuilder::default()
-        .open(object)
-        .context("opening the generator's BPF object")?;
-    if let Some((fd, _)) = race {
-        open.maps
-            .race_at
-            .reuse_fd(fd)
-            .context("sharing the racers' progress map")?;
+    if !own {
+        return Ok((guard, None));
     }
-    let mut skel = open
+    let mut skel = HandshakeSkelBuilder::default()
+        .open(object)
+        .context("opening the generator's BPF object")?
         .load()
         .context("loading the generator's BPF programs")?;
-    let phase = &mut skel
-        .maps
+    skel.maps
         .bss_data
         .as_deref_mut()
         .context("the generator's .bss is not memory-mapped")?
-        .phase;
-    *phase = s.hs_phase();
-    phase.racer = race.map_or(0, |(_, n)| n);
-    Ok((guard, skel))
+        .phase = s.hs_phase();
+    Ok((guard, Some(skel)))
 }
 
 /// The CPUs this process may run on.
@@ -320,19 +340,44 @@ fn paced(
     Ok(())
 }
 
-/// Sends `n` copies of `frame` through `skel`'s hs_gen as live frames, in
-/// one BPF_PROG_TEST_RUN, as if they had arrived on `ifindex`.
-fn live_run(skel: &HandshakeSkel<'_>, frame: &[u8], ifindex: u32, n: u64) -> libbpf_rs::Result<()> {
+/// Sends `n` copies of `frame` through the generator `prog` as live frames, in
+/// one BPF_PROG_TEST_RUN, as if they had arrived on `ifindex`.  The kernel
+/// transmits them `batch` at a time (0: its default, 64); each batch then
+/// crosses the peer's XDP program, the tracker, on this CPU before the
+/// next is made.
+fn live_run(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    ifindex: u32,
+    n: u64,
+    batch: u32,
+) -> std::io::Result<()> {
+    use libbpf_rs::libbpf_sys;
+    use std::os::fd::AsRawFd;
+
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
     // rx_queue_index, egress_ifindex.
     let ctx = [0, frame.len() as u32, 0, ifindex, 0, 0u32];
-    let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    let input = ProgramInput {
-        context_in: Some(&mut ctx_bytes),
-        data_in: Some(frame),
-        repeat: n as u32,
+    let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    // libbpf-rs's ProgramInput has no batch_size: the call is made here.
+    let mut opts = libbpf_sys::bpf_test_run_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
+        data_in: frame.as_ptr().cast(),
+        data_size_in: frame.len() as u32,
+        ctx_in: ctx_bytes.as_ptr().cast(),
+        ctx_size_in: ctx_bytes.len() as u32,
+        repeat: n as i32,
         flags: LIVE_FRAMES,
+        batch_size: batch,
         ..Default::default()
     };
-    skel.progs.hs_gen.test_run(input).map(drop)
+    let fd = prog.as_raw_fd();
+    // SAFETY: `opts` is sized, and data_in and ctx_in point at
+    // data_size_in and ctx_size_in bytes that the kernel only reads (no
+    // data_out or ctx_out is given).
+    let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(fd, &mut opts) };
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret));
+    }
+    Ok(())
 }

@@ -60,8 +60,8 @@ bench-setup: deps ## connection setup rate of the program alone (BPF_PROG_TEST_R
 	cargo bench --target $(TARGET) --locked --bench setup
 
 RUNS ?= 3
-bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat); BASE=REV runs REV's beside it
-	scripts/bench_cost.py $(if $(BASE),--base $(BASE)) --runs $(RUNS)
+bench-cost: deps ## the program's cost per packet (BPF_PROG_TEST_RUN, repeat); BASE=REV runs REV's beside it, BENCH=cost_new a new connection finely
+	scripts/bench_cost.py $(if $(BASE),--base $(BASE)) $(if $(HEAD),--head $(HEAD)) $(if $(BENCH),--bench $(BENCH)) --runs $(RUNS)
 
 bench-csum: build ## TCP Gbit/s (MTU 1500, 9000) and 64-byte Mpps with checksums checked and --no-checksum; BASE_BIN=PATH adds another binary, ALSO=FLAGS the same with FLAGS
 	scripts/deps.sh bench

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""The program's cost per packet (benches/cost.rs), and with BASE=REV the
-same bench built from REV, side by side in one run: the two binaries take
-turns, RUNS times each, and the table gives the median of each row for both,
-the difference in ns and the ratio.  Machines are noisy; only the columns
-of one run compare.
+"""The program's cost per packet (benches/cost.rs, or --bench NAME), and
+with BASE=REV the same bench built from REV, side by side in one run: the
+two binaries take turns, RUNS times each, and the table gives the median of
+each row for both, the difference in ns and the ratio.  Machines are noisy;
+only the columns of one run compare.  A bench that REV lacks is taken from
+this tree into REV's worktree, so both programs run under one harness.
 
-usage: bench_cost.py [--base REV] [--runs N]     (as root, from the repo)
+usage: bench_cost.py [--base REV] [--head REV] [--runs N] [--bench NAME]
+       (as root, from the repo; --head measures REV instead of this tree)
 """
 
 import argparse
@@ -23,22 +25,33 @@ TARGET = "x86_64-unknown-linux-gnu"
 ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| [0-9.]+x \|$")
 
 
-def build(repo, target_dir, keep):
-    """Builds the cost bench in `repo` and returns a copy of its executable
-    under `keep`: two trees of one package build to the same file name."""
+def build(repo, target_dir, keep, bench):
+    """Builds `bench` in `repo` and returns a copy of its executable under
+    `keep`: two trees of one package build to the same file name."""
     env = dict(os.environ, CARGO_TARGET_DIR=target_dir)
     out = subprocess.run(
-        ["cargo", "bench", "--target", TARGET, "--locked", "--bench", "cost",
+        ["cargo", "bench", "--target", TARGET, "--locked", "--bench", bench,
          "--no-run", "--message-format=json"],
         cwd=repo, env=env, check=True, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True).stdout
     for line in out.splitlines():
         m = json.loads(line)
-        if m.get("executable") and m.get("target", {}).get("name") == "cost":
+        if m.get("executable") and m.get("target", {}).get("name") == bench:
             copy = os.path.join(keep, f"cost-{len(os.listdir(keep))}")
             shutil.copy2(m["executable"], copy)
             return copy
-    sys.exit(f"bench_cost: no cost bench built in {repo}")
+    sys.exit(f"bench_cost: no {bench} bench built in {repo}")
+
+
+def lend(repo, tree, bench):
+    """Copies `bench` from `repo` into the worktree `tree` when that
+    revision lacks it, with its [[bench]] entry."""
+    src = os.path.join("benches", f"{bench}.rs")
+    if os.path.exists(os.path.join(tree, src)):
+        return
+    shutil.copy2(os.path.join(repo, src), os.path.join(tree, src))
+    with open(os.path.join(tree, "Cargo.toml"), "a") as f:
+        f.write(f'\n[[bench]]\nname = "{bench}"\nharness = false\n')
 
 
 def rows(exe):
@@ -52,25 +65,41 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", help="a git revision to compare with")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--head", help="a git revision instead of this tree")
+    ap.add_argument("--bench", default="cost")
     a = ap.parse_args()
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"],
                           check=True, stdout=subprocess.PIPE,
                           text=True).stdout.strip()
     keep = tempfile.mkdtemp(prefix="xct-bench-cost-")
-    bins = {"this tree": build(repo, os.path.join(repo, "target"), keep)}
-    tmp = None
+    trees = []
+
+    def checkout(rev, role):
+        """A worktree of `rev` with the bench lent to it: (short rev, exe)."""
+        rev = subprocess.run(["git", "rev-parse", "--short", rev], cwd=repo,
+                             check=True, stdout=subprocess.PIPE,
+                             text=True).stdout.strip()
+        tmp = tempfile.mkdtemp(prefix=f"xct-{role}-")
+        trees.append(tmp)
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", tmp, rev],
+                       cwd=repo, check=True)
+        lend(repo, tmp, a.bench)
+        # A target directory of its own: this build must not replace
+        # this tree's artifacts (same package, same names).
+        target = os.path.join(repo, "target", f"bench-{role}")
+        return rev, build(tmp, target, keep, a.bench)
+
     try:
+        bins = {}
         if a.base:
-            rev = subprocess.run(["git", "rev-parse", "--short", a.base],
-                                 cwd=repo, check=True, stdout=subprocess.PIPE,
-                                 text=True).stdout.strip()
-            tmp = tempfile.mkdtemp(prefix="xct-base-")
-            subprocess.run(["git", "worktree", "add", "-q", "--detach", tmp,
-                            rev], cwd=repo, check=True)
-            # A target directory of its own: the base's build must not
-            # replace this tree's artifacts (same package, same names).
-            base_target = os.path.join(repo, "target", "bench-base")
-            bins = {rev: build(tmp, base_target, keep), **bins}
+            rev, exe = checkout(a.base, "base")
+            bins[rev] = exe
+        if a.head:
+            rev, exe = checkout(a.head, "head")
+            bins[rev] = exe
+        else:
+            bins["this tree"] = build(repo, os.path.join(repo, "target"),
+                                      keep, a.bench)
         runs = {name: [] for name in bins}
         for i in range(a.runs):
             # Take turns, and swap who goes first each round.
@@ -78,7 +107,7 @@ def main():
             for name in order:
                 runs[name].append(rows(bins[name]))
     finally:
-        if tmp:
+        for tmp in trees:
             subprocess.run(["git", "worktree", "remove", "--force", tmp],
                            cwd=repo)
             shutil.rmtree(tmp, ignore_errors=True)

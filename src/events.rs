@@ -81,6 +81,8 @@ impl Event {
             status: ev.status,
             orig: ev.orig,
             icmp_type: ev.icmp_type,
+            // DESTROY with --acct only, as the kernel sends them.
+            acct: ev.acct,
             ..Default::default()
         };
         // What the entry had left when it happened; 0 once expired.

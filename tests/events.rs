@@ -228,6 +228,58 @@ fn expiry_delete_and_filters_as_json() {
     assert!(ok);
 }
 
+/// With --acct a DESTROY carries the connection's counts after each
+/// tuple, as the kernel's destroy events do with nf_conntrack_acct=1; NEW
+/// and UPDATE carry none, as the kernel's do not.
+#[test]
+fn a_destroy_carries_the_counts_with_acct() {
+    let topo = Topology::up();
+    let tracker = Tracker::builder(&topo).args(&["-q", "--acct"]).start();
+    let reader = Reader::start(&tracker, &["-p", "udp"]);
+    let client = in_ns(&topo.ns1(), || UdpSocket::bind((ADDR1, 0)).unwrap());
+    let server = in_ns(&topo.ns2(), || UdpSocket::bind((ADDR2, 0)).unwrap());
+    server.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..3 {
+        client.send_to(b"x", server.local_addr().unwrap()).unwrap();
+        server.recv_from(&mut buf).expect("the datagram crosses");
+    }
+    server.send_to(b"yy", client.local_addr().unwrap()).unwrap();
+    client.recv_from(&mut buf).expect("the reply crosses");
+    let [new, update] = &reader.take(2)[..] else {
+        unreachable!()
+    };
+    assert!(new.starts_with("    [NEW] udp "), "{new}");
+    assert!(update.starts_with(" [UPDATE] udp "), "{update}");
+    for l in [new, update] {
+        assert!(!l.contains("packets="), "no counts but in a DESTROY: {l}");
+    }
+    // 20 + 8 + 1 bytes each way out, 20 + 8 + 2 back.
+    let (lines, _) = tracker.dump();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(" packets=3 bytes=87 "), "{}", lines[0]);
+    assert!(lines[0].contains(" packets=1 bytes=30 "), "{}", lines[0]);
+    let o = Command::new(binary())
+        .args(["delete", "--pin-path"])
+        .arg(&tracker.pin_path)
+        .args(["-p", "udp"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let gone = &reader.take(1)[0];
+    let c = client.local_addr().unwrap().port();
+    let s = server.local_addr().unwrap().port();
+    let tail = format!(
+        "src={ADDR1} dst={ADDR2} sport={c} dport={s} packets=3 bytes=87 \
+         src={ADDR2} dst={ADDR1} sport={s} dport={c} packets=1 bytes=30"
+    );
+    assert!(gone.starts_with("[DESTROY] udp      17 "), "{gone}");
+    assert!(gone.ends_with(&tail), "{gone}\nwant it to end with\n{tail}");
+    let (ok, _) = reader.stop();
+    assert!(ok);
+}
+
 #[test]
 fn a_full_ring_counts_every_event_it_loses() {
     const N: usize = 3000;

@@ -423,6 +423,11 @@ static __always_inline void ct_event_fill(struct ct_event *ev, __u32 type,
 		__builtin_memset(ev->key + sizeof(struct ct_key), 0,
 				 sizeof(ev->key) - sizeof(struct ct_key));
 	}
+	/* ctnetlink sends the counters with a destroy event only. */
+	if (ct_cfg.acct && type == CT_EV_DESTROY)
+		__builtin_memcpy(ev->acct, e->acct, sizeof(ev->acct));
+	else
+		__builtin_memset(ev->acct, 0, sizeof(ev->acct));
 }
 
 /**
@@ -734,6 +739,9 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 		__u32 dir = p->src_slot != e->orig;
 
 		if (upd == CT_UPD_REOPEN) {
+			/* The old connection's counts, for its DESTROY. */
+			__builtin_memcpy(ch->old_acct, e->acct,
+					 sizeof(ch->old_acct));
 			__builtin_memset(e->acct, 0, sizeof(e->acct));
 			dir = CT_DIR_ORIGINAL;
 		}
@@ -756,6 +764,9 @@ static __always_inline enum ct_verdict ct_track(void *table, const void *key,
 			ev->state = ch->old_state;
 			ev->status = ch->old_status;
 			ev->expires = now;
+			if (ct_cfg.acct)
+				__builtin_memcpy(ev->acct, ch->old_acct,
+						 sizeof(ev->acct));
 			ct_event_send(ev);
 		}
 		ct_event(ev, CT_EV_NEW, key, e, now, family);

@@ -305,6 +305,10 @@ struct ct_event {
 	__u8 icmp_type;
 	__u8 pad[2];
 	__u8 key[sizeof(struct ct_key6)];
+	/* DESTROY with --acct: the connection's counts, which the kernel
+	 * sends with a destroy event only; 0 otherwise.
+	 */
+	struct ct_acct acct[2];
 };
 
 /*
@@ -314,7 +318,7 @@ struct ct_event {
  * another layout (--fresh discards it).
  */
 enum ct_layout {
-	CT_LAYOUT_VERSION = 3,
+	CT_LAYOUT_VERSION = 4,
 };
 
 /* What the tracker leaves beside its pinned maps for the next one. */

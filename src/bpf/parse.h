@@ -121,6 +121,7 @@ struct ct_pkt {
 	__u8 old_state;
 	__u8 old_status;
 	__u8 changed;
+	struct ct_acct old_acct[2]; /* --acct: a reopened connection's counts */
 };
 
 /* The part of struct ct_pkt that every packet clears: all but key6. */

@@ -2905,6 +2905,37 @@ fn tcp_window_sequences() -> Vec<Seq> {
             .s(ACK, 20_000, 10_001)
             .c(ACK, 10_001, 20_000),
     );
+    // A RST after a simultaneous open (found by the random sequences):
+    // only a RST answering the other side's SYN skips the window check;
+    // one from the side whose SYN came last goes through it, and its
+    // window bounds what the peer may send next.
+    v.push(
+        Seq::new("simultaneous open, RST from the second SYN's side, peer's ACK in its window")
+            .c(SYN, 100, 0)
+            .s(SYN, 200, 0)
+            .win(1)
+            .s(RST, 201, 0)
+            .c(ACK, 103, 200)
+            .kernel_ends("tcp CLOSE C>S"),
+    );
+    v.push(
+        Seq::new("simultaneous open, client's SYN again, server's RST skips the window")
+            .c(SYN, 100, 0)
+            .s(SYN, 200, 0)
+            .win(1)
+            .c(SYN, 100, 0)
+            .s(RST, 201, 0)
+            .c(ACK, 103, 200),
+    );
+    v.push(
+        Seq::new("simultaneous open, client's RST answers the server's SYN")
+            .c(SYN, 100, 0)
+            .s(SYN, 200, 0)
+            .win(1)
+            .c(RST, 101, 0)
+            .s(ACK, 202, 101)
+            .s(ACK, 70_202, 101),
+    );
     v
 }
 
@@ -2921,6 +2952,131 @@ fn tcp_liberal_sequences() -> Vec<Seq> {
                 ..s
             }
             .liberal()
+        })
+        .collect()
+}
+
+/// A small deterministic generator (xorshift64*): the random sequences are
+/// the same on every run, so a difference they find can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// One of `choices`, each with its weight.
+    fn pick<T: Copy>(&mut self, choices: &[(u32, T)]) -> T {
+        let total: u32 = choices.iter().map(|c| c.0).sum();
+        let mut r = self.below(total as usize) as u32;
+        for &(w, v) in choices {
+            if r < w {
+                return v;
+            }
+            r -= w;
+        }
+        unreachable!("weights add up")
+    }
+}
+
+/// TCP sequences drawn at random, beyond what anyone thought to write:
+/// each side keeps the sequence number it would send next, and each
+/// segment mostly follows it but may be off by one, by a window or
+/// anywhere, ack what the peer sent or not, carry any flags the kernel
+/// tells apart (invalid combinations too), data, a zero or a small window,
+/// and window scaling on a SYN.  The seed makes them the same every run.
+fn tcp_random_sequences(seed: u64, n: usize) -> Vec<Seq> {
+    const FLAGS: &[(u32, u8)] = &[
+        (30, ACK),
+        (20, PSH | ACK),
+        (8, SYN),
+        (8, SYN | ACK),
+        (9, FIN | ACK),
+        (5, RST),
+        (5, RST | ACK),
+        (2, FIN),
+        (1, 0),
+        (1, SYN | FIN),
+        (1, SYN | RST),
+        (1, FIN | RST | ACK),
+        (1, URG | ACK),
+    ];
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let mut seq = Seq::new(format!("random TCP #{i} (seed {seed:#x})"));
+            // The next sequence number each side would send (client,
+            // server), and whether it has sent a SYN yet.
+            let isn = [rng.next() as u32, rng.next() as u32];
+            let mut nxt = isn;
+            let mut synced = [false, false];
+            let len = 3 + rng.below(10);
+            for k in 0..len {
+                let from = if k == 0 {
+                    rng.pick(&[(9, 0usize), (1, 1)])
+                } else {
+                    rng.pick(&[(1, 0usize), (1, 1)])
+                };
+                let flags = if k == 0 {
+                    rng.pick(&[(7, SYN), (2, ACK), (1, PSH | ACK)])
+                } else {
+                    rng.pick(FLAGS)
+                };
+                let data = if flags & (SYN | RST) == 0 {
+                    rng.pick(&[(5, 0usize), (2, 1), (3, 100), (1, 1400)])
+                } else {
+                    0
+                };
+                let off: i64 = rng.pick(&[
+                    (12, 0),
+                    (1, -1),
+                    (1, 1),
+                    (1, -100),
+                    (1, i64::from(TCP_WINDOW)),
+                    (1, 4 * i64::from(TCP_WINDOW)),
+                    (1, 1 << 30),
+                ]);
+                let start = if flags & SYN != 0 && !synced[from] {
+                    isn[from]
+                } else {
+                    nxt[from]
+                };
+                let s = (i64::from(start) + off) as u32;
+                let peer = 1 - from;
+                let a = if flags & ACK != 0 {
+                    let aoff: i64 =
+                        rng.pick(&[(10, 0), (1, -1), (1, 1), (1, 70_000), (1, 1 << 31)]);
+                    (i64::from(nxt[peer]) + aoff) as u32
+                } else {
+                    0
+                };
+                let side = if from == 0 {
+                    Side::Client
+                } else {
+                    Side::Server
+                };
+                seq = seq.tcp(side, flags, s, a, data);
+                if rng.below(8) == 0 {
+                    seq = seq.win(rng.pick(&[(1, 0u16), (1, 1), (1, 512)]));
+                }
+                if flags & SYN != 0 && rng.below(3) == 0 {
+                    seq = seq.opts(&linux_syn_opts(rng.pick(&[(1, 0u8), (1, 7), (1, 14)])));
+                }
+                // What an honest sender would send next, if this one went
+                // out where it should.
+                if off == 0 {
+                    let syn = u32::from(flags & SYN != 0);
+                    let fin = u32::from(flags & FIN != 0);
+                    nxt[from] = s.wrapping_add(data as u32 + syn + fin);
+                    synced[from] |= syn != 0;
+                }
+            }
+            seq
         })
         .collect()
 }
@@ -3801,6 +3957,39 @@ fn icmp_errors_match_nf_conntrack() {
 #[test]
 fn icmp_types_other_than_echo_and_errors_match_nf_conntrack() {
     check_parity(&icmp_type_sequences());
+}
+
+/// How many random sequences a test runs: `default`, or XCT_PARITY_RANDOM
+/// (each takes about a second and a half, most of it the program's load).
+fn random_count(default: usize) -> usize {
+    std::env::var("XCT_PARITY_RANDOM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The seed of the random sequences (hex); XCT_PARITY_SEED picks another.
+fn random_seed() -> u64 {
+    std::env::var("XCT_PARITY_SEED")
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0x5eed_c0de_2026_1201)
+}
+
+#[test]
+fn random_tcp_matches_nf_conntrack() {
+    check_parity(&tcp_random_sequences(random_seed(), random_count(80)));
+}
+
+#[test]
+fn random_tcp_over_ipv6_matches_nf_conntrack() {
+    let seqs = tcp_random_sequences(random_seed() ^ 6, random_count(30));
+    check_parity(
+        &seqs
+            .into_iter()
+            .map(|s| s.over(Family::V6))
+            .collect::<Vec<_>>(),
+    );
 }
 
 #[test]

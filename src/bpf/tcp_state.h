@@ -606,8 +606,13 @@ static __always_inline enum ct_update ct_tcp_packet(struct ct_entry *e,
 				break;
 			next = old;
 		}
+		/* Only the other side's SYN is answered so: a RST from
+		 * the side that sent the last SYN (the second SYN of a
+		 * simultaneous open, say) goes through the window check,
+		 * as 6.18 does, whatever its ack field holds.
+		 */
 		if ((((e->status & CT_S_SEEN_REPLY) &&
-		      t->last_index == CT_IDX_SYN) ||
+		      t->last_index == CT_IDX_SYN && t->last_dir != dir) ||
 		     (!(e->status & CT_S_ASSURED) &&
 		      t->last_index == CT_IDX_ACK)) &&
 		    p->ack == t->last_end) {

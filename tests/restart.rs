@@ -69,12 +69,25 @@ fn a_transfer_runs_on_through_a_restart_with_keep() {
     let first = Tracker::builder(&topo).args(&["-q", "--keep"]).start();
 
     let _server = iperf3_server(&topo, "10.0.0.2");
-    // A paced transfer of 8 s, in half-second intervals: the restart
-    // happens in its middle.
+    // A paced transfer in half-second intervals, the restart in its
+    // middle: 8 s here, longer where a start takes longer (the verifier
+    // under emulation takes tens of seconds), so that it outlasts the
+    // second tracker's start whatever the machine.
+    let secs = (4.0 + 2.5 * first.started_in.as_secs_f64()).max(8.0).ceil();
     let client = Command::new("ip")
         .args(["netns", "exec", &topo.ns1()])
         .args([
-            "iperf3", "-c", "10.0.0.2", "-p", "5201", "-t", "8", "-i", "0.5", "-b", "300M",
+            "iperf3",
+            "-c",
+            "10.0.0.2",
+            "-p",
+            "5201",
+            "-t",
+            &secs.to_string(),
+            "-i",
+            "0.5",
+            "-b",
+            "300M",
             "--json",
         ])
         .stdout(Stdio::piped())

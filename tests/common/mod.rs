@@ -330,6 +330,8 @@ pub struct Tracker {
     /// What it wrote to stderr up to and including the line that says it
     /// is forwarding.
     pub startup: Vec<String>,
+    /// How long it took to say so: seconds here, minutes under emulation.
+    pub started_in: Duration,
     pub pin_path: PathBuf,
 }
 
@@ -411,13 +413,15 @@ impl TrackerBuilder {
                 break;
             }
         }
-        eprintln!("tracker: started in {:?}", began.elapsed());
+        let started_in = began.elapsed();
+        eprintln!("tracker: started in {started_in:?}");
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in stderr {});
         Tracker {
             child,
             stdout,
             startup,
+            started_in,
             pin_path: self.pin_path,
         }
     }

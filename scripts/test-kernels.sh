@@ -20,7 +20,7 @@ ROOT=$PWD
 CACHE=$ROOT/.cache
 mkdir -p "$CACHE/kernels"
 
-tests=${TESTS:-packet packet6 packet_csum format cli e2e handshake parity}
+tests=${TESTS:-packet packet6 packet_csum format cli e2e handshake verbs events restart parity}
 if [ "${1-}" = "--smoke" ]; then
 	tests=smoke
 	shift

@@ -70,10 +70,14 @@ fn a_transfer_runs_on_through_a_restart_with_keep() {
 
     let _server = iperf3_server(&topo, "10.0.0.2");
     // A paced transfer in half-second intervals, the restart in its
-    // middle: 8 s here, longer where a start takes longer (the verifier
-    // under emulation takes tens of seconds), so that it outlasts the
-    // second tracker's start whatever the machine.
-    let secs = (4.0 + 2.5 * first.started_in.as_secs_f64()).max(8.0).ceil();
+    // middle: 8 s at 300 Mbit/s here.  Where a start takes longer (the
+    // verifier under emulation takes tens of seconds) the transfer is
+    // longer, so that it outlasts the second tracker's start, and slower
+    // by as much, so that what it measures is the restart, not the CPU
+    // the second start's verifier takes from it.
+    let start = first.started_in.as_secs_f64();
+    let secs = (4.0 + 2.5 * start).max(8.0).ceil();
+    let rate = format!("{}M", (300.0 / start.max(1.0)).max(10.0).round());
     let client = Command::new("ip")
         .args(["netns", "exec", &topo.ns1()])
         .args([
@@ -87,7 +91,7 @@ fn a_transfer_runs_on_through_a_restart_with_keep() {
             "-i",
             "0.5",
             "-b",
-            "300M",
+            &rate,
             "--json",
         ])
         .stdout(Stdio::piped())

@@ -101,6 +101,18 @@ fn client_port(line: &str) -> u16 {
     }
 }
 
+/// `xdp-conntrack delete -p udp` against `tracker`; fails unless it
+/// removed something.
+fn delete_udp(tracker: &Tracker) {
+    let o = Command::new(binary())
+        .args(["delete", "--pin-path"])
+        .arg(&tracker.pin_path)
+        .args(["-p", "udp"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+}
+
 #[test]
 fn handshakes_teardowns_and_a_flush_arrive_in_order() {
     const N: usize = 50;
@@ -214,13 +226,7 @@ fn expiry_delete_and_filters_as_json() {
     server.recv_from(&mut buf).expect("the datagram crosses");
     let again: serde_json::Value = serde_json::from_str(&reader.take(1)[0]).unwrap();
     assert_eq!(again["event"], "NEW");
-    let o = Command::new(binary())
-        .args(["delete", "--pin-path"])
-        .arg(&tracker.pin_path)
-        .args(["-p", "udp"])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    delete_udp(&tracker);
     let deleted: serde_json::Value = serde_json::from_str(&reader.take(1)[0]).unwrap();
     assert_eq!(deleted["event"], "DESTROY");
     assert_eq!(deleted["id"], again["id"]);
@@ -260,13 +266,7 @@ fn a_destroy_carries_the_counts_with_acct() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains(" packets=3 bytes=87 "), "{}", lines[0]);
     assert!(lines[0].contains(" packets=1 bytes=30 "), "{}", lines[0]);
-    let o = Command::new(binary())
-        .args(["delete", "--pin-path"])
-        .arg(&tracker.pin_path)
-        .args(["-p", "udp"])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    delete_udp(&tracker);
     let gone = &reader.take(1)[0];
     let c = client.local_addr().unwrap().port();
     let s = server.local_addr().unwrap().port();

@@ -3788,11 +3788,11 @@ impl Row {
 }
 
 /// The rows, and how long after the first packet the last one went out.
-fn run_seq(k: &KernelCt, seq: &Seq) -> (Vec<Row>, Duration) {
+fn run_seq(k: &KernelCt, h: &Harness, seq: &Seq) -> (Vec<Row>, Duration) {
     k.flush();
     k.apply(&seq.settings);
-    let h = Harness::new(seq.settings.config(k.config()));
-    assert!(h.conns().is_empty(), "a fresh program has an empty table");
+    h.clear();
+    assert!(h.conns().is_empty(), "our table starts empty");
     let eth = Ether {
         dst: K_MAC,
         src: I_MAC,
@@ -3876,10 +3876,23 @@ fn check_parity(seqs: &[Seq]) {
     require_root();
     pin_to_one_cpu();
     let k = KernelCt::new();
+    let base = k.config();
+    // One program per configuration, emptied before each sequence: the
+    // sequences come grouped by their settings.
+    let mut loaded: Option<(Settings, Harness)> = None;
     let mut differ = Vec::new();
     let mut kernel_surprises = Vec::new();
     for seq in seqs {
-        let (rows, took) = run_seq(&k, seq);
+        if loaded.as_ref().map(|(s, _)| *s) != Some(seq.settings) {
+            // The old program is unloaded before the next one loads.
+            drop(loaded.take());
+            loaded = Some((
+                seq.settings,
+                Harness::new(seq.settings.config(base.clone())),
+            ));
+        }
+        let h = &loaded.as_ref().expect("a program for the settings").1;
+        let (rows, took) = run_seq(&k, h, seq);
         let table = render(seq, &rows);
         eprintln!("{table}");
         if !rows.iter().all(Row::agrees) {
@@ -3960,7 +3973,7 @@ fn icmp_types_other_than_echo_and_errors_match_nf_conntrack() {
 }
 
 /// How many random sequences a test runs: `default`, or XCT_PARITY_RANDOM
-/// (each takes about a second and a half, most of it the program's load).
+/// (a fraction of a second each: one loaded program runs them all).
 fn random_count(default: usize) -> usize {
     std::env::var("XCT_PARITY_RANDOM")
         .ok()

@@ -3081,6 +3081,172 @@ fn tcp_random_sequences(seed: u64, n: usize) -> Vec<Seq> {
         .collect()
 }
 
+/// TCP drawn at random past a handshake, where tcp_in_window's bounds
+/// matter: each SYN carries random options (window scale, SACK or none),
+/// then each segment is honest or aimed at an edge of what nf_conntrack
+/// keeps per side: the right edge (the peer's last ack plus its scaled
+/// window, td_maxend), one past it, the left edge (a maximum window back,
+/// td_maxwin), acks of data not yet sent, SACK blocks beyond the ack,
+/// keep-alives, window changes, FINs, RSTs, retransmitted and new SYNs.
+/// The model behind the edges is the honest senders' own; the kernel
+/// decides what each segment does, and ours must decide the same.
+fn tcp_random_open_sequences(seed: u64, n: usize) -> Vec<Seq> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let mut seq = Seq::new(format!("random open TCP #{i} (seed {seed:#x})"));
+            let side = |s: usize| if s == 0 { Side::Client } else { Side::Server };
+            let isn = [rng.next() as u32, rng.next() as u32];
+            // Each side's SYN options, and the shift they announce.
+            let mut syn = || match rng.below(4) {
+                0 => (Vec::new(), None),
+                1 => (vec![TcpOpt::Mss(1460)], None),
+                _ => {
+                    let ws = rng.pick(&[(3, 7u8), (1, 0), (1, 2), (1, 14)]);
+                    (linux_syn_opts(ws), Some(ws))
+                }
+            };
+            let (copts, cws) = syn();
+            let (sopts, sws) = syn();
+            // Scaling holds only when both SYNs carry the option.
+            let shift = match (cws, sws) {
+                (Some(c), Some(s)) => [u32::from(c), u32::from(s)],
+                _ => [0, 0],
+            };
+            let wins = [(3, 64240u16), (1, 512), (1, 65535), (1, 8)];
+            let syn_win = [rng.pick(&wins), rng.pick(&wins)];
+            seq = seq
+                .tcp(Side::Client, SYN, isn[0], 0, 0)
+                .win(syn_win[0])
+                .opts(&copts)
+                .tcp(Side::Server, SYN | ACK, isn[1], isn[0].wrapping_add(1), 0)
+                .win(syn_win[1])
+                .opts(&sopts);
+            // Per side: the next seq it would send, the peer's seq it last
+            // acked, the window it last advertised (in bytes) and the
+            // largest one so far.
+            let mut nxt = [isn[0].wrapping_add(1), isn[1].wrapping_add(1)];
+            let mut acked = [isn[1].wrapping_add(1), isn[0].wrapping_add(1)];
+            let mut wnd = [u32::from(syn_win[0]), u32::from(syn_win[1])];
+            let mut maxwin = wnd;
+            if rng.below(6) != 0 {
+                seq = seq.tcp(Side::Client, ACK, nxt[0], nxt[1], 0);
+            }
+            let len = 4 + rng.below(13);
+            for _ in 0..len {
+                let from = rng.below(2);
+                let peer = 1 - from;
+                let kind = rng.pick(&[
+                    (30, "data"),
+                    (14, "ack"),
+                    (12, "edge"),
+                    (4, "keepalive"),
+                    (8, "fin"),
+                    (5, "rst"),
+                    (3, "rstack"),
+                    (3, "syn"),
+                    (2, "synack"),
+                ]);
+                let data = match kind {
+                    "data" | "edge" | "fin" => {
+                        rng.pick(&[(3, 100usize), (2, 1), (2, 1400), (1, 0)])
+                    }
+                    "keepalive" => rng.below(2),
+                    _ => 0,
+                };
+                let right = acked[peer].wrapping_add(wnd[peer]);
+                let left = nxt[from].wrapping_sub(maxwin[peer]);
+                let s = match kind {
+                    "edge" => {
+                        let d = data as u32;
+                        rng.pick(&[
+                            (3, right.wrapping_sub(d)),
+                            (3, right.wrapping_sub(d).wrapping_add(1)),
+                            (1, right.wrapping_sub(d).wrapping_sub(1)),
+                            (2, left),
+                            (2, left.wrapping_sub(1)),
+                            (1, left.wrapping_sub(d)),
+                        ])
+                    }
+                    "keepalive" => nxt[from].wrapping_sub(1),
+                    "syn" | "synack" => {
+                        let (near, any) = (rng.next() as u32 % 100_000, rng.next() as u32);
+                        rng.pick(&[(2, isn[from]), (1, nxt[from].wrapping_add(near)), (1, any)])
+                    }
+                    "rst" | "rstack" => rng.pick(&[
+                        (3, nxt[from]),
+                        (1, nxt[from].wrapping_add(1)),
+                        (1, right),
+                        (1, right.wrapping_add(1)),
+                        (1, left.wrapping_sub(1)),
+                    ]),
+                    _ => nxt[from],
+                };
+                let flags = match kind {
+                    "data" if data > 0 => rng.pick(&[(2, ACK), (1, PSH | ACK)]),
+                    "fin" => FIN | ACK,
+                    "rst" => RST,
+                    "rstack" => RST | ACK,
+                    "syn" => SYN,
+                    "synack" => SYN | ACK,
+                    _ => ACK,
+                };
+                let a = if flags & ACK != 0 {
+                    rng.pick(&[
+                        (12, nxt[peer]),
+                        (2, acked[from]),
+                        (1, nxt[peer].wrapping_add(1)),
+                        (1, nxt[peer].wrapping_add(70_000)),
+                        (1, nxt[peer].wrapping_sub(maxwin[from]).wrapping_sub(1)),
+                    ])
+                } else {
+                    0
+                };
+                seq = seq.tcp(side(from), flags, s, a, data);
+                // The window field: scaled past the SYNs.
+                let w: u16 = if flags & SYN != 0 || rng.below(3) != 0 {
+                    if flags & SYN != 0 {
+                        syn_win[from]
+                    } else {
+                        (wnd[from] >> shift[from]).min(65535) as u16
+                    }
+                } else {
+                    rng.pick(&[(2, 65535u16), (1, 0), (1, 1), (2, 512), (1, 8)])
+                };
+                seq = seq.win(w);
+                let mut opts = match flags & SYN {
+                    0 => Vec::new(),
+                    _ if from == 0 => copts.clone(),
+                    _ => sopts.clone(),
+                };
+                if flags & (SYN | ACK) == ACK && rng.below(6) == 0 {
+                    // A SACK block past the ack: tcp_sack takes its right
+                    // edge as the ack when it is later.
+                    let l = a.wrapping_add(rng.pick(&[(1, 1u32), (1, 1000)]));
+                    let r = l.wrapping_add(rng.pick(&[(2, 100u32), (1, 70_000)]));
+                    opts = vec![TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Sack(vec![(l, r)])];
+                }
+                if !opts.is_empty() {
+                    seq = seq.opts(&opts);
+                }
+                // What the honest senders know next.
+                if s == nxt[from] && flags & (SYN | RST) == 0 {
+                    let fin = u32::from(flags & FIN != 0);
+                    nxt[from] = s.wrapping_add(data as u32 + fin);
+                }
+                if flags & (ACK | RST | SYN) == ACK {
+                    if a == nxt[peer] {
+                        acked[from] = a;
+                    }
+                    wnd[from] = u32::from(w) << shift[from];
+                    maxwin[from] = maxwin[from].max(wnd[from]);
+                }
+            }
+            seq
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // What both sides report
 
@@ -3997,6 +4163,25 @@ fn random_tcp_matches_nf_conntrack() {
 #[test]
 fn random_tcp_over_ipv6_matches_nf_conntrack() {
     let seqs = tcp_random_sequences(random_seed() ^ 6, random_count(30));
+    check_parity(
+        &seqs
+            .into_iter()
+            .map(|s| s.over(Family::V6))
+            .collect::<Vec<_>>(),
+    );
+}
+
+#[test]
+fn random_open_tcp_matches_nf_conntrack() {
+    check_parity(&tcp_random_open_sequences(
+        random_seed() ^ 0x0be,
+        random_count(60),
+    ));
+}
+
+#[test]
+fn random_open_tcp_over_ipv6_matches_nf_conntrack() {
+    let seqs = tcp_random_open_sequences(random_seed() ^ 0x0be6, random_count(30));
     check_parity(
         &seqs
             .into_iter()

@@ -3086,8 +3086,9 @@ fn tcp_random_sequences(seed: u64, n: usize) -> Vec<Seq> {
 /// then each segment is honest or aimed at an edge of what nf_conntrack
 /// keeps per side: the right edge (the peer's last ack plus its scaled
 /// window, td_maxend), one past it, the left edge (a maximum window back,
-/// td_maxwin), acks of data not yet sent, SACK blocks beyond the ack,
-/// keep-alives, window changes, FINs, RSTs, retransmitted and new SYNs.
+/// td_maxwin), acks of data not yet sent, SACK blocks beyond the ack
+/// (well-formed or not, after timestamps or alone), keep-alives, window
+/// changes, FINs, RSTs, retransmitted and new SYNs.
 /// The model behind the edges is the honest senders' own; the kernel
 /// decides what each segment does, and ours must decide the same.
 fn tcp_random_open_sequences(seed: u64, n: usize) -> Vec<Seq> {
@@ -3098,12 +3099,15 @@ fn tcp_random_open_sequences(seed: u64, n: usize) -> Vec<Seq> {
             let side = |s: usize| if s == 0 { Side::Client } else { Side::Server };
             let isn = [rng.next() as u32, rng.next() as u32];
             // Each side's SYN options, and the shift they announce.
-            let mut syn = || match rng.below(4) {
-                0 => (Vec::new(), None),
-                1 => (vec![TcpOpt::Mss(1460)], None),
+            let mut syn = || match rng.below(10) {
+                0 | 1 => (Vec::new(), None),
+                2 => (vec![TcpOpt::Mss(1460)], None),
+                // A window scale option of the wrong length is no option.
+                3 => (vec![TcpOpt::Nop, TcpOpt::Raw(vec![3, 4, 7, 0])], None),
                 _ => {
-                    let ws = rng.pick(&[(3, 7u8), (1, 0), (1, 2), (1, 14)]);
-                    (linux_syn_opts(ws), Some(ws))
+                    // Shifts above 14 count as 14 (RFC 7323, 2.3).
+                    let ws = rng.pick(&[(6, 7u8), (2, 0), (2, 2), (2, 14), (1, 15), (1, 255)]);
+                    (linux_syn_opts(ws), Some(ws.min(14)))
                 }
             };
             let (copts, cws) = syn();
@@ -3219,12 +3223,38 @@ fn tcp_random_open_sequences(seed: u64, n: usize) -> Vec<Seq> {
                     _ if from == 0 => copts.clone(),
                     _ => sopts.clone(),
                 };
-                if flags & (SYN | ACK) == ACK && rng.below(6) == 0 {
-                    // A SACK block past the ack: tcp_sack takes its right
-                    // edge as the ack when it is later.
-                    let l = a.wrapping_add(rng.pick(&[(1, 1u32), (1, 1000)]));
-                    let r = l.wrapping_add(rng.pick(&[(2, 100u32), (1, 70_000)]));
-                    opts = vec![TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Sack(vec![(l, r)])];
+                if flags & (SYN | ACK) == ACK && rng.below(4) == 0 {
+                    // SACK blocks past the ack: tcp_sack takes the latest
+                    // right edge as the ack when it is later.  Alone,
+                    // after aligned timestamps (which tcp_sack skips
+                    // whole) or malformed.
+                    let mut blocks = Vec::new();
+                    for _ in 0..1 + rng.below(4) {
+                        let l = a.wrapping_add(rng.pick(&[(1, 1u32), (1, 1000), (1, 1 << 31)]));
+                        let r = l.wrapping_add(rng.pick(&[(2, 100u32), (1, 70_000)]));
+                        blocks.push((l, r));
+                    }
+                    let (l, r) = blocks[0];
+                    let ts = [TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Timestamp(7, 1)];
+                    opts = match rng.below(6) {
+                        0 => ts.to_vec(),
+                        1 => {
+                            // Three blocks at most fit beside timestamps.
+                            blocks.truncate(3);
+                            let sack = [TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Sack(blocks)];
+                            [&ts[..], &sack[..]].concat()
+                        }
+                        2 => {
+                            // A SACK option one byte long past its block.
+                            let mut raw = vec![5, 11];
+                            raw.extend_from_slice(&l.to_be_bytes());
+                            raw.extend_from_slice(&r.to_be_bytes());
+                            raw.push(0);
+                            vec![TcpOpt::Nop, TcpOpt::Raw(raw)]
+                        }
+                        3 => vec![TcpOpt::Raw(vec![1, 5, 0])],
+                        _ => vec![TcpOpt::Nop, TcpOpt::Nop, TcpOpt::Sack(blocks)],
+                    };
                 }
                 if !opts.is_empty() {
                     seq = seq.opts(&opts);

@@ -3277,6 +3277,79 @@ fn tcp_random_open_sequences(seed: u64, n: usize) -> Vec<Seq> {
         .collect()
 }
 
+/// TCP, UDP and echo flows opened part way or whole, in random order,
+/// with ICMP errors among their packets: any kind the family has, from a
+/// router or either end, to either end, quoting a packet of any flow from
+/// either side, or an error about one, whole or cut short.  What makes an
+/// error RELATED (a tracked flow, the quote's source as the outer
+/// destination, enough of the quote) is then drawn in every combination
+/// rather than only the ones written down.
+fn mixed_random_sequences(fam: Family, seed: u64, n: usize) -> Vec<Seq> {
+    use Side::{Client, Router, Server};
+    let e = fam.errors();
+    let h = match fam {
+        Family::V4 => 20,
+        Family::V6 => 40,
+    };
+    let flows = [Flow::Tcp, Flow::Udp, Flow::Echo];
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let mut seq = Seq::on(
+                fam,
+                format!("random flows and errors #{i} (seed {seed:#x})"),
+            );
+            let len = 3 + rng.below(8);
+            for _ in 0..len {
+                let flow = flows[rng.below(3)];
+                let from = rng.pick(&[(3, Client), (2, Server)]);
+                if rng.below(5) < 3 {
+                    // One of the flow's own packets.
+                    seq = match (flow, from) {
+                        (Flow::Tcp, Client) => {
+                            let (f, s, a) = rng.pick(&[
+                                (3, (SYN, 100, 0)),
+                                (3, (ACK, 101, 201)),
+                                (1, (FIN | ACK, 101, 201)),
+                                (1, (RST, 101, 0)),
+                            ]);
+                            seq.c(f, s, a)
+                        }
+                        (Flow::Tcp, _) => {
+                            let (f, s, a) = rng.pick(&[
+                                (3, (SYN | ACK, 200, 101)),
+                                (2, (ACK, 201, 101)),
+                                (1, (FIN | ACK, 201, 101)),
+                                (1, (RST | ACK, 201, 101)),
+                            ]);
+                            seq.s(f, s, a)
+                        }
+                        (Flow::Udp, _) => seq.udp(from),
+                        (Flow::Echo, Client) => seq.echo(from, fam.echo_request(), 7, 1),
+                        (Flow::Echo, _) => seq.echo(from, fam.echo_reply(), 7, 1),
+                    };
+                    continue;
+                }
+                let kind = e.all[rng.below(e.all.len())];
+                let sender = rng.pick(&[(3, Router), (1, Client), (1, Server)]);
+                // Mostly back to the quoted packet's source, as errors go.
+                let other = if from == Client { Server } else { Client };
+                let to = rng.pick(&[(3, from), (1, other)]);
+                let quote = match rng.below(8) {
+                    // A SYN with a sequence number nobody sent: the
+                    // kernel relates by tuple alone.
+                    0 => q_tcp(from, SYN, 5000, 0),
+                    1 => q_err(Router, from, kind, flow.pkt(from, fam)),
+                    _ => flow.pkt(from, fam),
+                };
+                let how = rng.pick(&[(6, WHOLE), (2, cut(h + 8)), (1, cut(h + 4))]);
+                seq = seq.err(sender, to, kind, quote, how);
+            }
+            seq
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // What both sides report
 
@@ -4218,6 +4291,24 @@ fn random_open_tcp_over_ipv6_matches_nf_conntrack() {
             .map(|s| s.over(Family::V6))
             .collect::<Vec<_>>(),
     );
+}
+
+#[test]
+fn random_flows_and_errors_match_nf_conntrack() {
+    check_parity(&mixed_random_sequences(
+        Family::V4,
+        random_seed() ^ 4,
+        random_count(40),
+    ));
+}
+
+#[test]
+fn random_flows_and_icmpv6_errors_match_nf_conntrack() {
+    check_parity(&mixed_random_sequences(
+        Family::V6,
+        random_seed() ^ 0x66,
+        random_count(40),
+    ));
 }
 
 #[test]

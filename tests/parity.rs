@@ -3283,7 +3283,8 @@ fn tcp_random_open_sequences(seed: u64, n: usize) -> Vec<Seq> {
 /// either side, or an error about one, whole or cut short.  What makes an
 /// error RELATED (a tracked flow, the quote's source as the outer
 /// destination, enough of the quote) is then drawn in every combination
-/// rather than only the ones written down.
+/// rather than only the ones written down; some packets carry a wrong
+/// checksum or, over IPv6, extension headers (`spoil`).
 fn mixed_random_sequences(fam: Family, seed: u64, n: usize) -> Vec<Seq> {
     use Side::{Client, Router, Server};
     let e = fam.errors();
@@ -3328,6 +3329,7 @@ fn mixed_random_sequences(fam: Family, seed: u64, n: usize) -> Vec<Seq> {
                         (Flow::Echo, Client) => seq.echo(from, fam.echo_request(), 7, 1),
                         (Flow::Echo, _) => seq.echo(from, fam.echo_reply(), 7, 1),
                     };
+                    seq = spoil(seq, &mut rng);
                     continue;
                 }
                 let kind = e.all[rng.below(e.all.len())];
@@ -3343,11 +3345,26 @@ fn mixed_random_sequences(fam: Family, seed: u64, n: usize) -> Vec<Seq> {
                     _ => flow.pkt(from, fam),
                 };
                 let how = rng.pick(&[(6, WHOLE), (2, cut(h + 8)), (1, cut(h + 4))]);
-                seq = seq.err(sender, to, kind, quote, how);
+                seq = spoil(seq.err(sender, to, kind, quote, how), &mut rng);
             }
             seq
         })
         .collect()
+}
+
+/// Now and then, a wrong checksum on the last packet, or over IPv6 a
+/// chain of extension headers before it (a random part of all_exts(), in
+/// RFC 8200's order).
+fn spoil(seq: Seq, rng: &mut Rng) -> Seq {
+    let seq = if rng.below(10) == 0 { seq.bad() } else { seq };
+    if seq.family == Family::V6 && rng.below(6) == 0 {
+        let chain: Vec<Ipv6Ext> = all_exts()
+            .into_iter()
+            .filter(|_| rng.below(2) == 0)
+            .collect();
+        return seq.exts(&chain);
+    }
+    seq
 }
 
 // ---------------------------------------------------------------------------

@@ -4300,6 +4300,12 @@ fn random_open_tcp_matches_nf_conntrack() {
 }
 
 #[test]
+fn random_open_tcp_liberal_matches_nf_conntrack() {
+    let seqs = tcp_random_open_sequences(random_seed() ^ 0x11b, random_count(30));
+    check_parity(&seqs.into_iter().map(Seq::liberal).collect::<Vec<_>>());
+}
+
+#[test]
 fn random_open_tcp_over_ipv6_matches_nf_conntrack() {
     let seqs = tcp_random_open_sequences(random_seed() ^ 0x0be6, random_count(30));
     check_parity(

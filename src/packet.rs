@@ -604,6 +604,25 @@ pub fn corrupt_l4_checksum(frame: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A copy of an IPv4 frame with `opts` (whole 32-bit words) inserted
+/// behind its header, its lengths and checksums fixed (the transport's
+/// too: a fault goes on afterwards).  Bytes past the datagram go.
+pub fn with_ip_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0, "IPv4 options fill whole words");
+    let ip = ipv4_at(frame).expect("an IPv4 frame");
+    let hlen = usize::from(frame[ip] & 0x0f) * 4;
+    assert!(hlen + opts.len() <= 60, "at most 40 bytes of IPv4 options");
+    let tot = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
+    let mut f = frame[..ip + hlen].to_vec();
+    f.extend_from_slice(opts);
+    f.extend_from_slice(&frame[ip + hlen..ip + tot]);
+    f[ip] = 0x40 | ((hlen + opts.len()) / 4) as u8;
+    f[ip + 2..ip + 4].copy_from_slice(&((tot + opts.len()) as u16).to_be_bytes());
+    let mut f = pad(f);
+    fix_checksums(&mut f);
+    f
+}
+
 /// A copy of an IPv4 frame whose IP header checksum is wrong, and nothing
 /// else.
 pub fn corrupt_ip_checksum(frame: &[u8]) -> Vec<u8> {

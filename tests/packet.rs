@@ -16,8 +16,8 @@ use xdp_conntrack::bpf::types::{ct_clock, ct_counter, ct_key, ct_tcp_state};
 use xdp_conntrack::counters::{self, Totals};
 use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{
-    self, icmp_echo, ip_frame, tcp, tcp_flags::*, tcp_segment, udp, Endpoint, Ether, Segment,
-    TcpOpt,
+    self, icmp_echo, ip_frame, tcp, tcp_flags::*, tcp_segment, udp, with_ip_options, Endpoint,
+    Ether, Segment, TcpOpt,
 };
 use xdp_conntrack::proto::{tcp_state_name, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 use xdp_conntrack::settings::{parse_timeout, timeouts};
@@ -164,20 +164,6 @@ fn edit_ip(mut frame: Vec<u8>, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
 
 fn with_tot_len(frame: Vec<u8>, tot: u16) -> Vec<u8> {
     edit_ip(frame, |ip| ip[2..4].copy_from_slice(&tot.to_be_bytes()))
-}
-
-/// Inserts IPv4 options (a multiple of 4 bytes) behind the fixed header.
-fn with_ip_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
-    assert_eq!(opts.len() % 4, 0);
-    let tot = usize::from(u16::from_be_bytes([frame[IP + 2], frame[IP + 3]]));
-    let mut f = frame[..L4].to_vec();
-    f.extend_from_slice(opts);
-    f.extend_from_slice(&frame[L4..IP + tot]);
-    f.resize(f.len().max(60), 0);
-    edit_ip(f, |ip| {
-        ip[0] = 0x40 | ((20 + opts.len()) / 4) as u8;
-        ip[2..4].copy_from_slice(&((tot + opts.len()) as u16).to_be_bytes());
-    })
 }
 
 /// Inserts VLAN tags, outermost first, between the MACs and the ethertype.

@@ -247,6 +247,9 @@ enum Fault {
     /// the UDP length as a sender computes it (`summed`: false), or over
     /// the whole IP payload (true).
     UdpTrailer { summed: bool },
+    /// No fault: IPv4 options behind the header (whole words), which the
+    /// IP layer reads only after conntrack has seen the packet.
+    IpOptions(&'static [u8]),
 }
 
 impl Fault {
@@ -284,6 +287,7 @@ impl Fault {
                 }
                 f
             }
+            Fault::IpOptions(opts) => packet::with_ip_options(&frame, opts),
         }
     }
 }
@@ -629,6 +633,7 @@ impl fmt::Display for Pkt {
             Fault::NoUdpChecksum => write!(f, " [no sum]"),
             Fault::UdpTrailer { summed: false } => write!(f, " [+4 bytes past UDP len]"),
             Fault::UdpTrailer { summed: true } => write!(f, " [+4 bytes, summed]"),
+            Fault::IpOptions(o) => write!(f, " [IP options {o:?}]"),
         }
     }
 }
@@ -3284,7 +3289,7 @@ fn tcp_random_open_sequences(seed: u64, n: usize) -> Vec<Seq> {
 /// error RELATED (a tracked flow, the quote's source as the outer
 /// destination, enough of the quote) is then drawn in every combination
 /// rather than only the ones written down; some packets carry a wrong
-/// checksum or, over IPv6, extension headers (`spoil`).
+/// checksum, IPv4 options or IPv6 extension headers (`spoil`).
 fn mixed_random_sequences(fam: Family, seed: u64, n: usize) -> Vec<Seq> {
     use Side::{Client, Router, Server};
     let e = fam.errors();
@@ -3352,11 +3357,18 @@ fn mixed_random_sequences(fam: Family, seed: u64, n: usize) -> Vec<Seq> {
         .collect()
 }
 
-/// Now and then, a wrong checksum on the last packet, or over IPv6 a
-/// chain of extension headers before it (a random part of all_exts(), in
+/// Now and then, a wrong checksum on the last packet, over IPv4 options
+/// in its header, or over IPv6 a chain of extension headers before it (a random part of all_exts(), in
 /// RFC 8200's order).
 fn spoil(seq: Seq, rng: &mut Rng) -> Seq {
-    let seq = if rng.below(10) == 0 { seq.bad() } else { seq };
+    let seq = match rng.below(10) {
+        0 => seq.bad(),
+        // NOPs and an end of list; a router alert (RFC 2113).
+        1 if seq.family == Family::V4 => seq.fault(Fault::IpOptions(
+            [&[1u8, 1, 1, 0][..], &[148, 4, 0, 0]][rng.below(2)],
+        )),
+        _ => seq,
+    };
     if seq.family == Family::V6 && rng.below(6) == 0 {
         let chain: Vec<Ipv6Ext> = all_exts()
             .into_iter()

@@ -38,8 +38,10 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::fmt;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -3653,7 +3655,50 @@ struct KernelCt {
     sock: PacketSocket,
     ifindex: u32,
     k: String,
+    /// K's /proc/net files, once conntrack is on in K.
+    files: Option<KernelFiles>,
+    /// The counters as the last frame left them: nothing else reaches K
+    /// (I sends only what the test injects, K's own output is dropped),
+    /// so they are the next frame's `before`.
+    last: Cell<Option<Counters>>,
     _netns: Netns,
+}
+
+/// K's IP layers' counters and its conntrack table, as files under its
+/// /proc/net opened once from inside K: reading one again from its start
+/// makes it anew.  Spawning `conntrack -L` or `cat` for each read instead
+/// cost several processes a frame, a second or more each under software
+/// emulation (`make test-kernels`).
+struct KernelFiles {
+    snmp: File,
+    snmp6: File,
+    /// The table as `conntrack -L -o extended` prints it (each line with
+    /// its family's name and number first), K's entries only.
+    conntrack: File,
+}
+
+impl KernelFiles {
+    fn open(ns: &str) -> Self {
+        in_ns(ns, || {
+            // thread-self: setns() moved this thread only.
+            let open = |name: &str| {
+                File::open(format!("/proc/thread-self/net/{name}"))
+                    .unwrap_or_else(|e| panic!("opening K's /proc/net/{name}: {e}"))
+            };
+            Self {
+                snmp: open("snmp"),
+                snmp6: open("snmp6"),
+                conntrack: open("nf_conntrack"),
+            }
+        })
+    }
+
+    fn read(mut f: &File) -> String {
+        f.seek(SeekFrom::Start(0)).expect("rewinding a /proc file");
+        let mut text = String::new();
+        f.read_to_string(&mut text).expect("reading a /proc file");
+        text
+    }
 }
 
 fn check(what: &str, out: Output) -> String {
@@ -3762,10 +3807,12 @@ impl KernelCt {
         run(&["ip", "-n", &i, "link", "set", &vi, "mtu", "2000", "up"]);
 
         let (sock, ifindex) = packet_socket(&i, &vi);
-        let me = Self {
+        let mut me = Self {
             sock,
             ifindex,
             k,
+            files: None,
+            last: Cell::new(None),
             _netns: netns,
         };
         // First without conntrack: the `done` chain must be registered
@@ -3799,6 +3846,8 @@ impl KernelCt {
              add rule inet parity track ct state related counter name \"related\"
              add rule inet parity done ct status confirmed counter name \"confirmed\"",
         );
+        // nf_conntrack's files exist once a rule has it on in K.
+        me.files = Some(KernelFiles::open(&me.k));
         me.exec(&[
             "sysctl",
             "-qw",
@@ -3937,7 +3986,8 @@ impl KernelCt {
     /// /proc/net/snmp (names, then values), plus IPv6's Ip6InHdrErrors
     /// from /proc/net/snmp6 (a name and a value a line).
     fn ip_hdr_errors(&self) -> u64 {
-        let snmp6 = self.exec(&["cat", "/proc/net/snmp6"]);
+        let files = self.files.as_ref().expect("conntrack is on in K");
+        let snmp6 = KernelFiles::read(&files.snmp6);
         let v6: u64 = snmp6
             .lines()
             .find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
@@ -3945,7 +3995,7 @@ impl KernelCt {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no Ip6InHdrErrors in K's /proc/net/snmp6: {snmp6}"));
-        let snmp = self.exec(&["cat", "/proc/net/snmp"]);
+        let snmp = KernelFiles::read(&files.snmp);
         let mut ip = snmp.lines().filter(|l| l.starts_with("Ip: "));
         let (names, values) = (ip.next(), ip.next());
         names
@@ -3962,7 +4012,7 @@ impl KernelCt {
 
     /// Writes one frame into K and waits until K has processed it.
     fn inject(&self, frame: &[u8]) -> Verdict {
-        let before = self.counters();
+        let before = self.last.get().unwrap_or_else(|| self.counters());
         let ethertype = if frame[12..14] == [0x86, 0xdd] {
             libc::ETH_P_IPV6
         } else {
@@ -3974,10 +4024,12 @@ impl KernelCt {
             .unwrap_or_else(|e| panic!("sendto: {e:#}"));
         assert_eq!(n, frame.len(), "sendto: a short write");
         let mut now = before;
-        if !wait_for(KERNEL_WAIT, || {
+        let done = wait_for(KERNEL_WAIT, || {
             now = self.counters();
             now.done > before.done || now.ip_hdr_errors > before.ip_hdr_errors
-        }) {
+        });
+        self.last.set(Some(now));
+        if !done {
             assert!(
                 now.seen > before.seen,
                 "the frame never reached K's prerouting: {now:?}"
@@ -4004,12 +4056,14 @@ impl KernelCt {
         }
     }
 
+    /// K's table as `conntrack -L` prints it.
     fn conntrack_lines(&self) -> Vec<String> {
-        // The "N flow entries have been shown" footer goes to stderr.
-        self.exec(&["conntrack", "-L"])
+        let files = self.files.as_ref().expect("conntrack is on in K");
+        KernelFiles::read(&files.conntrack)
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
+            // "ipv4     2 tcp      6 ...": the family goes.
+            .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
             .collect()
     }
 

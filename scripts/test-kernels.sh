@@ -99,18 +99,21 @@ modprobe veth
 export XDP_CONNTRACK_TEST_START_SECS=300
 cd "$1"
 shift
+# Each test's output where the host can follow it while the guest runs.
+out=.cache/kernels/$(uname -r).out
+mkdir -p "$out"
 rc=0
 for t in "$@"; do
 	bin=$(ls -t target/x86_64-unknown-linux-gnu/release/deps/$t-* | grep -v '\.d$' | head -1)
 	# One test at a time: 6.12 under software emulation has oopsed in the
 	# BPF dispatcher when one test attached XDP while another's frames
 	# ran through it.
-	"$bin" --test-threads=1 >"/tmp/$t.out" 2>&1 || rc=1
-	echo "guest: $t: $(grep 'test result' "/tmp/$t.out" | tail -1)"
-	grep -E '^test .* \.\.\. FAILED' "/tmp/$t.out" | sed 's/^/guest:   /'
+	"$bin" --test-threads=1 >"$out/$t.out" 2>&1 || rc=1
+	echo "guest: $t: $(grep 'test result' "$out/$t.out" | tail -1)"
+	grep -E '^test .* \.\.\. FAILED' "$out/$t.out" | sed 's/^/guest:   /'
 	# What each failure said, briefly.
-	grep -h 'tracker: started in' "/tmp/$t.out" | head -3 | sed 's/^/guest:   /'
-	awk '/^---- .* stdout ----$/ { n = 0; on = 1 } on && n++ < 40' "/tmp/$t.out" |
+	grep -h 'tracker: started in' "$out/$t.out" | head -3 | sed 's/^/guest:   /'
+	awk '/^---- .* stdout ----$/ { n = 0; on = 1 } on && n++ < 40' "$out/$t.out" |
 		grep -v '^ *[0-9]*: \|^ *at ' | sed 's/^/guest:   | /'
 done
 echo "guest: $(uname -r) rc=$rc"

@@ -3657,6 +3657,9 @@ struct KernelCt {
     k: String,
     /// K's /proc/net files, once conntrack is on in K.
     files: Option<KernelFiles>,
+    /// When the last frame's sendto() returned: K had handled it by then
+    /// (on this CPU, within the call).
+    sent: Cell<Option<Instant>>,
     /// The counters as the last frame left them: nothing else reaches K
     /// (I sends only what the test injects, K's own output is dropped),
     /// so they are the next frame's `before`.
@@ -3812,6 +3815,7 @@ impl KernelCt {
             ifindex,
             k,
             files: None,
+            sent: Cell::new(None),
             last: Cell::new(None),
             _netns: netns,
         };
@@ -4023,6 +4027,7 @@ impl KernelCt {
             .send_to(frame, self.ifindex, ethertype as u16, K_MAC)
             .unwrap_or_else(|e| panic!("sendto: {e:#}"));
         assert_eq!(n, frame.len(), "sendto: a short write");
+        self.sent.set(Some(Instant::now()));
         let mut now = before;
         let done = wait_for(KERNEL_WAIT, || {
             now = self.counters();
@@ -4067,11 +4072,25 @@ impl KernelCt {
             .collect()
     }
 
+    /// K's table as it was when K was done with the last frame.  Its
+    /// timeouts run down in real time while the counters are read (a
+    /// spawned nft: seconds under software emulation), and ours were read
+    /// at once; each gets back the whole seconds since the frame went in.
     fn snapshot(&self) -> Snapshot {
+        let since = self
+            .sent
+            .get()
+            .map_or(0, |t| t.elapsed().as_secs_f64().round() as u64);
         Snapshot::new(
             self.conntrack_lines()
                 .iter()
-                .map(|l| Entry::from_conntrack_line(l))
+                .map(|l| {
+                    let e = Entry::from_conntrack_line(l);
+                    Entry {
+                        timeout: e.timeout + since,
+                        ..e
+                    }
+                })
                 .collect(),
         )
     }

@@ -4343,6 +4343,11 @@ fn icmp_types_other_than_echo_and_errors_match_nf_conntrack() {
     check_parity(&icmp_type_sequences());
 }
 
+/// Sequences written with sides only (TCP, UDP), run over IPv6.
+fn over_ipv6(seqs: Vec<Seq>) -> Vec<Seq> {
+    seqs.into_iter().map(|s| s.over(Family::V6)).collect()
+}
+
 /// How many random sequences a test runs: `default`, or XCT_PARITY_RANDOM
 /// (a fraction of a second each: one loaded program runs them all).
 fn random_count(default: usize) -> usize {
@@ -4367,13 +4372,10 @@ fn random_tcp_matches_nf_conntrack() {
 
 #[test]
 fn random_tcp_over_ipv6_matches_nf_conntrack() {
-    let seqs = tcp_random_sequences(random_seed() ^ 6, random_count(30));
-    check_parity(
-        &seqs
-            .into_iter()
-            .map(|s| s.over(Family::V6))
-            .collect::<Vec<_>>(),
-    );
+    check_parity(&over_ipv6(tcp_random_sequences(
+        random_seed() ^ 6,
+        random_count(30),
+    )));
 }
 
 #[test]
@@ -4392,13 +4394,10 @@ fn random_open_tcp_liberal_matches_nf_conntrack() {
 
 #[test]
 fn random_open_tcp_over_ipv6_matches_nf_conntrack() {
-    let seqs = tcp_random_open_sequences(random_seed() ^ 0x0be6, random_count(30));
-    check_parity(
-        &seqs
-            .into_iter()
-            .map(|s| s.over(Family::V6))
-            .collect::<Vec<_>>(),
-    );
+    check_parity(&over_ipv6(tcp_random_open_sequences(
+        random_seed() ^ 0x0be6,
+        random_count(30),
+    )));
 }
 
 #[test]
@@ -4421,11 +4420,7 @@ fn random_flows_and_icmpv6_errors_match_nf_conntrack() {
 
 #[test]
 fn tcp_over_ipv6_matches_nf_conntrack() {
-    let seqs: Vec<Seq> = tcp_sequences()
-        .into_iter()
-        .map(|s| s.over(Family::V6))
-        .collect();
-    check_parity(&seqs);
+    check_parity(&over_ipv6(tcp_sequences()));
 }
 
 #[test]
@@ -4452,27 +4447,15 @@ fn ipv6_extension_headers_match_nf_conntrack() {
 
 #[test]
 fn tcp_windows_over_ipv6_match_nf_conntrack() {
-    let seqs: Vec<Seq> = tcp_window_sequences()
-        .into_iter()
-        .map(|s| s.over(Family::V6))
-        .collect();
-    check_parity(&seqs);
+    check_parity(&over_ipv6(tcp_window_sequences()));
 }
 
 #[test]
 fn tcp_liberal_over_ipv6_matches_nf_conntrack() {
-    let seqs: Vec<Seq> = tcp_liberal_sequences()
-        .into_iter()
-        .map(|s| s.over(Family::V6))
-        .collect();
-    check_parity(&seqs);
+    check_parity(&over_ipv6(tcp_liberal_sequences()));
 }
 
 #[test]
 fn udp_streams_over_ipv6_match_nf_conntrack_after_two_seconds() {
-    let seqs: Vec<Seq> = udp_slow_sequences()
-        .into_iter()
-        .map(|s| s.over(Family::V6))
-        .collect();
-    check_parity(&seqs);
+    check_parity(&over_ipv6(udp_slow_sequences()));
 }

@@ -43,12 +43,14 @@ use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use nix::libc;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
 use nix::unistd::Pid;
 use xdp_conntrack::bpf::types::ct_counter;
 use xdp_conntrack::loader::Config;
@@ -58,7 +60,7 @@ use xdp_conntrack::packet::{
     TCP_WINDOW,
 };
 use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP};
-use xdp_conntrack::sys::PacketSocket;
+use xdp_conntrack::sys::{netlink, PacketSocket};
 use xdp_conntrack::table::Conn;
 
 /// MAC of the veth end in K (frames are addressed to it) and in I.
@@ -3668,16 +3670,34 @@ struct KernelCt {
 }
 
 /// K's IP layers' counters and its conntrack table, as files under its
-/// /proc/net opened once from inside K: reading one again from its start
-/// makes it anew.  Spawning `conntrack -L` or `cat` for each read instead
-/// cost several processes a frame, a second or more each under software
-/// emulation (`make test-kernels`).
+/// /proc/net, and a netfilter netlink socket for its nftables counters
+/// and for emptying its table, all opened once from inside K: reading a
+/// file again from its start makes it anew.  Spawning `nft`, `conntrack`
+/// or `cat` for each read instead cost several processes a frame, a second
+/// or more each under software emulation (`make test-kernels`).
 struct KernelFiles {
     snmp: File,
     snmp6: File,
     /// The table as `conntrack -L -o extended` prints it (each line with
     /// its family's name and number first), K's entries only.
     conntrack: File,
+    /// NETLINK_NETFILTER, bound to K at its creation.
+    nfnl: OwnedFd,
+}
+
+// include/uapi/linux/netfilter/nf_tables.h and nfnetlink_conntrack.h; the
+// libc crate does not carry these.
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFT_OBJECT_COUNTER: u32 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+
+/// struct nfgenmsg: family, version (NFNETLINK_V0), resource id.
+fn nfgenmsg(family: i32) -> Vec<u8> {
+    vec![family as u8, libc::NFNETLINK_V0 as u8, 0, 0]
 }
 
 impl KernelFiles {
@@ -3692,8 +3712,61 @@ impl KernelFiles {
                 snmp: open("snmp"),
                 snmp6: open("snmp6"),
                 conntrack: open("nf_conntrack"),
+                nfnl: socket(
+                    AddressFamily::Netlink,
+                    SockType::Raw,
+                    SockFlag::SOCK_CLOEXEC,
+                    SockProtocol::NetlinkNetFilter,
+                )
+                .expect("a netfilter netlink socket in K"),
             }
         })
+    }
+
+    /// The packet counts of the named counters of K's `inet parity` table,
+    /// as `nft list counters` shows them (NFT_MSG_GETOBJ, dumped).
+    fn nft_counters(&self) -> Vec<(String, u64)> {
+        let mut req = nfgenmsg(libc::NFPROTO_INET);
+        req.extend(netlink::attr(NFTA_OBJ_TABLE, b"parity\0"));
+        req.extend(netlink::attr(
+            NFTA_OBJ_TYPE,
+            &NFT_OBJECT_COUNTER.to_be_bytes(),
+        ));
+        let kind = ((libc::NFNL_SUBSYS_NFTABLES << 8) | libc::NFT_MSG_GETOBJ) as u16;
+        let msg = netlink::request(kind, libc::NLM_F_DUMP as u16, &req);
+        netlink::exchange_all(self.nfnl.as_fd(), &msg)
+            .unwrap_or_else(|e| panic!("dumping K's nft counters: {e}"))
+            .iter()
+            .map(|(_, payload)| {
+                let attrs = payload
+                    .get(4..)
+                    .and_then(netlink::attrs)
+                    .expect("an nft object that adds up");
+                let find = |kind| {
+                    attrs
+                        .iter()
+                        .find(|(t, _)| *t == kind)
+                        .map(|(_, v)| *v)
+                        .expect("an nft counter's name and data")
+                };
+                let name = String::from_utf8_lossy(find(NFTA_OBJ_NAME))
+                    .trim_end_matches('\0')
+                    .to_string();
+                let packets = netlink::attrs(find(NFTA_OBJ_DATA))
+                    .and_then(|data| netlink::attr_be64(&data, NFTA_COUNTER_PACKETS))
+                    .expect("an nft counter's packets");
+                (name, packets)
+            })
+            .collect()
+    }
+
+    /// Empties K's table, as `conntrack -F` does: IPCTNL_MSG_CT_DELETE
+    /// without a tuple, for every family.
+    fn flush_conntrack(&self) {
+        let kind = ((libc::NFNL_SUBSYS_CTNETLINK << 8) as u16) | IPCTNL_MSG_CT_DELETE;
+        let msg = netlink::request(kind, libc::NLM_F_ACK as u16, &nfgenmsg(libc::AF_UNSPEC));
+        netlink::exchange_all(self.nfnl.as_fd(), &msg)
+            .unwrap_or_else(|e| panic!("flushing K's conntrack table: {e}"));
     }
 
     fn read(mut f: &File) -> String {
@@ -3960,26 +4033,16 @@ impl KernelCt {
     }
 
     fn counters(&self) -> Counters {
-        let text = self.exec(&["nft", "list", "counters", "table", "inet", "parity"]);
+        let files = self.files.as_ref().expect("conntrack is on in K");
         let mut c = Counters::default();
-        let mut name = "";
-        for line in text.lines().map(str::trim) {
-            if let Some(rest) = line.strip_prefix("counter ") {
-                name = rest.trim_end_matches('{').trim();
-            } else if let Some(rest) = line.strip_prefix("packets ") {
-                let n: u64 = rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("bad counter line: {line}"));
-                match name {
-                    "seen" => c.seen = n,
-                    "done" => c.done = n,
-                    "invalid" => c.invalid = n,
-                    "related" => c.related = n,
-                    "confirmed" => c.confirmed = n,
-                    _ => {}
-                }
+        for (name, n) in files.nft_counters() {
+            match name.as_str() {
+                "seen" => c.seen = n,
+                "done" => c.done = n,
+                "invalid" => c.invalid = n,
+                "related" => c.related = n,
+                "confirmed" => c.confirmed = n,
+                _ => {}
             }
         }
         c.ip_hdr_errors = self.ip_hdr_errors();
@@ -4104,10 +4167,11 @@ impl KernelCt {
 
     /// Empties K's table.
     fn flush(&self) {
-        self.exec(&["conntrack", "-F"]);
+        let files = self.files.as_ref().expect("conntrack is on in K");
+        files.flush_conntrack();
         assert!(
             wait_for(KERNEL_WAIT, || self.conntrack_lines().is_empty()),
-            "conntrack -F left entries: {:?}",
+            "flushing left entries: {:?}",
             self.conntrack_lines()
         );
     }

@@ -133,8 +133,7 @@ pub struct PeerState {
     pub tx_csum: bool,
 }
 
-/// Minimal rtnetlink: where a link's peer lives.  One request, one reply;
-/// the reply's parser is plain byte work, tested below.
+/// Minimal rtnetlink: where a link's peer lives.  One request, one reply.
 mod rtnl {
     use std::mem::size_of;
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -144,72 +143,11 @@ mod rtnl {
         recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
     };
 
+    use crate::sys::netlink::{attr, attr_u32, parse, request};
+
     // include/uapi/linux/net_namespace.h; the libc crate does not carry them.
     const NETNSA_NSID: u16 = 1;
     const NETNSA_FD: u16 = 3;
-    /// Attribute types carry two flag bits (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
-    const NLA_TYPE_MASK: u16 = 0x3fff;
-    const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
-
-    /// A request: struct nlmsghdr, then `payload` (the fixed header and any
-    /// attributes, already aligned).
-    pub fn request(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let len = NLMSG_HDRLEN + payload.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-        msg.extend_from_slice(payload);
-        msg
-    }
-
-    /// One attribute: struct rtattr (length, type), then the value, padded
-    /// to 4 bytes.
-    pub fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
-        let len = 4 + value.len();
-        let mut a = Vec::with_capacity((len + 3) & !3);
-        a.extend_from_slice(&(len as u16).to_ne_bytes());
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(value);
-        a.resize((len + 3) & !3, 0);
-        a
-    }
-
-    /// The attributes of the first message in `buf` if it has type `want`,
-    /// after its `fixed`-byte header (struct ifinfomsg, rtgenmsg, ...).
-    /// None for an error reply, another type, or a message that does not
-    /// add up.
-    pub fn parse(buf: &[u8], want: u16, fixed: usize) -> Option<Vec<(u16, &[u8])>> {
-        let u16_at = |at: usize| {
-            buf.get(at..at + 2)
-                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-        };
-        let len = u32::from_ne_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
-        if len < NLMSG_HDRLEN + fixed || len > buf.len() || u16_at(4)? != want {
-            return None;
-        }
-        let mut attrs = Vec::new();
-        let mut at = NLMSG_HDRLEN + fixed;
-        while at + 4 <= len {
-            let alen = usize::from(u16_at(at)?);
-            if alen < 4 || at + alen > len {
-                return None;
-            }
-            attrs.push((u16_at(at + 2)? & NLA_TYPE_MASK, &buf[at + 4..at + alen]));
-            at += (alen + 3) & !3;
-        }
-        Some(attrs)
-    }
-
-    /// The first u32 attribute of type `kind`.
-    pub fn attr_u32(attrs: &[(u16, &[u8])], kind: u16) -> Option<u32> {
-        attrs
-            .iter()
-            .find(|(t, v)| *t == kind && v.len() >= 4)
-            .map(|(_, v)| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
-    }
 
     /// Sends `msg` and returns the kernel's reply.
     fn exchange(msg: &[u8]) -> Option<Vec<u8>> {
@@ -233,7 +171,7 @@ mod rtnl {
         // struct ifinfomsg: family, pad, type, index, flags, change.
         let mut ifi = [0u8; size_of::<libc::ifinfomsg>()];
         ifi[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
-        let reply = exchange(&request(libc::RTM_GETLINK, &ifi))?;
+        let reply = exchange(&request(libc::RTM_GETLINK, 0, &ifi))?;
         let attrs = parse(&reply, libc::RTM_NEWLINK, ifi.len())?;
         let peer = attr_u32(&attrs, libc::IFLA_LINK)?;
         let nsid = attr_u32(&attrs, libc::IFLA_LINK_NETNSID).map(|v| v as i32);
@@ -245,85 +183,9 @@ mod rtnl {
         // struct rtgenmsg, padded to 4, then NETNSA_FD.
         let mut p = vec![0u8; 4];
         p.extend(attr(NETNSA_FD, &(fd as u32).to_ne_bytes()));
-        let reply = exchange(&request(libc::RTM_GETNSID, &p))?;
+        let reply = exchange(&request(libc::RTM_GETNSID, 0, &p))?;
         let attrs = parse(&reply, libc::RTM_NEWNSID, 4)?;
         attr_u32(&attrs, NETNSA_NSID).map(|v| v as i32)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        /// A reply as the kernel writes it: header, fixed part, attributes.
-        fn reply(kind: u16, fixed: usize, attrs: &[Vec<u8>]) -> Vec<u8> {
-            let mut body = vec![0u8; fixed];
-            for a in attrs {
-                body.extend_from_slice(a);
-            }
-            request(kind, &body)
-        }
-
-        #[test]
-        fn requests_and_attributes_are_laid_out_as_the_kernel_reads_them() {
-            let m = request(libc::RTM_GETLINK, &[0u8; 16]);
-            assert_eq!(m.len(), 32);
-            assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 32);
-            assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_GETLINK);
-            assert_eq!(u16::from_ne_bytes([m[6], m[7]]), 1, "NLM_F_REQUEST");
-            let a = attr(NETNSA_FD, &7u32.to_ne_bytes());
-            assert_eq!(a.len(), 8);
-            assert_eq!(u16::from_ne_bytes([a[0], a[1]]), 8);
-            // A 5-byte value pads to 12.
-            assert_eq!(attr(9, b"veth1").len(), 12);
-        }
-
-        #[test]
-        fn the_peer_attributes_are_found_in_a_link_reply() {
-            let buf = reply(
-                libc::RTM_NEWLINK,
-                16,
-                &[
-                    attr(3, b"veth1\0"), // IFLA_IFNAME, padded
-                    attr(libc::IFLA_LINK, &42u32.to_ne_bytes()),
-                    // NLA_F_NESTED on an attribute is masked off.
-                    attr(libc::IFLA_LINK_NETNSID | 0x8000, &5u32.to_ne_bytes()),
-                ],
-            );
-            let attrs = parse(&buf, libc::RTM_NEWLINK, 16).expect("a reply");
-            assert_eq!(attrs.len(), 3);
-            assert_eq!(attrs[0], (3, &b"veth1\0"[..]));
-            assert_eq!(attr_u32(&attrs, libc::IFLA_LINK), Some(42));
-            assert_eq!(attr_u32(&attrs, libc::IFLA_LINK_NETNSID), Some(5));
-            assert_eq!(attr_u32(&attrs, 99), None);
-        }
-
-        #[test]
-        fn errors_and_broken_replies_give_nothing() {
-            let ok = reply(
-                libc::RTM_NEWLINK,
-                16,
-                &[attr(libc::IFLA_LINK, &1u32.to_ne_bytes())],
-            );
-            // NLMSG_ERROR, or a type we did not ask for.
-            assert!(parse(
-                &reply(libc::NLMSG_ERROR as u16, 16, &[]),
-                libc::RTM_NEWLINK,
-                16
-            )
-            .is_none());
-            assert!(parse(&ok, libc::RTM_NEWNSID, 16).is_none());
-            // Cut short: the header claims more than arrived.
-            assert!(parse(&ok[..ok.len() - 1], libc::RTM_NEWLINK, 16).is_none());
-            assert!(parse(&ok[..10], libc::RTM_NEWLINK, 16).is_none());
-            // An attribute whose length runs past the message.
-            let mut bad = ok.clone();
-            let at = NLMSG_HDRLEN + 16;
-            bad[at..at + 2].copy_from_slice(&64u16.to_ne_bytes());
-            assert!(parse(&bad, libc::RTM_NEWLINK, 16).is_none());
-            // One shorter than its own header.
-            bad[at..at + 2].copy_from_slice(&2u16.to_ne_bytes());
-            assert!(parse(&bad, libc::RTM_NEWLINK, 16).is_none());
-        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The system around the tracker: privileges, kernel BTF, interfaces, and
-//! the bpf and trace filesystems.  Network namespaces, AF_PACKET sockets
-//! and what a veth's peer will do with redirected frames have rooms of
-//! their own.
+//! the bpf and trace filesystems.  Network namespaces, AF_PACKET sockets,
+//! netlink messages and what a veth's peer will do with redirected frames
+//! have rooms of their own.
 
 pub mod link;
+pub mod netlink;
 pub mod netns;
 pub mod packet_socket;
 

@@ -3925,12 +3925,10 @@ impl KernelCt {
         );
         // nf_conntrack's files exist once a rule has it on in K.
         me.files = Some(KernelFiles::open(&me.k));
-        me.exec(&[
-            "sysctl",
-            "-qw",
-            "net.netfilter.nf_conntrack_tcp_loose=1",
-            "net.netfilter.nf_conntrack_tcp_be_liberal=0",
-            "net.netfilter.nf_conntrack_tcp_ignore_invalid_rst=0",
+        me.set_sysctls(&[
+            "net.netfilter.nf_conntrack_tcp_loose=1".into(),
+            "net.netfilter.nf_conntrack_tcp_be_liberal=0".into(),
+            "net.netfilter.nf_conntrack_tcp_ignore_invalid_rst=0".into(),
         ]);
         me.self_test();
         me
@@ -3990,11 +3988,7 @@ impl KernelCt {
         ];
         let mut cfg = test_config();
         for (ours, theirs) in SYSCTLS {
-            let secs = self.exec(&[
-                "sysctl",
-                "-n",
-                &format!("net.netfilter.nf_conntrack_{theirs}"),
-            ]);
+            let secs = self.sysctl(&format!("net.netfilter.nf_conntrack_{theirs}"));
             let (slot, secs) =
                 xdp_conntrack::settings::parse_timeout(&format!("{ours}={}", secs.trim()))
                     .unwrap_or_else(|e| panic!("K's {theirs}: {e}"));
@@ -4003,13 +3997,25 @@ impl KernelCt {
         cfg
     }
 
-    fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.k])
-            .args(args)
-            .output()
-            .expect("ip netns exec");
-        check(&format!("in {}: {}", self.k, args.join(" ")), out)
+    /// K's sysctl `key`.  Those under net. are per namespace: /proc/sys
+    /// shows a thread the ones of the namespace it is in, so they are read
+    /// and written from a thread inside K (no `sysctl` spawned: see
+    /// [`KernelFiles`]).
+    fn sysctl(&self, key: &str) -> String {
+        let path = sysctl_path(key);
+        in_ns(&self.k, || std::fs::read_to_string(&path))
+            .unwrap_or_else(|e| panic!("reading K's {key}: {e}"))
+    }
+
+    /// Sets K's sysctls, each given as `key=value`.
+    fn set_sysctls(&self, settings: &[String]) {
+        in_ns(&self.k, || {
+            for s in settings {
+                let (key, value) = s.split_once('=').expect("a sysctl as key=value");
+                std::fs::write(sysctl_path(key), value)
+                    .unwrap_or_else(|e| panic!("setting K's {key} to {value}: {e}"));
+            }
+        })
     }
 
     fn nft(&self, script: &str) {
@@ -4136,9 +4142,10 @@ impl KernelCt {
     }
 
     /// K's table as it was when K was done with the last frame.  Its
-    /// timeouts run down in real time while the counters are read (a
-    /// spawned nft: seconds under software emulation), and ours were read
-    /// at once; each gets back the whole seconds since the frame went in.
+    /// timeouts run down in real time while the counters are read (seconds
+    /// under software emulation, when that read spawned nft), and ours were
+    /// read at once; each gets back the whole seconds since the frame went
+    /// in.
     fn snapshot(&self) -> Snapshot {
         let since = self
             .sent
@@ -4160,9 +4167,7 @@ impl KernelCt {
 
     /// Sets K's side of `settings`.
     fn apply(&self, settings: &Settings) {
-        let mut args = vec!["sysctl".to_string(), "-qw".to_string()];
-        args.extend(settings.sysctls());
-        self.exec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        self.set_sysctls(&settings.sysctls());
     }
 
     /// Empties K's table.
@@ -4175,6 +4180,11 @@ impl KernelCt {
             self.conntrack_lines()
         );
     }
+}
+
+/// Where /proc/sys keeps the sysctl `key` (net.netfilter.x).
+fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
 }
 
 fn mac(m: &[u8; 6]) -> String {

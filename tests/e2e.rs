@@ -747,6 +747,20 @@ fn log_level_5_prints_trace_lines() {
 
 #[test]
 fn trace_lines_name_actions_and_each_state_change_reads_as_one_line() {
+    state_changes_are_traced(ADDR2.into());
+}
+
+/// `%pI6` writes all eight groups in full; the reader prints the address
+/// as `inet_ntop()` does, bracketed before its port as Rust's own
+/// `SocketAddr` prints it.
+#[test]
+fn trace_lines_print_ipv6_addresses_as_inet_ntop_writes_them() {
+    state_changes_are_traced(ADDR6_2.parse().unwrap());
+}
+
+/// A TCP connection to `server` (in ns2) at `-l 5` shows its three state
+/// changes, each as one line with its tuple, and both ways' actions.
+fn state_changes_are_traced(server: IpAddr) {
     let _trace = trace_pipe();
     let topo = Topology::up();
     let tracker = Tracker::builder(&topo).args(&["-l", "5"]).start();
@@ -756,7 +770,9 @@ fn trace_lines_name_actions_and_each_state_change_reads_as_one_line() {
         "{:#?}",
         tracker.startup
     );
-    let listener = tcp_listener(&topo);
+    let listener = in_ns(&topo.ns2(), || {
+        TcpListener::bind((server, 0)).expect("binding a listener in ns2")
+    });
     let to = listener.local_addr().unwrap();
     let client = tcp_connect(&topo, to, IO_TIMEOUT).expect("connecting");
     let _server = tcp_accept(&listener);

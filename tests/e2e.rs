@@ -5,11 +5,12 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -1245,6 +1246,86 @@ const ADDR6_2: &str = "fd00::2";
 
 /// Runs one iperf3 client from ns1 against a one-shot server in ns2, over
 /// IPv6, and returns the client's JSON.
+/// An IPv4 TCP connection from ns1 to ns2 that writes until stopped,
+/// while ns2 reads all of it.
+struct Ipv4Stream {
+    stop: Arc<AtomicBool>,
+    target: Arc<AtomicU64>,
+    writer: std::thread::JoinHandle<(u64, TcpStream)>,
+    reader: std::thread::JoinHandle<(u64, TcpStream)>,
+    from: SocketAddr,
+    to: SocketAddr,
+}
+
+impl Ipv4Stream {
+    fn start(topo: &Topology) -> Self {
+        let listener = tcp_listener(topo);
+        let to = listener.local_addr().unwrap();
+        let mut client = tcp_connect(topo, to, IO_TIMEOUT).expect("connecting over IPv4");
+        let from = client.local_addr().unwrap();
+        let mut server = tcp_accept(&listener);
+        let (stop, target) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(u64::MAX)),
+        );
+        let flag = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let chunk = [0x5au8; 16384];
+            let mut sent = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                client.write_all(&chunk).expect("writing the IPv4 stream");
+                sent += chunk.len() as u64;
+            }
+            (sent, client)
+        });
+        // The connection stays open, so the reader's end is a count that
+        // it learns once the writer stops: it reads in short turns to look.
+        let want = target.clone();
+        let reader = std::thread::spawn(move || {
+            server
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let deadline = Instant::now() + IO_TIMEOUT * 3;
+            let (mut got, mut buf) = (0u64, vec![0u8; 65536]);
+            while got != want.load(Ordering::Acquire) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the IPv4 stream stalled at {got} bytes"
+                );
+                match server.read(&mut buf) {
+                    Ok(0) => panic!("the IPv4 stream closed after {got} bytes"),
+                    Ok(n) => got += n as u64,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) => panic!("reading the IPv4 stream after {got} bytes: {e}"),
+                }
+            }
+            (got, server)
+        });
+        Self {
+            stop,
+            target,
+            writer,
+            reader,
+            from,
+            to,
+        }
+    }
+
+    /// Stops the writer and waits for the reader to have it all; the
+    /// connection stays open as long as the sockets returned live.
+    fn stop(self) -> (SocketAddr, SocketAddr, (TcpStream, TcpStream)) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (sent, client) = self.writer.join().expect("the IPv4 writer");
+        self.target.store(sent, Ordering::Release);
+        let (got, server) = self.reader.join().expect("the IPv4 reader");
+        assert!(
+            sent > 0 && got == sent,
+            "IPv4: {sent} bytes sent, {got} arrived"
+        );
+        (self.from, self.to, (client, server))
+    }
+}
+
 fn iperf3_6(topo: &Topology, args: &[&str]) -> String {
     let _server = iperf3_server(topo, ADDR6_2);
     let mut cmd = vec![
@@ -1275,6 +1356,7 @@ fn dual_stack_ping6_and_iperf3_over_ipv6_are_tracked_beside_ipv4() {
     // scripts/topology.sh gives the namespaces fd00::1 and fd00::2.
     let topo = Topology::up();
     let tracker = Tracker::builder(&topo).args(&["-q"]).start();
+    let started = Instant::now();
     let (a1, a2): (IpAddr, IpAddr) = (ADDR6_1.parse().unwrap(), ADDR6_2.parse().unwrap());
 
     // ping -6 finds its neighbour through the tracker (neighbour
@@ -1292,7 +1374,11 @@ fn dual_stack_ping6_and_iperf3_over_ipv6_are_tracked_beside_ipv4() {
     );
     assert!(ping_all_answered(&topo, 3), "ping (IPv4) beside IPv6");
 
+    // An IPv4 TCP stream runs all through iperf3 -6's transfer.
+    let v4 = Ipv4Stream::start(&topo);
     let tcp = iperf3_6(&topo, &["-n", &BYTES.to_string()]);
+    // Still open: its entry stays ESTABLISHED for the dump below.
+    let (v4_from, v4_to, _v4_open) = v4.stop();
     assert!(json_number(&tcp, "sum_sent", "bytes") >= BYTES, "{tcp}");
     assert!(json_number(&tcp, "sum_received", "bytes") > 0, "{tcp}");
     let tcp_port = json_number(&tcp, "connected", "local_port") as u16;
@@ -1337,8 +1423,52 @@ fn dual_stack_ping6_and_iperf3_over_ipv6_are_tracked_beside_ipv4() {
         })
         .collect();
     assert_eq!(echo6.len(), 1, "one answered icmpv6 echo: {table:#?}");
-    let echo4 = table.iter().filter(|e| e.proto == "icmp").count();
-    assert_eq!(echo4, 1, "the IPv4 echo beside it: {table:#?}");
+    let echo4: Vec<_> = table
+        .iter()
+        .filter(|e| {
+            let L4::Icmp { id, .. } = e.orig.l4 else {
+                return false;
+            };
+            e.proto == "icmp"
+                && e.l4proto == 1
+                && e.orig == Tuple::icmp(ADDR1.into(), ADDR2.into(), 8, 0, id)
+                && e.reply == Tuple::icmp(ADDR2.into(), ADDR1.into(), 0, 0, id)
+                && !e.unreplied
+                && !e.assured
+        })
+        .collect();
+    assert_eq!(echo4.len(), 1, "the IPv4 echo beside it: {table:#?}");
+    // The IPv4 stream that ran beside iperf3 -6, still open and idle.
+    let stream = table
+        .iter()
+        .find(|e| e.proto == "tcp" && e.orig == Tuple::ports(v4_from, v4_to))
+        .unwrap_or_else(|| panic!("no entry for the IPv4 stream {v4_from}: {table:#?}"));
+    assert_eq!(stream.l4proto, 6);
+    assert_eq!(stream.reply, Tuple::ports(v4_to, v4_from));
+    assert!(
+        stream.in_state("ESTABLISHED") && stream.assured && !stream.unreplied,
+        "{stream:?}"
+    );
+    // Each entry's timeout counts down from its state's or protocol's
+    // default, by no more than the test has run.
+    let ran = started.elapsed().as_secs() + 1;
+    for e in &table {
+        let full = match (e.proto.as_str(), e.state.as_deref()) {
+            ("icmp" | "icmpv6", _) => 30,
+            // A stream (ASSURED) gets udp_stream's, others udp's.
+            ("udp", _) if e.assured => 600,
+            ("udp", _) => 300,
+            ("tcp", Some("ESTABLISHED")) => 432_000,
+            ("tcp", Some("CLOSE")) => 10,
+            ("tcp", Some("SYN_RECV" | "CLOSE_WAIT")) => 60,
+            ("tcp", _) => 120,
+            _ => panic!("an entry this test did not make: {e:?}"),
+        };
+        assert!(
+            e.timeout <= full && e.timeout + ran >= full,
+            "{e:?}: not within {ran} s of {full} s"
+        );
+    }
 
     // -f ipv6 lists exactly the IPv6 entries, -o extended says so.
     let (v6, _) = dump_with(&tracker.pin_path, &["-f", "ipv6", "-o", "extended"]);

@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
 
-use common::{ConntrackLine, Tuple};
+use common::{in_ns, require_root, unique_prefix, ConntrackLine, Netns, Tuple, L4};
 use xdp_conntrack::format::conntrack_line;
 use xdp_conntrack::proto::{
     icmp_reply_type, proto_name, tcp_state_name, ICMP_ADDRESS, ICMP_ECHO, ICMP_INFO_REQUEST,
@@ -185,4 +186,165 @@ fn broken_lines_are_refused() {
     ] {
         assert!(ConntrackLine::parse(bad).is_err(), "parsed {bad:?}");
     }
+}
+
+/// What `ip netns exec NS ARGS...` printed; panics if it failed.
+fn in_netns(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The connection a `conntrack -L` line shows, as `dump` holds it.
+fn conn_of(l: &ConntrackLine) -> Conn {
+    let (sport, dport, icmp_type, icmp_code) = match l.orig.l4 {
+        L4::Ports { sport, dport } => (sport, dport, 0, 0),
+        L4::Icmp {
+            icmp_type,
+            code,
+            id,
+        } => (id, id, icmp_type, code),
+    };
+    let state = l.state.as_deref().map_or(0, |name| {
+        (0..=12u8)
+            .find(|&n| tcp_state_name(n) == name)
+            .unwrap_or_else(|| panic!("no TCP state {name}"))
+    });
+    Conn {
+        proto: l.l4proto,
+        src: l.orig.src,
+        dst: l.orig.dst,
+        sport,
+        dport,
+        icmp_type,
+        icmp_code,
+        state,
+        seen_reply: !l.unreplied,
+        assured: l.assured,
+        timeout: l.timeout,
+        acct: None,
+        id: 0,
+    }
+}
+
+/// `dump`'s lines are conntrack-tools' own, byte for byte: the kernel
+/// tracks TCP, UDP (answered and not) and echo in both families in a
+/// namespace of this test's, with addresses whose shortest forms differ
+/// (a run of zero groups, zeros that stay, IPv4), `conntrack -L` lists
+/// them, and `conntrack_line` prints the same connections.
+#[test]
+fn dump_lines_are_the_ones_conntrack_prints_for_the_kernel() {
+    require_root();
+    let ns = format!("{}f", unique_prefix());
+    let out = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip netns add {ns}");
+    let _ns = Netns(vec![ns.clone()]);
+    let (v4, v6a, v6b) = ("10.9.8.7", "fd00:0:0:1::1", "2001:db8:0:a:0:1:0:7");
+    in_netns(&ns, &["ip", "link", "set", "lo", "up"]);
+    in_netns(
+        &ns,
+        &["ip", "addr", "add", &format!("{v4}/32"), "dev", "lo"],
+    );
+    for a in [v6a, v6b] {
+        in_netns(
+            &ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "lo",
+                "nodad",
+            ],
+        );
+    }
+    // A rule that uses conntrack turns it on in the namespace.
+    in_netns(
+        &ns,
+        &[
+            "nft",
+            "add table inet t; add chain inet t out { type filter hook output priority 0; }; \
+             add rule inet t out ct state new counter",
+        ],
+    );
+    let (v4, v6a, v6b): (IpAddr, IpAddr, IpAddr) = (
+        v4.parse().unwrap(),
+        v6a.parse().unwrap(),
+        v6b.parse().unwrap(),
+    );
+    let _open = in_ns(&ns, || {
+        let mut open = Vec::new();
+        for (from, to) in [(v4, v4), (v6a, v6b)] {
+            // TCP, established and assured.
+            let l = TcpListener::bind((to, 0)).unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            open.push((c, l.accept().unwrap().0));
+            // UDP answered once, and UDP to a port nobody listens on.
+            let server = UdpSocket::bind((to, 0)).unwrap();
+            let client = UdpSocket::bind((from, 0)).unwrap();
+            client
+                .send_to(b"ask", server.local_addr().unwrap())
+                .unwrap();
+            let (_, peer) = server.recv_from(&mut [0u8; 8]).unwrap();
+            server.send_to(b"answer", peer).unwrap();
+            client.recv_from(&mut [0u8; 8]).unwrap();
+            let shut = UdpSocket::bind((to, 0)).unwrap();
+            let nobody = shut.local_addr().unwrap();
+            drop(shut);
+            client.send_to(b"anyone?", nobody).unwrap();
+        }
+        open
+    });
+    in_netns(
+        &ns,
+        &["ping", "-n", "-q", "-c", "1", "-W", "2", &v4.to_string()],
+    );
+    in_netns(
+        &ns,
+        &[
+            "ping",
+            "-6",
+            "-n",
+            "-q",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &v6b.to_string(),
+        ],
+    );
+
+    let listed = in_netns(&ns, &["conntrack", "-L"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    let mut kinds = Vec::new();
+    for line in &lines {
+        let l = ConntrackLine::parse(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        kinds.push((l.proto.clone(), l.orig.src.is_ipv6(), l.unreplied));
+        assert_eq!(&conntrack_line(&conn_of(&l)), line);
+    }
+    kinds.sort();
+    let want = [
+        ("icmp", false, false),
+        ("icmpv6", true, false),
+        ("tcp", false, false),
+        ("tcp", true, false),
+        ("udp", false, false),
+        ("udp", false, true),
+        ("udp", true, false),
+        ("udp", true, true),
+    ]
+    .map(|(p, v6, u)| (p.to_string(), v6, u));
+    assert_eq!(kinds, want, "{listed}");
 }

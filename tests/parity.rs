@@ -3628,17 +3628,6 @@ impl fmt::Display for Verdict {
 // ---------------------------------------------------------------------------
 // The kernel side
 
-/// Deletes network namespaces on drop.
-struct Netns(Vec<String>);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
     seen: u64,

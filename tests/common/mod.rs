@@ -191,6 +191,17 @@ pub fn test_config() -> Config {
     Config::new(Features::probe())
 }
 
+/// Deletes network namespaces on drop.
+pub struct Netns(pub Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
 /// A short name prefix unique to this process and call, for namespaces
 /// and interfaces (interface names are limited to 15 bytes).
 pub fn unique_prefix() -> String {

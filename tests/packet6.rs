@@ -670,9 +670,30 @@ fn a_chain_of_eight_headers_is_walked_and_nine_is_malformed() {
 fn truncation_at_every_header_boundary_is_dropped() {
     let h = Harness::default_config();
     let f = Flow::new(0);
-    let exts: Vec<_> = [HOP, ROUTING, AUTH].iter().map(|k| ext(*k)).collect();
+    // Every kind of header the walk knows; the fragment header is an
+    // atomic one (offset 0, no more fragments), a whole datagram.
+    let exts: Vec<_> = [HOP, DEST, ROUTING, FRAGMENT, AUTH]
+        .iter()
+        .map(|k| ext(*k))
+        .collect();
     let full = with_exts(&f.c(SYN, 100, 0), &exts);
-    let bounds = [0usize, 8, 8 + 24, 8 + 24 + 24];
+    let bounds: Vec<usize> = std::iter::once(0)
+        .chain(exts.iter().scan(0, |at, (_, body)| {
+            *at += body.len();
+            Some(*at)
+        }))
+        .collect();
+    assert_eq!(
+        bounds,
+        [
+            0,
+            8,
+            8 + 16,
+            8 + 16 + 24,
+            8 + 16 + 24 + 8,
+            8 + 16 + 24 + 8 + 24
+        ]
+    );
     for (i, &b) in bounds.iter().enumerate() {
         // The payload ends where a header starts, and in its middle.
         for cut in [b, b + 4] {

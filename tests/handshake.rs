@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::process::Output;
 
 use common::*;
@@ -144,10 +145,16 @@ fn every_ipv6_ostinato_handshake_reaches_established_assured() {
         "{s:?}"
     );
 
-    // A datagram each way and a flood: UDP over IPv6, checksummed too.
+    // A datagram each way and a flood: UDP over IPv6, checksummed too,
+    // with the ports given as a URL gives them.
+    let client = format!("[{CLIENT6}]:30000");
+    let server = format!("[{SERVER6}]:5353");
     let out = handshake(
         &topo,
-        &["-6", "--proto", "udp", "--count", "500", "--flood", "4"],
+        &[
+            "--client", &client, "--server", &server, "--proto", "udp", "--count", "500",
+            "--flood", "4",
+        ],
     );
     assert!(
         out.status.success(),
@@ -156,8 +163,17 @@ fn every_ipv6_ostinato_handshake_reaches_established_assured() {
     );
     assert_phases_delivered(&out, &["UDP", "REPLY"], 500);
     assert_phases_delivered(&out, &["DATA"], 2000);
-    let udp = tracker.table().iter().filter(|e| e.proto == "udp").count();
-    assert_eq!(udp, 500);
+    let server: SocketAddr = server.parse().unwrap();
+    let udp: BTreeSet<_> = tracker
+        .table()
+        .iter()
+        .filter(|e| e.proto == "udp")
+        .map(|e| e.orig)
+        .collect();
+    let want: BTreeSet<_> = (0..500)
+        .map(|i| Tuple::ports(SocketAddr::new(CLIENT6.parse().unwrap(), 30000 + i), server))
+        .collect();
+    assert_eq!(udp, want);
     let s = tracker.stats();
     assert_eq!((s["invalid"], s["drops"]), (0, 0), "{s:?}");
 }

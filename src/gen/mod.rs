@@ -36,6 +36,7 @@ use crate::loader::{self, Features, XdpLink, XdpMode};
 use crate::packet::{Endpoint, Ether};
 use crate::sys::netns::Guard;
 use crate::sys::{self, Iface};
+pub use plan::HostPort;
 use plan::{Phase, Plan};
 use send::{Stream, Transmitter};
 
@@ -146,19 +147,22 @@ pub struct Args {
     /// of the run's family.
     #[arg(short = '6', long)]
     pub ipv6: bool,
-    /// First client address; further ones follow when the ports run out
-    /// [default: 10.1.1.100, or fd01::100 for IPv6].
+    /// First client address, and with a port the first client port
+    /// (`10.1.1.100:23420`, `[fd01::100]:23420`); further addresses follow
+    /// when the ports run out [default: 10.1.1.100, or fd01::100 for IPv6].
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub client: Option<HostPort>,
+    /// Server address, and with a port the server port
+    /// (`10.2.2.100:8080`, `[fd02::100]:8080`) [default: 10.2.2.100, or
+    /// fd02::100 for IPv6].
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub server: Option<HostPort>,
+    /// First client (source) port [default: 23420].
     #[arg(long)]
-    pub client: Option<IpAddr>,
-    /// Server address [default: 10.2.2.100, or fd02::100 for IPv6].
+    pub sport: Option<u16>,
+    /// Server (destination) port [default: 8080].
     #[arg(long)]
-    pub server: Option<IpAddr>,
-    /// First client (source) port.
-    #[arg(long, default_value_t = 23420)]
-    pub sport: u16,
-    /// Server (destination) port.
-    #[arg(long, default_value_t = 8080)]
-    pub dport: u16,
+    pub dport: Option<u16>,
     /// Client port step between connections.
     #[arg(long, default_value_t = 1)]
     pub port_step: u16,
@@ -425,7 +429,7 @@ impl<'a> Generator<'a, '_> {
             phase: ph,
             frames: self.plan.frames(ph, round, self.span),
             clients: self.plan.clients,
-            server: Endpoint::new(self.plan.server, self.o.dport),
+            server: Endpoint::new(self.plan.server, self.plan.dport),
             eth: Ether {
                 dst: dst.iface.mac,
                 src: src.iface.mac,

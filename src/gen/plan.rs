@@ -4,9 +4,11 @@
 //! port each connection uses (as hs_gen computes it), and which frames each
 //! stream and each flood thread covers, at what share of the rate.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::{Args, Clash, Lifecycle, Proto, Rate, Sender};
 use crate::bpf::hs::types::hs_kind;
@@ -221,19 +223,84 @@ fn tcp_phases(o: &Args) -> Vec<Phase> {
     v
 }
 
+/// An address, and maybe a port: `10.2.2.100`, `10.2.2.100:8080`,
+/// `fd02::100` or `[fd02::100]:8080` (an IPv6 address takes brackets
+/// before a port, as in a URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPort {
+    /// The address.
+    pub addr: IpAddr,
+    /// The port, if one was given.
+    pub port: Option<u16>,
+}
+
+impl FromStr for HostPort {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Self {
+                addr: a.ip(),
+                port: Some(a.port()),
+            });
+        }
+        let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+        match bare.map_or(s.parse::<IpAddr>(), |b| {
+            b.parse::<Ipv6Addr>().map(IpAddr::V6)
+        }) {
+            Ok(addr) => Ok(Self { addr, port: None }),
+            Err(_) => Err(anyhow!(
+                "'{s}' is not an address: give ADDR or ADDR:PORT ([IPV6]:PORT for IPv6)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}", SocketAddr::new(self.addr, p)),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// The port `option` (`--client` or `--server`) carries, else `flag`'s
+/// (`--sport` or `--dport`), else `default`; both giving different ones
+/// is an error.
+fn port(
+    option: &str,
+    at: Option<HostPort>,
+    flag: &str,
+    given: Option<u16>,
+    default: u16,
+) -> Result<u16> {
+    match (at.and_then(|h| h.port.map(|p| (h, p))), given) {
+        (Some((h, p)), Some(g)) if p != g => {
+            bail!("{option} {h} gives port {p}, and {flag} {g} another")
+        }
+        (Some((_, p)), _) => Ok(p),
+        (None, g) => Ok(g.unwrap_or(default)),
+    }
+}
+
 /// The client and server addresses of a run, both of one family: the
 /// family of whichever is given (both must agree), IPv6 with `-6`, else
 /// IPv4; an address not given takes its family's default.
 pub fn addresses(o: &Args) -> Result<(IpAddr, IpAddr)> {
+    let (given_client, given_server) = (o.client.map(|h| h.addr), o.server.map(|h| h.addr));
     let v6 = o.ipv6
-        || matches!(o.client, Some(IpAddr::V6(_)))
-        || matches!(o.server, Some(IpAddr::V6(_)));
+        || matches!(given_client, Some(IpAddr::V6(_)))
+        || matches!(given_server, Some(IpAddr::V6(_)));
     let (client, server) = if v6 {
         (IpAddr::V6(DEFAULT_CLIENT6), IpAddr::V6(DEFAULT_SERVER6))
     } else {
         (IpAddr::V4(DEFAULT_CLIENT4), IpAddr::V4(DEFAULT_SERVER4))
     };
-    let (client, server) = (o.client.unwrap_or(client), o.server.unwrap_or(server));
+    let (client, server) = (
+        given_client.unwrap_or(client),
+        given_server.unwrap_or(server),
+    );
     for (option, a) in [("--client", client), ("--server", server)] {
         if a.is_ipv6() != v6 {
             let why = if o.ipv6 {
@@ -255,6 +322,11 @@ pub fn addresses(o: &Args) -> Result<(IpAddr, IpAddr)> {
     }
     Ok((client, server))
 }
+
+/// The Ostinato article's first client port and server port.
+pub const DEFAULT_SPORT: u16 = 23420;
+/// The default server port.
+pub const DEFAULT_DPORT: u16 = 8080;
 
 /// The Ostinato article's addresses, and their IPv6 counterparts.
 pub const DEFAULT_CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
@@ -344,6 +416,8 @@ pub struct Plan {
     pub clients: Clients,
     /// The server's address, of the clients' family.
     pub server: IpAddr,
+    /// The server's port.
+    pub dport: u16,
     /// Client addresses one round needs.
     pub need: u64,
     /// Client addresses the whole run could use; later rounds reuse the
@@ -397,7 +471,9 @@ impl Plan {
             }
             Some(_) => first_cpus(2, allowed, "--clash")?,
         };
-        let ports = u64::from((u16::MAX - o.sport) / o.port_step) + 1;
+        let sport = port("--client", o.client, "--sport", o.sport, DEFAULT_SPORT)?;
+        let dport = port("--server", o.server, "--dport", o.dport, DEFAULT_DPORT)?;
+        let ports = u64::from((u16::MAX - sport) / o.port_step) + 1;
         let total = o.count.saturating_mul(o.rounds);
         let ports_per_addr = ports.min(total) as u32;
         let need = o.count.div_ceil(u64::from(ports_per_addr));
@@ -417,9 +493,10 @@ impl Plan {
             count: o.count,
             total,
             server,
+            dport,
             clients: Clients {
                 first: client,
-                sport: o.sport,
+                sport,
                 port_step: o.port_step,
                 ports_per_addr,
             },
@@ -900,6 +977,65 @@ mod tests {
         assert_eq!(
             err(&["--client", "10.1.1.100", "--server", "fd02::100"]),
             "--client 10.1.1.100 is an IPv4 address, but --server fd02::100 makes this an IPv6 run"
+        );
+    }
+
+    #[test]
+    fn addresses_take_a_port_as_a_socket_address_does() {
+        let hp = |s: &str| s.parse::<HostPort>().map_err(|e| e.to_string());
+        let at = |a: &str, port| {
+            Ok(HostPort {
+                addr: a.parse().unwrap(),
+                port,
+            })
+        };
+        assert_eq!(hp("10.2.2.100"), at("10.2.2.100", None));
+        assert_eq!(hp("10.2.2.100:8080"), at("10.2.2.100", Some(8080)));
+        assert_eq!(hp("fd02::100"), at("fd02::100", None));
+        assert_eq!(hp("[fd02::100]"), at("fd02::100", None));
+        assert_eq!(hp("[fd02::100]:8080"), at("fd02::100", Some(8080)));
+        for bad in [
+            "fd02::100]:8080",
+            "[10.2.2.100]",
+            "10.2.2.100:",
+            "10.2.2.100:65536",
+            "host:1",
+            "",
+        ] {
+            assert_eq!(
+                hp(bad),
+                Err(format!(
+                    "'{bad}' is not an address: give ADDR or ADDR:PORT ([IPV6]:PORT for IPv6)"
+                ))
+            );
+        }
+        assert_eq!(
+            hp("[fd02::100]:8080").unwrap().to_string(),
+            "[fd02::100]:8080"
+        );
+        assert_eq!(hp("fd02::100").unwrap().to_string(), "fd02::100");
+
+        // The ports they carry are the run's, as --sport and --dport's.
+        let p = plan(&[
+            "--client",
+            "[fd01::100]:40000",
+            "--server",
+            "[fd02::100]:9090",
+        ])
+        .unwrap();
+        assert_eq!(p.clients.endpoint(0), Endpoint::new(v6("fd01::100"), 40000));
+        assert_eq!((p.server, p.dport), (v6("fd02::100"), 9090));
+        let p = plan(&["--server", "10.2.2.100:9090", "--dport", "9090"]).unwrap();
+        assert_eq!((p.clients.sport, p.dport), (DEFAULT_SPORT, 9090));
+        let p = plan(&["--sport", "1000", "--dport", "2000"]).unwrap();
+        assert_eq!((p.clients.sport, p.dport), (1000, 2000));
+        assert_eq!(
+            err(&["--server", "[fd02::100]:8080", "--dport", "80"]),
+            "--server [fd02::100]:8080 gives port 8080, and --dport 80 another"
+        );
+        assert_eq!(
+            err(&["--client", "10.1.1.100:1", "--sport", "2"]),
+            "--client 10.1.1.100:1 gives port 1, and --sport 2 another"
         );
     }
 

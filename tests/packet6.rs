@@ -19,7 +19,7 @@ use xdp_conntrack::loader::Config;
 use xdp_conntrack::packet::{self, icmp_echo, ip_frame, tcp, tcp_flags::*, udp, Endpoint, Ether};
 use xdp_conntrack::proto::{IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use xdp_conntrack::settings::parse_timeout;
-use xdp_conntrack::table;
+use xdp_conntrack::table::{self, Conn};
 
 const fn state(s: ct_tcp_state) -> u8 {
     s.0 as u8
@@ -255,6 +255,21 @@ fn auth_hdr() -> Vec<u8> {
     h
 }
 
+/// The table at the moment the last packet, run between `before` and
+/// `after` on the program's clock, gave the entry under `k` its `timeout`
+/// seconds: its timeout then reads whole, as conntrack lists an entry
+/// just touched, however long the test took since (its clock ticks on).
+fn table_as_left(h: &Harness, k: &ct_key6, (before, after): (u64, u64), timeout: u64) -> Vec<Conn> {
+    let (_, e) = h.entry6(k).expect("the entry");
+    let seen = e.expires - timeout * 1_000_000_000;
+    assert!(
+        (before..=after).contains(&seen),
+        "expires at {}: not {timeout} s after the packet ([{before}, {after}])",
+        e.expires
+    );
+    h.conns_at(seen)
+}
+
 fn ext(kind: u8) -> (u8, Vec<u8>) {
     match kind {
         HOP => (HOP, opts_hdr(8)),
@@ -365,6 +380,7 @@ fn a_tcp_connection_over_ipv6_lives_and_dies_as_over_ipv4() {
         &k,
         v(LAST_ACK, true, true, f.c.addr),
     );
+    let before = h.now();
     step(
         &h,
         &f.c(ACK, 107, 202),
@@ -374,7 +390,7 @@ fn a_tcp_connection_over_ipv6_lives_and_dies_as_over_ipv4() {
         v(TIME_WAIT, true, true, f.c.addr),
     );
     // The table lists it as conntrack does, compressed addresses and all.
-    let conns = h.conns();
+    let conns = table_as_left(&h, &k, (before, h.now()), 120);
     assert_eq!(conns.len(), 1);
     let line = format::conntrack_line(&conns[0]);
     assert!(
@@ -508,8 +524,9 @@ fn icmpv6_echo_is_tracked_by_id_and_an_unsolicited_reply_is_invalid() {
         &k,
         v(NO_STATE, false, false, c),
     );
+    let before = h.now();
     step(&h, &rep, XDP_REDIRECT, &[], &k, v(NO_STATE, true, false, c));
-    let line = format::conntrack_line(&h.conns()[0]);
+    let line = format::conntrack_line(&table_as_left(&h, &k, (before, h.now()), 30)[0]);
     assert_eq!(
         line,
         "icmpv6   58 30 src=fd00::1 dst=fd00::2 type=128 code=0 id=21791 \

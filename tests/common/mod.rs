@@ -111,7 +111,13 @@ impl Harness {
 
     /// Every live connection, IPv4's then IPv6's.
     pub fn conns(&self) -> Vec<Conn> {
-        let now = self.now();
+        self.conns_at(self.now())
+    }
+
+    /// The table as it reads at `now` on the program's clock: a moment
+    /// the test pins, where [`Harness::conns`] reads a clock that ticks
+    /// on (a whole second of a timeout can go between two lines).
+    pub fn conns_at(&self, now: u64) -> Vec<Conn> {
         let mut all = table::read_at(&self.skel.maps.ct_table, now).expect("reading the table");
         all.extend(table::read_at(&self.skel.maps.ct_table6, now).expect("reading the table"));
         all

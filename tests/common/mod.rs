@@ -460,11 +460,13 @@ impl TrackerBuilder {
 
     /// Runs a tracker that must refuse to start: fails the test if it
     /// reports that it forwards, or if it has not exited within
-    /// [`IO_TIMEOUT`].  Returns its exit status and its stderr lines.
+    /// [`start_timeout`] (a refusal at attach time comes after the load).
+    /// Returns its exit status and its stderr lines.
     pub fn start_failing(self) -> (ExitStatus, Vec<String>) {
         let (mut child, (_, stderr)) = self.spawn();
         let mut lines = Vec::new();
-        let deadline = Instant::now() + IO_TIMEOUT;
+        let limit = start_timeout();
+        let deadline = Instant::now() + limit;
         // Until it closes stderr, by exiting.
         while let Ok(l) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             if l.contains("forwarding") {
@@ -479,7 +481,7 @@ impl TrackerBuilder {
         if !exited {
             let _ = child.kill();
             panic!(
-                "xdp-conntrack {:?} was still running after {IO_TIMEOUT:?}; stderr: {lines:#?}",
+                "xdp-conntrack {:?} was still running after {limit:?}; stderr: {lines:#?}",
                 self.args
             );
         }

@@ -1408,36 +1408,33 @@ fn dual_stack_ping6_and_iperf3_over_ipv6_are_tracked_beside_ipv4() {
     // iperf3's server answers the client's first datagram.
     assert_eq!((u.l4proto, u.unreplied), (17, false), "{u:?}");
     assert_eq!(u.reply, Tuple::ports(to, SocketAddr::new(a1, udp_port)));
-    let echo6: Vec<_> = table
-        .iter()
-        .filter(|e| {
-            let L4::Icmp { id, .. } = e.orig.l4 else {
-                return false;
-            };
-            e.proto == "icmpv6"
-                && e.l4proto == 58
-                && e.orig == Tuple::icmp(a1, a2, 128, 0, id)
-                && e.reply == Tuple::icmp(a2, a1, 129, 0, id)
-                && !e.unreplied
-                && !e.assured
-        })
-        .collect();
-    assert_eq!(echo6.len(), 1, "one answered icmpv6 echo: {table:#?}");
-    let echo4: Vec<_> = table
-        .iter()
-        .filter(|e| {
-            let L4::Icmp { id, .. } = e.orig.l4 else {
-                return false;
-            };
-            e.proto == "icmp"
-                && e.l4proto == 1
-                && e.orig == Tuple::icmp(ADDR1.into(), ADDR2.into(), 8, 0, id)
-                && e.reply == Tuple::icmp(ADDR2.into(), ADDR1.into(), 0, 0, id)
-                && !e.unreplied
-                && !e.assured
-        })
-        .collect();
-    assert_eq!(echo4.len(), 1, "the IPv4 echo beside it: {table:#?}");
+    // Answered echoes, one per family: request and reply types, same id.
+    let echoes = |proto: &str, l4proto: u8, (a, b): (IpAddr, IpAddr), (req, rep): (u8, u8)| {
+        table
+            .iter()
+            .filter(|e| {
+                let L4::Icmp { id, .. } = e.orig.l4 else {
+                    return false;
+                };
+                e.proto == proto
+                    && e.l4proto == l4proto
+                    && e.orig == Tuple::icmp(a, b, req, 0, id)
+                    && e.reply == Tuple::icmp(b, a, rep, 0, id)
+                    && !e.unreplied
+                    && !e.assured
+            })
+            .count()
+    };
+    assert_eq!(
+        echoes("icmpv6", 58, (a1, a2), (128, 129)),
+        1,
+        "one answered icmpv6 echo: {table:#?}"
+    );
+    assert_eq!(
+        echoes("icmp", 1, (ADDR1.into(), ADDR2.into()), (8, 0)),
+        1,
+        "the IPv4 echo beside it: {table:#?}"
+    );
     // The IPv4 stream that ran beside iperf3 -6, still open and idle.
     let stream = table
         .iter()

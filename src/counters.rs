@@ -58,6 +58,8 @@ pub const COUNTERS: [Counter; N] = [
     c(ct_counter::CT_C_FRAGMENTS, Kind::Event),
     c(ct_counter::CT_C_IPV6, Kind::Event),
     c(ct_counter::CT_C_NEW_IPV6, Kind::Event),
+    c(ct_counter::CT_C_DROPS_IPV6, Kind::Event),
+    c(ct_counter::CT_C_FRAGMENTS_IPV6, Kind::Event),
     c(ct_counter::CT_C_DELETED, Kind::Event),
     c(ct_counter::CT_C_EVENTS_LOST, Kind::Event),
 ];
@@ -139,6 +141,31 @@ impl Totals {
             .sum()
     }
 
+    /// IPv4's share of the counts that both families move, named
+    /// `<count>_ipv4`: each count less its IPv6 counter (`new` less
+    /// `new_ipv6` is `new_ipv4`).  Read from one snapshot of per-CPU
+    /// slots that move apart, so a difference is floored at 0.
+    pub fn ipv4_shares(&self) -> [(&'static str, u64); 3] {
+        [
+            (
+                "new_ipv4",
+                self.get(ct_counter::CT_C_NEW),
+                self.get(ct_counter::CT_C_NEW_IPV6),
+            ),
+            (
+                "drops_ipv4",
+                self.drops(),
+                self.get(ct_counter::CT_C_DROPS_IPV6),
+            ),
+            (
+                "fragments_ipv4",
+                self.get(ct_counter::CT_C_FRAGMENTS),
+                self.get(ct_counter::CT_C_FRAGMENTS_IPV6),
+            ),
+        ]
+        .map(|(name, all, v6)| (name, all.saturating_sub(v6)))
+    }
+
     /// Entries in the table: created minus removed.
     pub fn active(&self) -> u64 {
         let removed = self.get(ct_counter::CT_C_EXPIRED)
@@ -178,5 +205,30 @@ mod tests {
             ct_counter::CT_C_MALFORMED,
         ];
         assert_eq!(t.drops(), drops.iter().map(|c| t.get(*c)).sum::<u64>());
+    }
+
+    #[test]
+    fn ipv4_shares_are_each_count_less_its_ipv6_counter() {
+        let mut t = Totals::default();
+        for (c, v) in [
+            (ct_counter::CT_C_NEW, 10),
+            (ct_counter::CT_C_NEW_IPV6, 4),
+            // drops is the sum of every drop counter, of either family.
+            (ct_counter::CT_C_INVALID, 5),
+            (ct_counter::CT_C_MALFORMED, 2),
+            (ct_counter::CT_C_TABLE_FULL, 1),
+            (ct_counter::CT_C_DROPS_IPV6, 3),
+            (ct_counter::CT_C_FRAGMENTS, 6),
+            (ct_counter::CT_C_FRAGMENTS_IPV6, 6),
+        ] {
+            t.n[c.0 as usize] = v;
+        }
+        assert_eq!(
+            t.ipv4_shares(),
+            [("new_ipv4", 6), ("drops_ipv4", 5), ("fragments_ipv4", 0)]
+        );
+        // Per-CPU slots read while they move: never below 0.
+        t.n[ct_counter::CT_C_NEW_IPV6.0 as usize] = 11;
+        assert_eq!(t.ipv4_shares()[0], ("new_ipv4", 0));
     }
 }

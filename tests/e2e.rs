@@ -1515,6 +1515,7 @@ fn udp_datagrams_larger_than_the_mtu_cross_in_fragments_in_both_families() {
     }
     let s = tracker.stats();
     assert_eq!(s["fragments"], 12, "{s:?}");
+    assert_eq!((s["fragments_ipv4"], s["fragments_ipv6"]), (6, 6), "{s:?}");
     assert_nothing_invalid(&tracker);
 }
 

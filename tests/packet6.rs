@@ -143,6 +143,8 @@ fn assert_moved(before: &Totals, after: &Totals, want: &[(&str, u64)], what: &st
 
 /// Runs one IPv6 frame: checks the verdict and that exactly `counted`
 /// (+1 each), `ipv6` and, when forwarded, the side-1 rx counters moved.
+/// IPv6's share of the counts both families keep moves with them: a drop
+/// moves `drops_ipv6`, a fragment `fragments_ipv6`.
 #[track_caller]
 fn run(h: &Harness, frame: &[u8], verdict: u32, counted: &[&str], what: &str) {
     let before = h.stats();
@@ -152,6 +154,11 @@ fn run(h: &Harness, frame: &[u8], verdict: u32, counted: &[&str], what: &str) {
     if verdict != XDP_DROP {
         want.push(("packets_from_side1", 1));
         want.push(("bytes_from_side1", frame.len() as u64));
+    } else {
+        want.push(("drops_ipv6", 1));
+    }
+    if counted.contains(&"fragments") {
+        want.push(("fragments_ipv6", 1));
     }
     assert_moved(&before, &h.stats(), &want, what);
 }

@@ -262,6 +262,36 @@ static __always_inline enum ct_counter ct_verdict_counter(enum ct_verdict v)
 	}
 }
 
+/* Whether a verdict drops the frame; every other verdict forwards it. */
+static __always_inline bool ct_verdict_drops(enum ct_verdict v)
+{
+	return v != CT_FORWARD && v != CT_UNTRACKED && v != CT_RELATED &&
+	       v != CT_FRAGMENT;
+}
+
+/**
+ * ct_count_ipv6() - count an IPv6 frame, and IPv6's drops and fragments
+ * @st:  this CPU's counters
+ * @pkt: the parsed frame (for first_frag)
+ * @v:   the frame's verdict
+ *
+ * Drops and fragments are counted once for both families, by the verdict;
+ * this counts IPv6's share again, so that `stats` can split them.  It runs
+ * on IPv6's branch only: IPv4's path pays nothing for it.
+ */
+static __always_inline void
+ct_count_ipv6(struct ct_stats *st, const struct ct_pkt *pkt, enum ct_verdict v)
+{
+	ct_count(st, CT_C_IPV6);
+	if (ct_verdict_drops(v))
+		ct_count(st, CT_C_DROPS_IPV6);
+	/* As ct_packet() counts them: a later fragment by its verdict, a
+	 * first one by first_frag, whatever its verdict.
+	 */
+	if (v == CT_FRAGMENT || pkt->first_frag)
+		ct_count(st, CT_C_FRAGMENTS_IPV6);
+}
+
 /* Calibrated by the loader after load; see struct ct_clock. */
 struct ct_clock ct_clock;
 
@@ -971,15 +1001,14 @@ int xdp_conntrack(struct xdp_md *ctx)
 	if (likely(proto == bpf_htons(ETH_P_IP))) {
 		verdict = ct_packet(ctx, &nh, len, pkt, st, AF_INET);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		ct_count(st, CT_C_IPV6);
 		verdict = ct_packet(ctx, &nh, len, pkt, st, AF_INET6);
+		ct_count_ipv6(st, pkt, verdict);
 	} else {
 		verdict = proto < 0 ? CT_DROP_MALFORMED : CT_UNTRACKED;
 	}
 
 	ct_count(st, ct_verdict_counter(verdict));
-	if (verdict != CT_FORWARD && verdict != CT_UNTRACKED &&
-	    verdict != CT_RELATED && verdict != CT_FRAGMENT) {
+	if (ct_verdict_drops(verdict)) {
 		ct_log("xct: verdict %s, drop",
 		       ct_verdict_names[verdict <= CT_FRAGMENT ? verdict : 1]);
 		return XDP_DROP;

@@ -215,13 +215,15 @@ enum ct_counter {
 	CT_C_CLOSED,	   /* entry removed by the state machine */
 	/* lost the race to create an entry: went through the winner's */
 	CT_C_CLASH_RESOLVE,
-	CT_C_RELATED,	  /* ICMP error about a connection, forwarded */
-	CT_C_FRAGMENTS,	  /* IP fragments: a UDP/ICMP datagram's first tracked,
+	CT_C_RELATED,	 /* ICMP error about a connection, forwarded */
+	CT_C_FRAGMENTS,	 /* IP fragments: a UDP/ICMP datagram's first tracked,
 			 * the rest forwarded untracked (parse.h) */
-	CT_C_IPV6,	  /* IPv6 frames seen (tracked or not), any verdict */
-	CT_C_NEW_IPV6,	  /* of CT_C_NEW, IPv6 connections */
-	CT_C_DELETED,	  /* entry removed by `delete` or `flush` */
-	CT_C_EVENTS_LOST, /* an event a reader wanted: the ring was full */
+	CT_C_IPV6,	 /* IPv6 frames seen (tracked or not), any verdict */
+	CT_C_NEW_IPV6,	 /* of CT_C_NEW, IPv6 connections */
+	CT_C_DROPS_IPV6, /* of every drop counter, IPv6 frames */
+	CT_C_FRAGMENTS_IPV6, /* of CT_C_FRAGMENTS, IPv6 fragments */
+	CT_C_DELETED,	     /* entry removed by `delete` or `flush` */
+	CT_C_EVENTS_LOST,    /* an event a reader wanted: the ring was full */
 	CT_C_MAX,
 };
 
@@ -318,7 +320,7 @@ struct ct_event {
  * another layout (--fresh discards it).
  */
 enum ct_layout {
-	CT_LAYOUT_VERSION = 4,
+	CT_LAYOUT_VERSION = 5,
 };
 
 /* What the tracker leaves beside its pinned maps for the next one. */

@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use libbpf_rs::MapCore;
 
 use super::Pinned;
-use crate::bpf::types::ct_counter;
 use crate::counters::Totals;
 use crate::format;
 use crate::loader::pins;
@@ -78,15 +77,12 @@ impl Snapshot {
         Ok(Self { totals, table })
     }
 
-    /// Every `name value`: the counters' sums and slots, the IPv4
-    /// connections made, then the table.
+    /// Every `name value`: the counters' sums and slots, IPv4's share of
+    /// those both families move, then the table.
     fn values(&self) -> Vec<(String, u64)> {
         let t = &self.totals;
         let mut v: Vec<(String, u64)> = format::counter_values(t);
-        let new4 = t.get(ct_counter::CT_C_NEW)
-            - t.get(ct_counter::CT_C_NEW_IPV6)
-                .min(t.get(ct_counter::CT_C_NEW));
-        v.push(("new_ipv4".to_string(), new4));
+        v.extend(t.ipv4_shares().map(|(n, x)| (n.to_string(), x)));
         v.extend(self.table.iter().cloned());
         v
     }

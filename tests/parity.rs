@@ -5,26 +5,27 @@
 //! count it related) and on the connection table (state, original
 //! direction, [UNREPLIED], [ASSURED]).
 //!
-//! Kernel side: namespace K holds both test addresses on one end of a veth
-//! pair, so every injected packet is delivered locally and its connection
-//! is confirmed at LOCAL_IN; frames are written into the other end from
-//! namespace I through an AF_PACKET socket.  nftables in K counts each
-//! packet twice: `seen` at prerouting priority -300 (before conntrack) and
-//! `done` at input priority INT_MAX, registered before conntrack's hooks so
-//! that it runs after the confirm hook (a `ct status confirmed` counter
-//! there proves it at setup).  A prerouting chain at priority 0 counts
-//! `ct state invalid` and `ct state related` (ICMP errors about a tracked
-//! connection, which we count as `related`).  ICMP errors come from a third
-//! address, ROUTER, that K neither owns nor routes to: with `accept_local`
-//! and no `rp_filter` it takes them like any other frame addressed to it.
-//! Everything K itself sends back (RSTs, port unreachables, echo replies)
-//! is dropped at output priority -300, before conntrack sees it.
+//! Kernel side: namespace K is a router between the client and the
+//! server, as xdp-conntrack is, and tracks what it forwards.  The client
+//! lives behind K's veth to namespace I, the server behind its veth to
+//! namespace S; K owns neither address, and has a host route and a
+//! permanent neighbour for each.  A frame to the server is written into
+//! K from I, any other from S, through an AF_PACKET socket; I and S drop
+//! whatever K forwards to them.  At setup a probe and its answer, in each
+//! family, must cross K once each way on those veths.
 //!
-//! IPv6 runs through the same K: the table is `inet`, so each chain and
-//! counter sees both families, and K holds IPv6 addresses for the client
-//! and the server (without duplicate detection) beside the IPv4 ones.
-//! IPv6 needs no `accept_local` or `rp_filter`: it takes packets from its
-//! own addresses, and from a router it has no route to, as they are.
+//! nftables in K counts each packet twice: `seen` at prerouting priority
+//! -300 (before conntrack) and `done` at postrouting priority INT_MAX,
+//! registered before conntrack's hooks so that it runs after the confirm
+//! hook (a `ct status confirmed` counter there proves it at setup).  A
+//! prerouting chain at priority 0 counts `ct state invalid` and `ct state
+//! related` (ICMP errors about a tracked connection, which we count as
+//! `related`).  ICMP errors come from a third address, ROUTER, that K has
+//! no route to: with no `rp_filter` it forwards them like any other
+//! frame.  Everything K itself sends (ICMP errors and redirects, neighbour
+//! discovery) is dropped at output priority -300, before conntrack sees
+//! it.  The table is `inet`, so each chain and counter sees both families.
+//!
 //! Each sequence is written with sides, and runs over one `Family`, which
 //! gives the sides their addresses and ICMP its version; the TCP, UDP,
 //! ICMP error and checksum sequences run over both, IPv4-only ones (the
@@ -63,11 +64,16 @@ use xdp_conntrack::proto::{proto_name, tcp_state_name, IPPROTO_ICMP, IPPROTO_ICM
 use xdp_conntrack::sys::{netlink, PacketSocket};
 use xdp_conntrack::table::Conn;
 
-/// MAC of the veth end in K (frames are addressed to it) and in I.
+/// MAC of K's veth end towards the client (frames to the server are
+/// addressed to it) and of its peer in I.
 const K_MAC: [u8; 6] = [0x02, 0x6b, 0, 0, 0, 0x01];
 const I_MAC: [u8; 6] = [0x02, 0x69, 0, 0, 0, 0x01];
+/// The same for K's veth end towards the server, and its peer in S.
+const K2_MAC: [u8; 6] = [0x02, 0x6b, 0, 0, 0, 0x02];
+const S_MAC: [u8; 6] = [0x02, 0x73, 0, 0, 0, 0x01];
 
-/// The two ends of every flow; both addresses live in K.
+/// The two ends of every flow: the client behind K's veth to I, the server
+/// behind its veth to S.
 const CLIENT: Endpoint = Endpoint {
     addr: IpAddr::V4(Ipv4Addr::new(10, 1, 1, 100)),
     port: 23420,
@@ -76,14 +82,14 @@ const SERVER: Endpoint = Endpoint {
     addr: IpAddr::V4(Ipv4Addr::new(10, 2, 2, 100)),
     port: 8080,
 };
-/// A router on the path between them, the source of most ICMP errors.  K
-/// does not own it, and needs no route to it (`accept_local`, no
-/// `rp_filter`): every error goes to CLIENT or SERVER.
+/// A router on the path beyond K, the source of most ICMP errors.  K has
+/// no route to it, and takes its errors all the same (no `rp_filter`):
+/// every error goes to CLIENT or SERVER.
 const ROUTER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 1));
 
-/// The same three over IPv6, with the same ports.  IPv6 has neither
-/// `accept_local` nor `rp_filter`: K takes a packet from one of its own
-/// addresses, or from an address it has no route to, as it is.
+/// The same three over IPv6, with the same ports.  IPv6 has no
+/// `rp_filter`: K forwards a packet from an address it has no route to as
+/// it is.
 const CLIENT6: Endpoint = Endpoint {
     addr: IpAddr::V6(Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x100)),
     port: CLIENT.port,
@@ -3657,7 +3663,12 @@ struct Counters {
 struct KernelCt {
     sock: PacketSocket,
     ifindex: u32,
+    /// The way in from the server's side: a packet socket in S and its
+    /// veth there.
+    far: (PacketSocket, u32),
     k: String,
+    /// K's veth ends: to I, and to S.
+    links: [String; 2],
     /// K's /proc/net files, once conntrack is on in K.
     files: Option<KernelFiles>,
     /// When the last frame's sendto() returned: K had handled it by then
@@ -3800,27 +3811,29 @@ impl KernelCt {
     fn new() -> Self {
         require_root();
         let p = unique_prefix();
-        let (k, i) = (format!("{p}k"), format!("{p}i"));
+        let (k, i, s) = (format!("{p}k"), format!("{p}i"), format!("{p}s"));
         let (vk, vi) = (format!("{p}vk"), format!("{p}vi"));
-        let netns = Netns(vec![k.clone(), i.clone()]);
-        run(&["ip", "netns", "add", &k]);
-        run(&["ip", "netns", "add", &i]);
-        for ns in [&k, &i] {
+        let (vk2, vs) = (format!("{p}vk2"), format!("{p}vs"));
+        let netns = Netns(vec![k.clone(), i.clone(), s.clone()]);
+        for ns in &netns.0 {
+            run(&["ip", "netns", "add", ns]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        // I only writes frames: no IPv6 of its own.  K takes IPv6 without
-        // detecting duplicates or listening to routers (its own packets
-        // never leave it anyway: see `local_out` below).
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &i,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ]);
+        // I and S only write frames: no IPv6 of their own.  K forwards,
+        // without detecting duplicates or listening to routers (its own
+        // packets never leave it anyway: see `local_out` below).
+        for ns in [&i, &s] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ]);
+        }
         run(&[
             "ip",
             "netns",
@@ -3832,16 +3845,53 @@ impl KernelCt {
             "net.ipv6.conf.default.accept_dad=0",
             "net.ipv6.conf.all.accept_ra=0",
             "net.ipv6.conf.default.accept_ra=0",
-            "net.ipv6.conf.all.forwarding=0",
+            "net.ipv6.conf.all.forwarding=1",
+            "net.ipv4.ip_forward=1",
         ]);
-        let (kmac, imac) = (mac(&K_MAC), mac(&I_MAC));
-        run(&[
-            "ip", "-n", &k, "link", "add", &vk, "address", &kmac, "type", "veth", "peer", "name",
-            &vi, "address", &imac, "netns", &i,
-        ]);
-        // Both ends of every flow are local addresses of K: accept them as
-        // sources, and never filter by reverse path.
-        for conf in ["all", "default", vk.as_str()] {
+        for (vk, kmac, peer, pmac, ns) in [
+            (&vk, &K_MAC, &vi, &I_MAC, &i),
+            (&vk2, &K2_MAC, &vs, &S_MAC, &s),
+        ] {
+            run(&[
+                "ip",
+                "-n",
+                &k,
+                "link",
+                "add",
+                vk,
+                "address",
+                &mac(kmac),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "address",
+                &mac(pmac),
+                "netns",
+                ns,
+            ]);
+            // Room for the window sequences' 1460-byte segments behind
+            // IPv6's 40-byte header (1534-byte frames).
+            run(&["ip", "-n", &k, "link", "set", vk, "mtu", "2000", "up"]);
+            run(&["ip", "-n", ns, "link", "set", peer, "mtu", "2000", "up"]);
+            // What K forwards lands in I or S, which must neither answer
+            // it nor pass it on: K's counters see the injected frames
+            // alone.
+            nft_in(
+                ns,
+                &format!(
+                    "table netdev sink {{
+                        chain in {{
+                            type filter hook ingress device {peer} priority 0; policy drop;
+                        }}
+                    }}"
+                ),
+            );
+        }
+        // ICMP errors come from ROUTER, an address K has no route to:
+        // never filter by reverse path.
+        for conf in ["all", "default", &vk, &vk2] {
             run(&[
                 "ip",
                 "netns",
@@ -3849,45 +3899,43 @@ impl KernelCt {
                 &k,
                 "sysctl",
                 "-qw",
-                &format!("net.ipv4.conf.{conf}.accept_local=1"),
                 &format!("net.ipv4.conf.{conf}.rp_filter=0"),
             ]);
         }
-        for a in [CLIENT.addr, SERVER.addr] {
+        // A host route and a permanent neighbour for each end, on its
+        // side: nothing to resolve, and K owns neither address.
+        for (end, dev, lladdr) in [
+            (CLIENT.addr, &vk, &I_MAC),
+            (CLIENT6.addr, &vk, &I_MAC),
+            (SERVER.addr, &vk2, &S_MAC),
+            (SERVER6.addr, &vk2, &S_MAC),
+        ] {
+            let end = end.to_string();
+            run(&["ip", "-n", &k, "route", "add", &end, "dev", dev]);
             run(&[
                 "ip",
                 "-n",
                 &k,
-                "addr",
+                "neigh",
                 "add",
-                &format!("{a}/32"),
+                &end,
+                "lladdr",
+                &mac(lladdr),
                 "dev",
-                &vk,
+                dev,
+                "nud",
+                "permanent",
             ]);
         }
-        for a in [CLIENT6.addr, SERVER6.addr] {
-            run(&[
-                "ip",
-                "-n",
-                &k,
-                "addr",
-                "add",
-                &format!("{a}/128"),
-                "dev",
-                &vk,
-                "nodad",
-            ]);
-        }
-        // Room for the window sequences' 1460-byte segments behind IPv6's
-        // 40-byte header (1534-byte frames).
-        run(&["ip", "-n", &k, "link", "set", &vk, "mtu", "2000", "up"]);
-        run(&["ip", "-n", &i, "link", "set", &vi, "mtu", "2000", "up"]);
 
         let (sock, ifindex) = packet_socket(&i, &vi);
+        let far = packet_socket(&s, &vs);
         let mut me = Self {
             sock,
             ifindex,
+            far,
             k,
+            links: [vk, vk2],
             files: None,
             sent: Cell::new(None),
             last: Cell::new(None),
@@ -3909,7 +3957,7 @@ impl KernelCt {
                     drop
                 }
                 chain done {
-                    type filter hook input priority 2147483647; policy accept;
+                    type filter hook postrouting priority 2147483647; policy accept;
                     counter name \"done\"
                 }
             }",
@@ -3946,18 +3994,37 @@ impl KernelCt {
         for fam in [Family::V4, Family::V6] {
             let a = Endpoint::new(fam.client().addr, 9);
             let b = Endpoint::new(fam.server().addr, 9);
-            let before = self.counters();
-            assert_eq!(
-                self.inject(&udp(&eth, a, b, b"probe")),
-                Verdict::Pass,
-                "{fam} probe"
-            );
-            let after = self.counters();
-            assert_eq!(
-                after.confirmed,
-                before.confirmed + 1,
-                "the done chain does not run after conntrack's confirm hook ({fam}): {after:?}"
-            );
+            for (from, to, what) in [(a, b, "probe"), (b, a, "answer")] {
+                let (before, links) = (self.counters(), self.link_packets());
+                assert_eq!(
+                    self.inject(&udp(&eth, from, to, what.as_bytes())),
+                    Verdict::Pass,
+                    "{fam} {what}"
+                );
+                let after = self.counters();
+                if what == "probe" {
+                    assert_eq!(
+                        after.confirmed,
+                        before.confirmed + 1,
+                        "the done chain does not run after conntrack's confirm hook ({fam}): \
+                         {after:?}"
+                    );
+                }
+                // The probe came in from I and went on to S, the answer
+                // the other way.
+                let moved: Vec<(u64, u64)> = self
+                    .link_packets()
+                    .iter()
+                    .zip(&links)
+                    .map(|(n, o)| (n.0 - o.0, n.1 - o.1))
+                    .collect();
+                let want = if what == "probe" {
+                    [(1, 0), (0, 1)]
+                } else {
+                    [(0, 1), (1, 0)]
+                };
+                assert_eq!(moved, want, "{fam} {what}: (rx, tx) on {:?}", self.links);
+            }
             let lines = self.conntrack_lines();
             let probe = Tuple::ports((a.addr, a.port).into(), (b.addr, b.port).into());
             assert!(
@@ -3966,6 +4033,31 @@ impl KernelCt {
             );
             self.flush();
         }
+    }
+
+    /// Packets received and sent on each of K's veth ends, from K's
+    /// /proc/net/dev.
+    fn link_packets(&self) -> Vec<(u64, u64)> {
+        let dev = in_ns(&self.k, || {
+            std::fs::read_to_string("/proc/thread-self/net/dev")
+        })
+        .unwrap_or_else(|e| panic!("reading K's /proc/net/dev: {e}"));
+        self.links
+            .iter()
+            .map(|link| {
+                let line = dev
+                    .lines()
+                    .find_map(|l| l.trim_start().strip_prefix(&format!("{link}:")))
+                    .unwrap_or_else(|| panic!("no {link} in K's /proc/net/dev: {dev}"));
+                let n: Vec<u64> = line
+                    .split_whitespace()
+                    .map(|v| v.parse().expect("a number"))
+                    .collect();
+                // Eight receive fields, then the transmit ones; packets
+                // come second in each.
+                (n[1], n[9])
+            })
+            .collect()
     }
 
     /// Our program's configuration with K's own timeouts, so that the
@@ -4020,23 +4112,7 @@ impl KernelCt {
     }
 
     fn nft(&self, script: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.k, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .expect("writing to nft");
-        check(
-            &format!("nft -f - <<{script}"),
-            child.wait_with_output().unwrap(),
-        );
+        nft_in(&self.k, script);
     }
 
     fn counters(&self) -> Counters {
@@ -4092,10 +4168,19 @@ impl KernelCt {
         } else {
             libc::ETH_P_IP
         };
-        let n = self
-            .sock
-            .send_to(frame, self.ifindex, ethertype as u16, K_MAC)
-            .unwrap_or_else(|e| panic!("sendto: {e:#}"));
+        let n = if to_server(frame) {
+            self.sock
+                .send_to(frame, self.ifindex, ethertype as u16, K_MAC)
+        } else {
+            // Anything else comes in from the server's side, as a frame
+            // from S to K's second veth.
+            let mut frame = frame.to_vec();
+            frame[..6].copy_from_slice(&K2_MAC);
+            frame[6..12].copy_from_slice(&S_MAC);
+            let (sock, ifindex) = &self.far;
+            sock.send_to(&frame, *ifindex, ethertype as u16, K2_MAC)
+        }
+        .unwrap_or_else(|e| panic!("sendto: {e:#}"));
         assert_eq!(n, frame.len(), "sendto: a short write");
         self.sent.set(Some(Instant::now()));
         let mut now = before;
@@ -4111,9 +4196,10 @@ impl KernelCt {
             );
             return Verdict::Lost;
         }
-        // The IP layer may refuse a frame after LOCAL_IN too (IPv6's
-        // destination options, say), once conntrack is done with it: only
-        // a frame that never reached `done` was dropped before conntrack.
+        // A frame the IP layer refused before prerouting (ip_rcv()'s and
+        // ipv6_rcv()'s header checks) reached no hook.  One refused while
+        // forwarding, after conntrack (a hop limit run out), would need a
+        // verdict this harness cannot read: no sequence sends one.
         if now.done == before.done && now.ip_hdr_errors > before.ip_hdr_errors {
             assert_eq!(
                 (now.seen, now.done),
@@ -4181,6 +4267,44 @@ impl KernelCt {
             self.conntrack_lines()
         );
     }
+}
+
+/// Runs an nft script in namespace `ns`.
+fn nft_in(ns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning nft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .expect("writing to nft");
+    check(
+        &format!("nft -f - <<{script}"),
+        child.wait_with_output().unwrap(),
+    );
+}
+
+/// Whether an Ethernet frame of IPv4 or IPv6 is addressed to the server
+/// (of either family).
+fn to_server(frame: &[u8]) -> bool {
+    let dst: IpAddr = if frame[12..14] == [0x86, 0xdd] {
+        <[u8; 16]>::try_from(&frame[38..54])
+            .map(Ipv6Addr::from)
+            .expect("an IPv6 header")
+            .into()
+    } else {
+        <[u8; 4]>::try_from(&frame[30..34])
+            .map(Ipv4Addr::from)
+            .expect("an IPv4 header")
+            .into()
+    };
+    dst == SERVER.addr || dst == SERVER6.addr
 }
 
 /// Where /proc/sys keeps the sysctl `key` (net.netfilter.x).

@@ -262,10 +262,13 @@ fn auth_hdr() -> Vec<u8> {
     h
 }
 
-/// The table at the moment the last packet, run between `before` and
-/// `after` on the program's clock, gave the entry under `k` its `timeout`
-/// seconds: its timeout then reads whole, as conntrack lists an entry
-/// just touched, however long the test took since (its clock ticks on).
+/// The table at the moment a packet run between `before` and `after` on
+/// the program's clock gave the entry under `k` its `timeout` seconds: its
+/// timeout then reads whole, as conntrack lists an entry just touched,
+/// however long the test took since (its clock ticks on).  Which packet
+/// that was is not always the last: a refresh that would move the
+/// deadline by a second or less is skipped (CT_REFRESH_SLACK), so the
+/// window must hold every packet since the deadline was last set.
 fn table_as_left(h: &Harness, k: &ct_key6, (before, after): (u64, u64), timeout: u64) -> Vec<Conn> {
     let (_, e) = h.entry6(k).expect("the entry");
     let seen = e.expires - timeout * 1_000_000_000;
@@ -523,6 +526,7 @@ fn icmpv6_echo_is_tracked_by_id_and_an_unsolicited_reply_is_invalid() {
     let k = table::icmp6_key(c, s, 21791).unwrap();
     let req = icmp_echo(&Ether::default(), c, s, 128, 21791, 1);
     let rep = icmp_echo(&Ether::default(), s, c, 129, 21791, 1);
+    let before = h.now();
     step(
         &h,
         &req,
@@ -531,8 +535,12 @@ fn icmpv6_echo_is_tracked_by_id_and_an_unsolicited_reply_is_invalid() {
         &k,
         v(NO_STATE, false, false, c),
     );
-    let before = h.now();
+    // The reply half a second later: inside the refresh slack, so the
+    // request's deadline stands, and the line must read from it.
+    let set = h.entry6(&k).expect("the entry").1.expires;
+    h.advance(Duration::from_millis(500));
     step(&h, &rep, XDP_REDIRECT, &[], &k, v(NO_STATE, true, false, c));
+    assert_eq!(h.entry6(&k).expect("the entry").1.expires, set);
     let line = format::conntrack_line(&table_as_left(&h, &k, (before, h.now()), 30)[0]);
     assert_eq!(
         line,

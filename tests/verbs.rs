@@ -708,8 +708,18 @@ fn a_dump_taken_while_connections_churn_is_consistent() {
         dumps
     });
     assert!(dumps > 1, "dumps taken during the churn: {dumps}");
-    // The churn's connections expire a second after their close.
-    assert!(wait_for(IO_TIMEOUT, || count(pin, &[]) == 0));
+    // The churn's connections expire a second after their close.  Any
+    // left are named, with the counters, for a 1-in-N failure inside 6.1
+    // (2026-12-01) that left some.
+    if !wait_for(IO_TIMEOUT, || count(pin, &[]) == 0) {
+        let (lines, _) = dump_with(pin, &[]);
+        let s = tracker.stats();
+        panic!(
+            "{} entries left after the churn, the first: {:#?}\ncounters: {s:?}",
+            lines.len(),
+            &lines[..lines.len().min(10)]
+        );
+    }
     // Then a table that does not change: connections left ESTABLISHED.
     let out = topo.handshake(&["--count", "2000"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -60,11 +60,24 @@ impl Reader {
             .collect()
     }
 
-    /// Stops it with SIGINT: its exit status and the rest of its stderr.
+    /// Stops it with SIGINT: its exit status and the rest of its stderr,
+    /// read to the end.  The last lines reach the channel from a thread
+    /// that may still be reading them when the reader has exited: taking
+    /// only what had arrived by then lost the closing line once in N.
     fn stop(mut self) -> (bool, Vec<String>) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).unwrap();
         let ok = self.child.wait().expect("waiting for the reader").success();
-        (ok, self.err.try_iter().collect())
+        let mut rest = Vec::new();
+        loop {
+            match self.err.recv_timeout(IO_TIMEOUT) {
+                Ok(l) => rest.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the reader's stderr never closed: {rest:?}")
+                }
+            }
+        }
+        (ok, rest)
     }
 }
 

@@ -3592,8 +3592,8 @@ enum Verdict {
     /// Kernel only: the IP layer dropped it (ip_rcv() counted a header
     /// error), before any netfilter hook, conntrack's included.
     Dropped,
-    /// Kernel only: seen at prerouting, but it never reached LOCAL_IN
-    /// (conntrack, or routing, dropped it).
+    /// Kernel only: seen at prerouting, but it never reached postrouting
+    /// (conntrack, or forwarding, dropped it).
     Lost,
     /// Ours only: XDP_DROP, counted `malformed`: what ip_rcv() refuses.
     Malformed,
@@ -3675,7 +3675,8 @@ struct KernelCt {
     /// (on this CPU, within the call).
     sent: Cell<Option<Instant>>,
     /// The counters as the last frame left them: nothing else reaches K
-    /// (I sends only what the test injects, K's own output is dropped),
+    /// (I and S send only what the test injects, K's own output is
+    /// dropped, what K forwards is dropped where it lands),
     /// so they are the next frame's `before`.
     last: Cell<Option<Counters>>,
     _netns: Netns,

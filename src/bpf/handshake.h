@@ -38,9 +38,18 @@ struct hs_phase {
 	__u16 port_step;
 	__u8 client_is_src; /* 1: client -> server; 0: server -> client */
 	__u8 racer;	    /* --clash: 1 or 2, keeping pace with the other */
-	__u8 pad[2];
+	__u8 kind;	    /* enum hs_kind: what the sink counts these as */
+	__u8 pad;
 	/* first IPv6 client address, host order: bits 127..64, then 63..0 */
 	__u64 client_addr6[2];
+	/* --window: at most `window` frames of the phase sent and not yet
+	 * counted by the sink (0: no limit).  `first` is `next` at the
+	 * phase's start, `arrived_base` the sink's arrived[kind] then.
+	 */
+	__u64 first;
+	__u64 arrived_base;
+	__u32 window;
+	__u32 pad2;
 };
 
 #endif /* __HANDSHAKE_H */

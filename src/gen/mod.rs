@@ -208,6 +208,14 @@ pub struct Args {
     /// client tuples are reused once the assigned addresses run out.
     #[arg(long, default_value_t = 1)]
     pub rounds: u64,
+    /// Keep at most this many frames in flight: sent, and not yet counted
+    /// by the receiving side's sink (0: no limit, open loop).  Where a
+    /// busy CPU lets the path's rings overflow (a loaded guest, a kernel
+    /// that leaves softirqs to ksoftirqd), a run with a window still
+    /// arrives whole, and it fails if frames stop arriving (the path
+    /// dropped them).  One sending thread: not with --threads or --clash.
+    #[arg(long, default_value_t = 0)]
+    pub window: u32,
     /// No progress line.  Without it, stderr shows the round, the phase,
     /// the frames sent and delivered and the rate: rewritten in place at
     /// most once a second on a terminal, a line every five seconds into a
@@ -554,6 +562,9 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
         .load()
         .context("loading the generator's BPF programs")?;
 
+    if o.window > 0 {
+        send::bss_mut(&mut skel)?.windowed = 1;
+    }
     // Sinks on both namespace ends: they count what arrives and drop it, so
     // the namespaces' stacks never answer.
     let mut sinks = Vec::new();
@@ -580,7 +591,7 @@ pub fn generate(o: &Args, features: Features) -> Result<Report> {
         client: &client,
         server: &server,
         span: plan.span(addrs),
-        tx: Transmitter::new(o.sender, o.rate, plan.cpus.clone(), plan.racers.clone()),
+        tx: Transmitter::new(o, plan.cpus.clone(), plan.racers.clone()),
         progress: Progress::new(o.quiet),
     };
     let start = Instant::now();

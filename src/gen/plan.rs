@@ -449,6 +449,9 @@ impl Plan {
         if o.threads == 0 {
             bail!("--threads must be at least 1");
         }
+        if o.window > 0 && (o.threads > 1 || o.clash.is_some()) {
+            bail!("--window takes one sending thread (not --threads or --clash)");
+        }
         let (client, server) = addresses(o)?;
         let cpus = flood_cpus(o.threads, allowed)?;
         if o.threads > 1 && (o.flood == 0 || o.sender == Sender::Socket) {
@@ -811,6 +814,13 @@ mod tests {
             err(&["--clash", "same", "--sender", "socket"]),
             "--clash takes live frames (not --sender socket)"
         );
+        let one = "--window takes one sending thread (not --threads or --clash)";
+        assert_eq!(
+            err(&["--window", "8", "--threads", "2", "--flood", "2"]),
+            one
+        );
+        assert_eq!(err(&["--window", "8", "--clash", "same"]), one);
+        assert!(Plan::new(&args(&["--window", "8", "--threads", "1"]), &[0]).is_ok());
         let reverse = "--clash reverse sends the first packets only (no --flood or --lifecycle)";
         assert_eq!(err(&["--clash", "reverse", "--flood", "2"]), reverse);
         assert_eq!(err(&["--clash", "reverse", "--lifecycle", "rst"]), reverse);

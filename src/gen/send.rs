@@ -84,12 +84,15 @@ impl Stream<'_> {
     }
 }
 
-/// Sends streams the way `--sender`, `--rate` and `--threads` say.
+/// Sends streams the way `--sender`, `--rate`, `--window` and `--threads`
+/// say.
 #[derive(Debug)]
 pub struct Transmitter {
     /// Live frames or the socket; `Auto` until the first live run tells.
     how: Sender,
     rate: Rate,
+    /// Most frames in flight (0: no limit).
+    window: u32,
     /// The CPUs of the flood threads (empty: the calling thread sends).
     cpus: Vec<usize>,
     /// The CPUs of the two threads of a raced phase.
@@ -97,12 +100,14 @@ pub struct Transmitter {
 }
 
 impl Transmitter {
-    /// A transmitter for `--sender how --rate rate`, flooding from one
-    /// thread per CPU in `cpus`, racing from the two in `racers`.
-    pub fn new(how: Sender, rate: Rate, cpus: Vec<usize>, racers: Vec<usize>) -> Self {
+    /// A transmitter for `o`'s `--sender`, `--rate` and `--window`,
+    /// flooding from one thread per CPU in `cpus`, racing from the two in
+    /// `racers`.
+    pub fn new(o: &super::Args, cpus: Vec<usize>, racers: Vec<usize>) -> Self {
         Self {
-            how,
-            rate,
+            how: o.sender,
+            rate: o.rate,
+            window: o.window,
             cpus,
             racers,
         }
@@ -122,11 +127,7 @@ impl Transmitter {
         if s.phase.per_conn > 1 && !self.cpus.is_empty() {
             return self.flood(s);
         }
-        skel.maps
-            .bss_data
-            .as_deref_mut()
-            .context("the generator's .bss is not memory-mapped")?
-            .phase = s.hs_phase();
+        let window = Window::open(skel, s, self.window)?;
         // The template: hs_gen writes each connection's client in.
         let template = s.frame(0);
         let mut socket: Option<PacketSocket> = None;
@@ -149,6 +150,23 @@ impl Transmitter {
                         })
                     }
                 }
+                if let Some(w) = window.as_ref().filter(|_| *how == Sender::Live) {
+                    // The run made n frames or fewer (never more: one per
+                    // iteration); what the window held back follows, once
+                    // there is room.
+                    let end = s.frames.next + sent + n;
+                    loop {
+                        let at = w.next(skel)?;
+                        if at >= end {
+                            break;
+                        }
+                        w.wait_for_room(skel, at - s.frames.next)?;
+                        live_run(skel.progs.hs_gen.as_fd(), &template, s.ifindex, end - at, 0)
+                            .with_context(|| {
+                                format!("sending the {} stream (live XDP frames)", s.phase.name)
+                            })?;
+                    }
+                }
             }
             if *how == Sender::Socket {
                 let sock = match &socket {
@@ -157,6 +175,9 @@ impl Transmitter {
                 };
                 let first = s.frames.next + sent;
                 for i in first..first + n {
+                    if let Some(w) = &window {
+                        w.wait_for_room(skel, i - s.frames.next)?;
+                    }
                     sock.send(&s.frame(s.frames.conn(i)))?;
                 }
             }
@@ -189,11 +210,7 @@ impl Transmitter {
                 .update(&k.to_ne_bytes(), &0u64.to_ne_bytes(), MapFlags::ANY)
                 .context("resetting the racers' progress")?;
         }
-        let bss = skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .context("the generator's .bss is not memory-mapped")?;
+        let bss = bss_mut(skel)?;
         for (r, (s, &cpu)) in [a, b].into_iter().zip(&self.racers).enumerate() {
             bss.racers[r] = hs_phase {
                 racer: r as u8 + 1,
@@ -213,6 +230,95 @@ impl Transmitter {
         }
         sent
     }
+}
+
+/// `--window`: how one stream's frames in flight are counted, by hs_gen
+/// for live frames and here for the socket.
+struct Window<'p> {
+    limit: u64,
+    /// The sink's arrived count of the stream's kind when it began.
+    base: u64,
+    kind: usize,
+    /// For the error message.
+    phase: &'p str,
+}
+
+impl<'p> Window<'p> {
+    /// Sets `skel`'s phase up for `s`, with a window of `limit` frames if
+    /// it is not 0.
+    fn open(skel: &mut HandshakeSkel<'_>, s: &Stream<'p>, limit: u32) -> Result<Option<Self>> {
+        let kind = s.phase.kind.0 as usize;
+        let base = match limit {
+            0 => 0,
+            _ => arrived(skel, kind)?,
+        };
+        let mut ph = s.hs_phase();
+        if limit > 0 {
+            ph.window = limit;
+            ph.kind = kind as u8;
+            ph.first = ph.next;
+            ph.arrived_base = base;
+        }
+        bss_mut(skel)?.phase = ph;
+        Ok((limit > 0).then_some(Self {
+            limit: u64::from(limit),
+            base,
+            kind,
+            phase: s.phase.name,
+        }))
+    }
+
+    /// The index of the next frame hs_gen makes.
+    fn next(&self, skel: &mut HandshakeSkel<'_>) -> Result<u64> {
+        let bss = bss_mut(skel)?;
+        // SAFETY: a plain read of memory-mapped .bss that hs_gen wrote.
+        Ok(unsafe { std::ptr::read_volatile(&bss.phase.next) })
+    }
+
+    /// Waits until fewer than the window's frames of the `sent` so far are
+    /// in flight; fails if none has arrived for [`super::STALL`].
+    fn wait_for_room(&self, skel: &mut HandshakeSkel<'_>, sent: u64) -> Result<()> {
+        let mut got = arrived(skel, self.kind)? - self.base;
+        let mut moved = Instant::now();
+        while sent.saturating_sub(got) >= self.limit {
+            if moved.elapsed() >= super::STALL {
+                bail!(
+                    "{} frames of the {} stream stopped arriving at the sink \
+                     (--window {}): the path dropped them",
+                    sent - got,
+                    self.phase,
+                    self.limit
+                );
+            }
+            // Polling the sink's count: the wait is for it to move.
+            std::thread::sleep(Duration::from_micros(100));
+            let now = arrived(skel, self.kind)? - self.base;
+            if now != got {
+                got = now;
+                moved = Instant::now();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The generator's .bss, writable.
+pub(super) fn bss_mut<'s>(
+    skel: &'s mut HandshakeSkel<'_>,
+) -> Result<&'s mut crate::bpf::hs::types::bss> {
+    skel.maps
+        .bss_data
+        .as_deref_mut()
+        .context("the generator's .bss is not memory-mapped")
+}
+
+/// What the sinks have counted of `kind` while `windowed` is set.
+fn arrived(skel: &mut HandshakeSkel<'_>, kind: usize) -> Result<u64> {
+    let bss = bss_mut(skel)?;
+    let at = bss.arrived.get(kind).context("a sink kind out of range")?;
+    // SAFETY: a plain read of memory-mapped .bss that the sinks add to
+    // on other CPUs (an aligned u64: no torn value).
+    Ok(unsafe { std::ptr::read_volatile(at) })
 }
 
 /// Sends each `(cpu, stream)` of `jobs` from a thread of its own at
@@ -292,11 +398,7 @@ fn sender<'obj>(
         .context("opening the generator's BPF object")?
         .load()
         .context("loading the generator's BPF programs")?;
-    skel.maps
-        .bss_data
-        .as_deref_mut()
-        .context("the generator's .bss is not memory-mapped")?
-        .phase = s.hs_phase();
+    bss_mut(&mut skel)?.phase = s.hs_phase();
     Ok((guard, Some(skel)))
 }
 

@@ -37,7 +37,7 @@ fn cpus() -> MutexGuard<'static, ()> {
 fn race_setup() -> Option<(Topology, Tracker)> {
     let topo = Topology::two_queues(&format!("{CLIENT}/24"), &format!("{SERVER}/24"));
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        let out = topo.handshake(&["--count", "10", "--clash", "same"]);
+        let out = topo.handshake_open_loop(&["--count", "10", "--clash", "same"]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--clash: only 1 CPUs"), "{err}");
@@ -52,7 +52,7 @@ fn race_setup() -> Option<(Topology, Tracker)> {
 /// Runs the generator; fails unless every frame of every phase arrived.
 /// Returns (phase name, frames sent) of each phase.
 fn run(topo: &Topology, extra: &[&str]) -> Vec<(String, u64)> {
-    let out = topo.handshake(&[&["--count", &N.to_string()], extra].concat());
+    let out = topo.handshake_open_loop(&[&["--count", &N.to_string()], extra].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -244,7 +244,8 @@ fn a_synack_acking_beyond_the_syn_establishes_nothing() {
     let tracker = Tracker::builder(&topo)
         .args(&["-q", "--max-entries", "8192"])
         .start();
-    let out = handshake(&topo, &["--count", &N.to_string(), "--synack-ack", "102"]);
+    // Open loop: the tracker drops every SYN-ACK.
+    let out = topo.handshake_open_loop(&["--count", &N.to_string(), "--synack-ack", "102"]);
     assert!(
         out.status.success(),
         "{}",
@@ -260,6 +261,34 @@ fn a_synack_acking_beyond_the_syn_establishes_nothing() {
     let (by_state, _) = table(&tracker);
     let want = BTreeMap::from([(("SYN_SENT".to_string(), false, true), N)]);
     assert_eq!(by_state, want, "no connection may be ESTABLISHED");
+
+    // With a window the generator holds back all but the window's worth
+    // of SYN-ACKs that never arrive, and fails on them, through either
+    // sender (fresh ports: the same SYNs again would be retransmissions).
+    for (sender, sport) in [("live", "40000"), ("socket", "41000")] {
+        let out = topo.handshake_open_loop(&[
+            "--window",
+            "64",
+            "--sender",
+            sender,
+            "--count",
+            "100",
+            "--sport",
+            sport,
+            "--synack-ack",
+            "102",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{sender}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            "xdp-conntrack: 64 frames of the SYN-ACK stream stopped arriving at the sink \
+             (--window 64): the path dropped them",
+            "{sender}"
+        );
+    }
+    let (by_state, _) = table(&tracker);
+    let want = BTreeMap::from([(("SYN_SENT".to_string(), false, true), N + 200)]);
+    assert_eq!(by_state, want);
 }
 
 #[test]
@@ -374,10 +403,7 @@ fn a_flood_from_two_threads_spreads_over_two_queues() {
         .args(&["-q", "--max-entries", "8192"])
         .start();
     // An odd count: the first thread takes the remainder.
-    let out = handshake(
-        &topo,
-        &["--count", "501", "--flood", "10", "--threads", "2"],
-    );
+    let out = topo.handshake_open_loop(&["--count", "501", "--flood", "10", "--threads", "2"]);
     if cpus < 2 {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("CPUs are available"));
@@ -399,6 +425,25 @@ fn a_flood_from_two_threads_spreads_over_two_queues() {
 }
 
 #[test]
+fn a_window_takes_one_sending_thread() {
+    let topo = ostinato_topology();
+    for extra in [
+        &["--count", "5", "--flood", "2", "--threads", "2"][..],
+        &["--count", "5", "--clash", "same"],
+    ] {
+        // handshake() gives the generator its window.
+        let out = handshake(&topo, extra);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.trim_end(),
+            "xdp-conntrack: --window takes one sending thread (not --threads or --clash)",
+            "{extra:?}"
+        );
+    }
+}
+
+#[test]
 fn threads_need_a_flood_of_live_frames() {
     let topo = ostinato_topology();
     for extra in [
@@ -416,7 +461,7 @@ fn threads_need_a_flood_of_live_frames() {
         &["--count", "5", "--flood", "2", "--threads", "0"],
         &["--count", "5", "--flood", "2", "--threads", "100000"],
     ] {
-        let out = handshake(&topo, extra);
+        let out = topo.handshake_open_loop(extra);
         assert_eq!(out.status.code(), Some(1), "{extra:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");

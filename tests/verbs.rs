@@ -685,7 +685,7 @@ fn a_dump_taken_while_connections_churn_is_consistent() {
         .start();
     let pin = &tracker.pin_path;
     let churn = std::sync::atomic::AtomicBool::new(true);
-    let dumps = std::thread::scope(|sc| {
+    let (dumps, report) = std::thread::scope(|sc| {
         let gen = sc.spawn(|| {
             let out = topo.handshake(&["--count", "3000", "--rounds", "8", "--lifecycle", "full"]);
             churn.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -705,7 +705,7 @@ fn a_dump_taken_while_connections_churn_is_consistent() {
         }
         let out = gen.join().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        dumps
+        (dumps, String::from_utf8_lossy(&out.stdout).into_owned())
     });
     assert!(dumps > 1, "dumps taken during the churn: {dumps}");
     // The churn's connections expire a second after their close.  Any
@@ -715,7 +715,7 @@ fn a_dump_taken_while_connections_churn_is_consistent() {
         let (lines, _) = dump_with(pin, &[]);
         let s = tracker.stats();
         panic!(
-            "{} entries left after the churn, the first: {:#?}\ncounters: {s:?}",
+            "{} entries left after the churn, the first: {:#?}\ncounters: {s:?}\n{report}",
             lines.len(),
             &lines[..lines.len().min(10)]
         );

@@ -328,8 +328,16 @@ impl Topology {
     }
 
     /// `xdp-conntrack handshake` (the generator) from ns1 to ns2, with
-    /// `extra` options.
+    /// `extra` options and a window of [`WINDOW`] frames: every phase
+    /// arrives whole however busy the machine is, or the generator fails
+    /// (frames the tracker drops never arrive).
     pub fn handshake(&self, extra: &[&str]) -> std::process::Output {
+        self.handshake_open_loop(&[&["--window", WINDOW], extra].concat())
+    }
+
+    /// The same without a window, as `make scale` sends: for `--clash`
+    /// and `--threads`, which take none, and for phases the tracker drops.
+    pub fn handshake_open_loop(&self, extra: &[&str]) -> std::process::Output {
         Command::new(binary())
             .args([
                 "handshake",
@@ -613,6 +621,11 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 // ---------------------------------------------------------------------------
 // Namespaced sockets and the tracker's view, for the end-to-end tests
+
+/// The generator's window in the tests (`handshake --window`): half a veth
+/// ring (256 frames), so that no ring on the path overflows even if every
+/// frame in flight waits in one.
+pub const WINDOW: &str = "128";
 
 /// The namespaces' addresses in the default topology.
 pub const ADDR1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

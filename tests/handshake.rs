@@ -468,3 +468,92 @@ fn threads_need_a_flood_of_live_frames() {
         assert!(err.contains("--threads"), "{extra:?}: {err}");
     }
 }
+
+/// hs_gen's window frame by frame, through BPF_PROG_TEST_RUN: a frame
+/// that would put more than the window in flight is dropped unsent and
+/// `next` stays; each frame the sink counts lets one more go.
+#[test]
+fn the_window_holds_a_frame_until_the_sink_counts_one() {
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+    use std::os::fd::AsFd;
+    use xdp_conntrack::bpf::hs::types::{hs_kind, hs_phase};
+    use xdp_conntrack::bpf::hs::HandshakeSkelBuilder;
+    use xdp_conntrack::packet::{self, tcp_flags::SYN, Endpoint, Ether};
+    use xdp_conntrack::sys::prog_test_run;
+    const XDP_DROP: u32 = 1;
+    const XDP_TX: u32 = 3;
+
+    let mut object = std::mem::MaybeUninit::uninit();
+    let mut skel = HandshakeSkelBuilder::default()
+        .open(&mut object)
+        .unwrap()
+        .load()
+        .unwrap();
+    let eth = Ether {
+        dst: [2, 0, 0, 0, 0, 2],
+        src: [2, 0, 0, 0, 0, 1],
+    };
+    let client: std::net::Ipv4Addr = CLIENT.parse().unwrap();
+    let server: std::net::Ipv4Addr = SERVER.parse().unwrap();
+    let syn = packet::tcp(
+        &eth,
+        Endpoint::new(client, 23420),
+        Endpoint::new(server, 8080),
+        SYN,
+        100,
+        0,
+        b"",
+    );
+    let kind = hs_kind::HS_SYN.0 as usize;
+    {
+        let bss = skel.maps.bss_data.as_deref_mut().unwrap();
+        bss.windowed = 1;
+        bss.phase = hs_phase {
+            next: 5,
+            count: 20,
+            client_addr: u32::from(client),
+            ports_per_addr: 100,
+            client_port: 23420,
+            port_step: 1,
+            client_is_src: 1,
+            kind: kind as u8,
+            first: 5,
+            arrived_base: 7,
+            window: 2,
+            ..Default::default()
+        };
+        bss.arrived[kind] = 7;
+    }
+    let gen = |skel: &mut xdp_conntrack::bpf::hs::HandshakeSkel<'_>| {
+        let verdict = prog_test_run(skel.progs.hs_gen.as_fd(), &syn).unwrap();
+        (verdict, skel.maps.bss_data.as_deref().unwrap().phase.next)
+    };
+    assert_eq!(gen(&mut skel), (XDP_TX, 6));
+    assert_eq!(gen(&mut skel), (XDP_TX, 7));
+    // Two in flight: the third waits, however often it is tried.
+    assert_eq!(gen(&mut skel), (XDP_DROP, 7));
+    assert_eq!(gen(&mut skel), (XDP_DROP, 7));
+    // The sink counts one (and drops it, as it drops everything).
+    assert_eq!(
+        prog_test_run(skel.progs.hs_sink.as_fd(), &syn).unwrap(),
+        XDP_DROP
+    );
+    assert_eq!(skel.maps.bss_data.as_deref().unwrap().arrived[kind], 8);
+    assert_eq!(gen(&mut skel), (XDP_TX, 8));
+    assert_eq!(gen(&mut skel), (XDP_DROP, 8));
+    // Frames of another kind open nothing.
+    let mut synack = syn.clone();
+    synack[14 + 20 + 13] |= 0x10;
+    prog_test_run(skel.progs.hs_sink.as_fd(), &synack).unwrap();
+    assert_eq!(gen(&mut skel), (XDP_DROP, 8));
+    // Without `windowed` the sink leaves arrived[] alone.
+    skel.maps.bss_data.as_deref_mut().unwrap().windowed = 0;
+    prog_test_run(skel.progs.hs_sink.as_fd(), &syn).unwrap();
+    assert_eq!(skel.maps.bss_data.as_deref().unwrap().arrived[kind], 8);
+    // Without a window the phase runs to its count.
+    skel.maps.bss_data.as_deref_mut().unwrap().phase.window = 0;
+    for next in 9..=20 {
+        assert_eq!(gen(&mut skel), (XDP_TX, next));
+    }
+    assert_eq!(gen(&mut skel), (XDP_DROP, 20));
+}

@@ -233,12 +233,9 @@ impl Transmitter {
 }
 
 /// `--window`: how one stream's frames in flight are counted, by hs_gen
-/// for live frames and here for the socket.
+/// for live frames and here for the socket.  The window, the sink kind
+/// and its count at the start have one home, the phase in the .bss.
 struct Window<'p> {
-    limit: u64,
-    /// The sink's arrived count of the stream's kind when it began.
-    base: u64,
-    kind: usize,
     /// For the error message.
     phase: &'p str,
 }
@@ -247,23 +244,15 @@ impl<'p> Window<'p> {
     /// Sets `skel`'s phase up for `s`, with a window of `limit` frames if
     /// it is not 0.
     fn open(skel: &mut HandshakeSkel<'_>, s: &Stream<'p>, limit: u32) -> Result<Option<Self>> {
-        let kind = s.phase.kind.0 as usize;
-        let base = match limit {
-            0 => 0,
-            _ => arrived(skel, kind)?,
-        };
         let mut ph = s.hs_phase();
         if limit > 0 {
             ph.window = limit;
-            ph.kind = kind as u8;
+            ph.kind = s.phase.kind.0 as u8;
             ph.first = ph.next;
-            ph.arrived_base = base;
+            ph.arrived_base = arrived(skel, ph.kind)?;
         }
         bss_mut(skel)?.phase = ph;
         Ok((limit > 0).then_some(Self {
-            limit: u64::from(limit),
-            base,
-            kind,
             phase: s.phase.name,
         }))
     }
@@ -278,21 +267,22 @@ impl<'p> Window<'p> {
     /// Waits until fewer than the window's frames of the `sent` so far are
     /// in flight; fails if none has arrived for [`super::STALL`].
     fn wait_for_room(&self, skel: &mut HandshakeSkel<'_>, sent: u64) -> Result<()> {
-        let mut got = arrived(skel, self.kind)? - self.base;
+        let ph = bss_mut(skel)?.phase;
+        let limit = u64::from(ph.window);
+        let mut got = arrived(skel, ph.kind)? - ph.arrived_base;
         let mut moved = Instant::now();
-        while sent.saturating_sub(got) >= self.limit {
+        while sent.saturating_sub(got) >= limit {
             if moved.elapsed() >= super::STALL {
                 bail!(
                     "{} frames of the {} stream stopped arriving at the sink \
-                     (--window {}): the path dropped them",
+                     (--window {limit}): the path dropped them",
                     sent - got,
                     self.phase,
-                    self.limit
                 );
             }
             // Polling the sink's count: the wait is for it to move.
             std::thread::sleep(Duration::from_micros(100));
-            let now = arrived(skel, self.kind)? - self.base;
+            let now = arrived(skel, ph.kind)? - ph.arrived_base;
             if now != got {
                 got = now;
                 moved = Instant::now();
@@ -313,9 +303,12 @@ pub(super) fn bss_mut<'s>(
 }
 
 /// What the sinks have counted of `kind` while `windowed` is set.
-fn arrived(skel: &mut HandshakeSkel<'_>, kind: usize) -> Result<u64> {
+fn arrived(skel: &mut HandshakeSkel<'_>, kind: u8) -> Result<u64> {
     let bss = bss_mut(skel)?;
-    let at = bss.arrived.get(kind).context("a sink kind out of range")?;
+    let at = bss
+        .arrived
+        .get(usize::from(kind))
+        .context("a sink kind out of range")?;
     // SAFETY: a plain read of memory-mapped .bss that the sinks add to
     // on other CPUs (an aligned u64: no torn value).
     Ok(unsafe { std::ptr::read_volatile(at) })
